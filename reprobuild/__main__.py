@@ -1,0 +1,5 @@
+"""Allow ``python -m reprobuild``."""
+
+from reprobuild.cli import main
+
+main()

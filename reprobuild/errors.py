@@ -1,0 +1,72 @@
+"""Every fatal error reprobuild can raise, and the exit code each one maps to.
+
+The core never prints or exits: it raises one of these. ``cli.py`` is the only place
+that turns them into a one-line message, a hint and an exit code. Keeping the mapping
+here (one class, one code) means CI jobs can rely on the codes never drifting.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; documented in README.md ("Exit codes")."""
+
+    REPRODUCIBLE = 0
+    UNREPRODUCIBLE = 1
+    BAD_INPUT = 2
+    EGRESS = 3
+    BUILD_FAILED = 4
+    ENVIRONMENT = 5
+    INTERRUPTED = 130
+
+
+class ReprobuildError(Exception):
+    """Base class: a message saying what is wrong and a hint saying what to do next."""
+
+    exit_code: ExitCode = ExitCode.BAD_INPUT
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(ReprobuildError):
+    """Bad invocation or bad input: missing repository, unknown ref, malformed recipe."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class SourceError(InputError):
+    """The source could not be fetched, or the ref/subdir does not exist."""
+
+
+class RecipeError(InputError):
+    """A recipe file is malformed, or no recipe fits the project."""
+
+
+class BuildFailure(ReprobuildError):
+    """The untrusted build failed, timed out, or produced output we refuse to copy."""
+
+    exit_code = ExitCode.BUILD_FAILED
+
+
+class UnsafeArchiveError(BuildFailure):
+    """An archive coming out of a sandbox holds links, absolute/``..`` paths or is too big."""
+
+
+class EnvironmentFailure(ReprobuildError):
+    """Docker is unreachable, or a toolchain image could not be bootstrapped."""
+
+    exit_code = ExitCode.ENVIRONMENT
+
+
+class Interrupted(ReprobuildError):
+    """The user pressed Ctrl-C; everything we created has been removed."""
+
+    exit_code = ExitCode.INTERRUPTED
