@@ -1,0 +1,443 @@
+"""Deterministic tar building (sources in) and paranoid tar parsing (outputs out).
+
+Sources go into the sandbox as a tar streamed on stdin and unpacked into a tmpfs; the member
+order of that stream becomes the directory order there, which is how the file-ordering
+variation is applied without FUSE (see NOTES.md §5). Outputs come back as a tar produced by an
+untrusted build: it is parsed with ``tarfile`` in streaming mode and only regular files are
+written, by us, with ``O_NOFOLLOW|O_EXCL`` under directories we created ourselves. We never call
+``tarfile.extract``/``extractall`` or rely on extraction filters (CVE-2025-4517 and relatives).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import IO, BinaryIO, cast
+
+from reprobuild.errors import EnvironmentFailure, UnsafeArchiveError
+from reprobuild.source import EntryKind, SourceEntry
+
+__all__ = [
+    "ExtractLimits",
+    "ExtractedFile",
+    "FileOrder",
+    "build_tar",
+    "extract_regular_files",
+    "sha256_file",
+]
+
+GiB = 1024 * 1024 * 1024
+_CHUNK = 1024 * 1024
+#: Bytes of headers (ustar + PAX/GNU long names) we tolerate per member on top of file data.
+_HEADER_ALLOWANCE = 16 * 1024
+_FILE_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE})
+
+
+class FileOrder(Enum):
+    """Member order in a built tar; the sandbox's tmpfs lists entries in reverse creation order.
+
+    SORTED walks the tree depth-first with siblings in ascending name order; REVERSED walks it
+    depth-first with siblings in descending order. Either way a directory precedes its contents.
+    """
+
+    SORTED = "sorted"
+    REVERSED = "reversed"
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Caps on what an untrusted archive may make us write to the host."""
+
+    max_files: int = 10_000
+    max_file_bytes: int = 1 * GiB
+    max_total_bytes: int = 2 * GiB
+
+
+@dataclass(frozen=True)
+class ExtractedFile:
+    """A regular file written by :func:`extract_regular_files`; ``path`` is posix, relative."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass
+class _Dir:
+    children: dict[str, _Dir | SourceEntry]
+
+
+def _split_clean(path: str, what: str) -> list[str]:
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\0" in path:
+        raise ValueError(f"unsafe {what} {path!r}")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"unsafe {what} {path!r}")
+    return parts
+
+
+def build_tar(
+    entries: Sequence[SourceEntry], *, order: FileOrder, mtime: int, prefix: str = ""
+) -> bytes:
+    """An uncompressed PAX tar of ``entries``, byte-identical for identical inputs.
+
+    Owner is 0:0 with empty user/group names, every mtime is ``mtime``, directories are
+    emitted explicitly (0o755, including those of ``prefix``), files are 0o644 or 0o755
+    (only the executable bit is kept), symlinks stay symlinks (only unpacked in a sandbox).
+    """
+    root = _Dir({})
+    for entry in entries:
+        parts = _split_clean(entry.path, "entry path")
+        node = root
+        for part in parts[:-1]:
+            child = node.children.setdefault(part, _Dir({}))
+            if not isinstance(child, _Dir):
+                raise ValueError(f"{entry.path!r} needs {part!r} to be a directory")
+            node = child
+        if parts[-1] in node.children:
+            raise ValueError(f"duplicate entry {entry.path!r}")
+        node.children[parts[-1]] = entry
+
+    prefix_parts = _split_clean(prefix.strip("/"), "prefix") if prefix.strip("/") else []
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+
+        def add(name: str, info_type: bytes, mode: int, data: bytes = b"") -> None:
+            info = tarfile.TarInfo(name)
+            info.type = info_type
+            info.mode = mode
+            info.mtime = mtime
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if info_type == tarfile.SYMTYPE:
+                info.linkname = data.decode("utf-8", "surrogateescape")
+                tar.addfile(info)
+            elif info_type == tarfile.REGTYPE:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+
+        for i in range(len(prefix_parts)):
+            add("/".join(prefix_parts[: i + 1]), tarfile.DIRTYPE, 0o755)
+
+        def walk(node: _Dir, base: str) -> None:
+            names = sorted(node.children, reverse=order is FileOrder.REVERSED)
+            for name in names:
+                child = node.children[name]
+                path = f"{base}/{name}" if base else name
+                if isinstance(child, _Dir):
+                    add(path, tarfile.DIRTYPE, 0o755)
+                    walk(child, path)
+                elif child.kind is EntryKind.SYMLINK:
+                    add(path, tarfile.SYMTYPE, 0o777, child.data)
+                else:
+                    add(path, tarfile.REGTYPE, 0o755 if child.mode & 0o111 else 0o644, child.data)
+
+        walk(root, "/".join(prefix_parts))
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+class _CappedReader(io.RawIOBase):
+    """Counts raw bytes read, so malformed headers cannot make us read without bound."""
+
+    def __init__(self, inner: IO[bytes], cap: int) -> None:
+        super().__init__()
+        self._inner = inner
+        self._cap = cap
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._cap + 1 - self.count if size is None or size < 0 else size
+        data = self._inner.read(min(want, self._cap + 1 - self.count))
+        self.count += len(data)
+        if self.count > self._cap:
+            raise UnsafeArchiveError(f"archive stream is longer than {self._cap} bytes")
+        return data
+
+
+def _member_parts(name: str, strip: list[str]) -> list[str]:
+    """Validated path components of a member name, after removing ``strip``."""
+    if not name:
+        raise UnsafeArchiveError("refusing archive member with an empty name")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise UnsafeArchiveError(f"refusing member {name!r}: control character in name")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafeArchiveError(f"refusing member {name!r}: name is not UTF-8") from None
+    if "\\" in name:
+        raise UnsafeArchiveError(f"refusing member {name!r}: backslash in name")
+    if name.startswith("/"):
+        raise UnsafeArchiveError(f"refusing member {name!r}: absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"refusing member {name!r}: '..' in path")
+    if strip:
+        if parts[: len(strip)] != strip:
+            raise UnsafeArchiveError(
+                f"refusing member {name!r}: outside the expected {'/'.join(strip)}/"
+            )
+        parts = parts[len(strip) :]
+    return parts
+
+
+class _Writer:
+    """Creates directories and files under ``dest`` via dir fds and ``O_NOFOLLOW`` only.
+
+    Every path is walked from ``dest`` one component at a time, so a link planted anywhere
+    (by anyone) is never followed; only the last directory fd is kept open (fd budget).
+    """
+
+    def __init__(self, dest_fd: int) -> None:
+        self.dest_fd = dest_fd
+        self.dirs: set[tuple[str, ...]] = set()  # directories we created
+        self.files: set[tuple[str, ...]] = set()  # files we created
+        self._cached: tuple[tuple[str, ...], int] | None = None
+
+    def ensure_dir(self, parts: tuple[str, ...], member: str) -> int:
+        """Fd of our directory ``parts`` (created if needed); valid until the next call."""
+        if not parts:
+            return self.dest_fd
+        if self._cached is not None and self._cached[0] == parts:
+            return self._cached[1]
+        self.close()
+        fd = self.dest_fd
+        try:
+            for i, name in enumerate(parts):
+                sub = parts[: i + 1]
+                if sub in self.files:
+                    raise UnsafeArchiveError(
+                        f"refusing member {member!r}: {'/'.join(sub)} is a file"
+                    )
+                fresh = sub not in self.dirs
+                if fresh:
+                    os.mkdir(name, 0o755, dir_fd=fd)  # fails if anything is already there
+                    self.dirs.add(sub)
+                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                child = os.open(name, flags, dir_fd=fd)
+                if fd != self.dest_fd:
+                    os.close(fd)
+                fd = child
+                if fresh:
+                    os.fchmod(fd, 0o755)  # independent of the umask
+        except BaseException:
+            if fd != self.dest_fd:
+                os.close(fd)
+            raise
+        self._cached = (parts, fd)
+        return fd
+
+    def close(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+
+
+def _clear_dir(dest: Path) -> None:
+    """Remove everything below ``dest`` (which we populated) without following links."""
+    for child in os.scandir(dest):
+        if child.is_dir(follow_symlinks=False):
+            _clear_dir(Path(child.path))
+            Path(child.path).rmdir()
+        else:
+            Path(child.path).unlink()
+
+
+def extract_regular_files(
+    stream: bytes | BinaryIO,
+    dest: Path,
+    limits: ExtractLimits,
+    *,
+    strip_prefix: str | None = None,
+) -> list[ExtractedFile]:
+    """Write the regular files of an UNTRUSTED tar under ``dest``; refuse anything else.
+
+    ``dest`` must be an empty directory (it is created if missing). Links, devices, fifos,
+    absolute or ``..`` paths, control characters, backslashes, duplicates and anything over
+    ``limits`` raise :class:`UnsafeArchiveError` naming the member, after ``dest`` has been
+    emptied again. ``strip_prefix`` (e.g. ``"out"`` for docker's ``get_archive``) is removed
+    from every member name; members outside it are refused. Returns files sorted by path.
+    """
+    if not dest.exists():
+        dest.mkdir(mode=0o755)
+    dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        with os.scandir(dest_fd) as listing:
+            not_empty = next(listing, None) is not None
+        if not_empty:
+            raise ValueError(f"extraction destination {dest} is not empty")
+        writer = _Writer(dest_fd)
+        try:
+            return _extract(stream, writer, limits, strip_prefix)
+        except BaseException:
+            writer.close()
+            _clear_dir(dest)
+            raise
+        finally:
+            writer.close()
+    finally:
+        os.close(dest_fd)
+
+
+def _extract(
+    stream: bytes | BinaryIO,
+    writer: _Writer,
+    limits: ExtractLimits,
+    strip_prefix: str | None,
+) -> list[ExtractedFile]:
+    strip = [p for p in (strip_prefix or "").split("/") if p not in ("", ".")]
+    if ".." in strip:
+        raise ValueError(f"bad strip_prefix {strip_prefix!r}")
+    max_members = 2 * limits.max_files + 16  # directories count separately from files
+    raw = io.BytesIO(stream) if isinstance(stream, bytes) else stream
+    reader = _CappedReader(
+        cast(IO[bytes], raw), limits.max_total_bytes + max_members * _HEADER_ALLOWANCE
+    )
+    seen: set[tuple[str, ...]] = set()
+    results: list[ExtractedFile] = []
+    total = 0
+    members = 0
+    try:
+        with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as tar:
+            for member in tar:
+                members += 1
+                if members > max_members:
+                    raise UnsafeArchiveError(
+                        f"refusing member {member.name!r}: more than {max_members} members"
+                    )
+                parts = tuple(_member_parts(member.name, strip))
+                kind = _kind_error(member)
+                if kind:
+                    raise UnsafeArchiveError(f"refusing member {member.name!r}: {kind}")
+                if member.isdir():
+                    if parts in seen:
+                        raise UnsafeArchiveError(f"refusing member {member.name!r}: duplicate")
+                    if parts:
+                        seen.add(parts)
+                        with _os_guard(member.name):
+                            writer.ensure_dir(parts, member.name)
+                    continue
+                if not parts:
+                    raise UnsafeArchiveError(f"refusing member {member.name!r}: empty file name")
+                if parts in seen:
+                    raise UnsafeArchiveError(f"refusing member {member.name!r}: duplicate")
+                seen.add(parts)
+                if len(results) >= limits.max_files:
+                    raise UnsafeArchiveError(
+                        f"refusing member {member.name!r}: more than {limits.max_files} files"
+                    )
+                if member.size > limits.max_file_bytes:
+                    raise UnsafeArchiveError(
+                        f"refusing member {member.name!r}: {member.size} bytes is over the "
+                        f"{limits.max_file_bytes}-byte limit"
+                    )
+                if total + member.size > limits.max_total_bytes:
+                    raise UnsafeArchiveError(
+                        f"refusing member {member.name!r}: archive is over the "
+                        f"{limits.max_total_bytes}-byte total limit"
+                    )
+                source = tar.extractfile(member)
+                if source is None:
+                    raise UnsafeArchiveError(f"refusing member {member.name!r}: no content")
+                with _os_guard(member.name):
+                    size, digest = _write_file(
+                        writer, parts, source, member=member.name, limits=limits, total_before=total
+                    )
+                total += size
+                results.append(ExtractedFile("/".join(parts), size, digest))
+    except tarfile.TarError as exc:
+        raise UnsafeArchiveError(f"malformed archive: {exc}") from exc
+    except EOFError as exc:
+        raise UnsafeArchiveError(f"truncated archive: {exc}") from exc
+    return sorted(results, key=lambda f: f.path)
+
+
+def _kind_error(member: tarfile.TarInfo) -> str | None:
+    """Why a member's type is refused, or None for regular files and directories."""
+    if member.issym():
+        return "symbolic link"
+    if member.islnk():
+        return "hard link"
+    if member.ischr() or member.isblk():
+        return "device node"
+    if member.isfifo():
+        return "fifo"
+    if member.issparse():
+        return "sparse file"
+    if member.isdir() or member.type in _FILE_TYPES:
+        return None
+    return f"unsupported member type {member.type!r}"
+
+
+@contextmanager
+def _os_guard(member: str) -> Iterator[None]:
+    """Turn OS errors into refusals naming the member (or environment failures)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise EnvironmentFailure(
+                f"cannot write build output {member!r}: {exc.strerror}",
+                hint="free disk space on the host",
+            ) from exc
+        raise UnsafeArchiveError(f"refusing member {member!r}: {exc.strerror}") from exc
+
+
+def _write_file(
+    writer: _Writer,
+    parts: tuple[str, ...],
+    source: IO[bytes],
+    *,
+    member: str,
+    limits: ExtractLimits,
+    total_before: int,
+) -> tuple[int, str]:
+    parent = writer.ensure_dir(parts[:-1], member)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(parts[-1], flags, 0o644, dir_fd=parent)
+    writer.files.add(parts)
+    digest = hashlib.sha256()
+    size = 0
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), 0o644)
+        while chunk := source.read(_CHUNK):
+            size += len(chunk)
+            if size > limits.max_file_bytes:
+                raise UnsafeArchiveError(
+                    f"refusing member {member!r}: over the {limits.max_file_bytes}-byte limit"
+                )
+            if total_before + size > limits.max_total_bytes:
+                raise UnsafeArchiveError(
+                    f"refusing member {member!r}: archive is over the "
+                    f"{limits.max_total_bytes}-byte total limit"
+                )
+            digest.update(chunk)
+            out.write(chunk)
+    return size, digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (outputs can be large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

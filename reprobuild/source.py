@@ -1,0 +1,627 @@
+"""Source acquisition: turn what the user gave (URL, local repo, plain directory) into bytes.
+
+Only *committed* content of a git source is used, read straight from the object database
+(``git ls-tree`` + ``git cat-file --batch``), never from the work tree and never through
+``git archive`` (which applies ``export-ignore``/``export-subst`` attributes and would change
+what gets built). A local repository is the user's: it is read in place and never modified
+(no checkout, no fetch, no index refresh). Remote repositories are cloned bare into ``workdir``.
+
+Every invocation of ``git`` runs with a scrubbed environment: no system config, no terminal
+prompts, no hooks, no optional locks, no replace refs, ``ext::`` and other "user" transports
+disabled (``file://`` is allowed explicitly, only where the user asked for it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path, PurePosixPath
+
+from reprobuild.errors import EnvironmentFailure, SourceError
+
+__all__ = [
+    "EntryKind",
+    "SourceEntry",
+    "SourceKind",
+    "SourceLimits",
+    "SourceTree",
+    "acquire",
+    "classify",
+    "compute_tree_sha256",
+    "normalise_subdir",
+]
+
+MiB = 1024 * 1024
+
+#: Wall-clock limits for git; a hung clone must not hang reprobuild.
+CLONE_TIMEOUT_S = 900.0
+GIT_TIMEOUT_S = 300.0
+
+_REMOTE_SCHEMES = frozenset({"http", "https", "ssh", "git", "file", "git+ssh", "ssh+git"})
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_HEXISH_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
+_COMMITTER_RE = re.compile(rb"^committer .* (\d+) [+-]\d{4}$", re.MULTILINE)
+#: Inherited GIT_* variables that only say *how* to reach a remote, never *which* repository.
+_GIT_ENV_KEEP = frozenset(
+    {"GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH"}
+)
+
+
+class SourceKind(Enum):
+    """Where the source comes from; decides whether we clone or read in place."""
+
+    GIT_REMOTE = "git-remote"
+    GIT_LOCAL = "git-local"
+    DIRECTORY = "directory"
+
+
+class EntryKind(Enum):
+    """What a tree entry is. Directories are implied by paths, as in git."""
+
+    FILE = "file"
+    SYMLINK = "symlink"
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One file or symlink of the source tree.
+
+    ``path`` is posix, relative to the tree root. ``mode`` is 0o644/0o755 for files and 0o777
+    for symlinks. ``data`` is the file content, or the link target (bytes) for symlinks.
+    """
+
+    path: str
+    kind: EntryKind
+    mode: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """Caps on what we read into memory, so a hostile or huge source fails fast."""
+
+    max_files: int = 50_000
+    max_total_bytes: int = 512 * MiB
+    max_file_bytes: int = 100 * MiB
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """The acquired source: identity (location/ref/commit) plus the full committed tree.
+
+    ``location`` is the URL (credentials redacted), the repository's top level (a path inside
+    a work tree becomes ``subdir``), or the resolved directory.
+
+    ``entries`` always hold the whole tree (sorted by path) even when ``subdir`` is set,
+    because monorepo builds may need sibling directories. ``tree_sha256`` is described in
+    :func:`compute_tree_sha256`.
+    """
+
+    location: str
+    kind: SourceKind
+    ref: str | None
+    commit: str | None
+    commit_time: int | None
+    subdir: str
+    entries: tuple[SourceEntry, ...]
+    tree_sha256: str
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def compute_tree_sha256(entries: Iterable[SourceEntry]) -> str:
+    """Content identity of a tree, independent of where and how it was obtained.
+
+    SHA-256 over a canonical listing with one line per entry, entries sorted by path::
+
+        f"{kind} {mode:o} {sha256(data)} {path}\\n"
+
+    where ``kind`` is ``file`` or ``symlink``, ``mode`` is octal (``644``, ``755``, or ``777``
+    for symlinks), ``sha256(data)`` is the lowercase hex digest of the content (the link target
+    for symlinks) and ``path`` is posix relative to the tree root. Paths never contain a
+    newline (such sources are refused), so the listing is unambiguous.
+    """
+    listing = hashlib.sha256()
+    for entry in sorted(entries, key=lambda e: e.path):
+        digest = hashlib.sha256(entry.data).hexdigest()
+        listing.update(f"{entry.kind.value} {entry.mode:o} {digest} {entry.path}\n".encode())
+    return listing.hexdigest()
+
+
+def _is_scp_like(source: str) -> bool:
+    """git's rule: ``[user@]host:path`` when a colon comes before any slash."""
+    colon = source.find(":")
+    if colon <= 0:
+        return False
+    slash = source.find("/")
+    return slash == -1 or colon < slash
+
+
+def classify(source: str) -> SourceKind:
+    """Decide what SOURCE is without running git (git confirms later in :func:`acquire`).
+
+    URLs (``https://``, ``ssh://``, ``file://``, ``git@host:path``) are remote. An existing
+    local path is a git repository if it or one of its parents has ``.git`` or looks like a
+    bare repository, else a plain directory. An existing local path wins over the scp-like
+    form, as in ``git clone``. Remote-helper syntax (``ext::...``) is refused.
+    """
+    text = source.strip()
+    if not text:
+        raise SourceError("empty SOURCE", hint="give a git URL, a repository path or a directory")
+    if "\0" in text:
+        raise SourceError("SOURCE contains a NUL byte")
+    match = _SCHEME_RE.match(text)
+    if match:
+        scheme = match.group(1).lower()
+        if scheme not in _REMOTE_SCHEMES:
+            raise SourceError(
+                f"unsupported URL scheme {scheme!r} in {_redact(text)}",
+                hint="use https://, ssh://, git@host:path or file://",
+            )
+        return SourceKind.GIT_REMOTE
+    path = Path(text).expanduser()
+    if os.path.lexists(path):
+        resolved = path.resolve()
+        if not resolved.is_dir():
+            raise SourceError(
+                f"{text} is not a git repository and not a directory",
+                hint="point SOURCE at a repository, a directory, or a git URL",
+            )
+        for candidate in (resolved, *resolved.parents):
+            if _has_git_dir(candidate / ".git") or _looks_bare(candidate):
+                return SourceKind.GIT_LOCAL
+        return SourceKind.DIRECTORY
+    head = text.split("/", 1)[0]
+    if "::" in head:
+        raise SourceError(
+            f"remote-helper syntax is not supported: {_redact(text)}",
+            hint="use https://, ssh://, git@host:path or file://",
+        )
+    if _is_scp_like(text):
+        return SourceKind.GIT_REMOTE
+    raise SourceError(
+        f"{text} does not exist",
+        hint="check the path, or give a URL such as https://github.com/owner/repo",
+    )
+
+
+def _has_git_dir(dot_git: Path) -> bool:
+    """A real ``.git`` directory, or a ``gitdir:`` pointer file (worktrees, submodules)."""
+    if dot_git.is_file():
+        with dot_git.open("rb") as fh:
+            return fh.read(8) == b"gitdir: "
+    return _looks_bare(dot_git)
+
+
+def _looks_bare(path: Path) -> bool:
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
+
+
+def normalise_subdir(subdir: str | None) -> str:
+    """Posix-normalise a user-given subdirectory; ``""`` means the tree root.
+
+    Refuses absolute paths, ``..`` components, backslashes and NUL, because the subdir is later
+    used as a path inside the sandbox and must stay inside the tree.
+    """
+    if subdir is None:
+        return ""
+    text = subdir.strip()
+    if "\0" in text or "\n" in text:
+        raise SourceError(f"subdir {subdir!r} contains a control character")
+    if "\\" in text:
+        raise SourceError(f"subdir {subdir!r} contains a backslash", hint="use '/' separators")
+    if text.startswith("/"):
+        raise SourceError(
+            f"subdir {subdir!r} is absolute", hint="give a path relative to the repository root"
+        )
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise SourceError(
+            f"subdir {subdir!r} contains '..'", hint="give a path inside the repository"
+        )
+    return "/".join(parts)
+
+
+def _redact(url: str) -> str:
+    """Hide a password/token in ``scheme://user:secret@host``; it must never reach a report."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1***@", url)
+
+
+def _check_entry_path(path: str) -> None:
+    """Refuse tree paths that could escape the sandbox's workspace or corrupt our listing."""
+    if not path or path.startswith("/") or "\0" in path or "\n" in path:
+        raise SourceError(f"refusing source entry with an unsafe name: {path!r}")
+    for part in path.split("/"):
+        if part in ("", ".", "..", ".git"):
+            raise SourceError(f"refusing source entry with an unsafe name: {path!r}")
+
+
+# --------------------------------------------------------------------------- git plumbing
+
+
+def _git_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _GIT_ENV_KEEP}
+    env.update(
+        {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_PROTOCOL_FROM_USER": "0",
+            "GIT_OPTIONAL_LOCKS": "0",
+            "GIT_NO_REPLACE_OBJECTS": "1",
+            "GIT_NO_LAZY_FETCH": "1",
+            "LC_ALL": "C",
+        }
+    )
+    return env
+
+
+def _git(
+    args: Sequence[str],
+    *,
+    repo: Path | None,
+    allow_file: bool = False,
+    stdin: bytes | None = None,
+    timeout: float = GIT_TIMEOUT_S,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run git with hooks, fsmonitor and dangerous transports switched off."""
+    exe = shutil.which("git")
+    if exe is None:
+        raise EnvironmentFailure("git is not installed", hint="install git (apt-get install git)")
+    cmd = [exe]
+    if repo is not None:
+        cmd += ["-C", str(repo)]
+    cmd += [
+        "-c", "core.hooksPath=/dev/null",
+        "-c", "core.fsmonitor=false",
+        "-c", "protocol.ext.allow=never",
+        "-c", f"protocol.file.allow={'always' if allow_file else 'never'}",
+        "-c", "submodule.recurse=false",
+    ]  # fmt: skip
+    cmd += list(args)
+    try:
+        return subprocess.run(
+            cmd,
+            input=stdin,
+            capture_output=True,
+            env=_git_env(),
+            timeout=timeout,
+            check=False,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            start_new_session=True,  # no controlling tty: ssh cannot prompt and hang
+        )
+    except FileNotFoundError as exc:
+        raise EnvironmentFailure("git is not installed", hint=str(exc)) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SourceError(
+            f"git {args[0]} timed out after {timeout:.0f} s",
+            hint="check network access to the repository",
+        ) from exc
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return _redact(lines[-1]) if lines else "(no message from git)"
+
+
+def _clone(url: str, workdir: Path) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix="source-", dir=workdir)) / "repo.git"
+    allow_file = url.lower().startswith("file://")
+    proc = _git(
+        ["clone", "--bare", "--quiet", "--template=", "--", url, str(dest)],
+        repo=None,
+        allow_file=allow_file,
+        timeout=CLONE_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        raise SourceError(
+            f"could not clone {_redact(url)}: {_last_line(proc.stderr)}",
+            hint="check the URL, your credentials (ssh-agent / credential helper) and network",
+        )
+    return dest
+
+
+def _locate_local(path: Path) -> tuple[Path, str]:
+    """Return (repository root, prefix of ``path`` inside the work tree)."""
+    proc = _git(["rev-parse", "--is-bare-repository"], repo=path, allow_file=True)
+    if proc.returncode != 0:
+        raise SourceError(
+            f"{path} looks like a git repository but git cannot read it: {_last_line(proc.stderr)}",
+            hint="if git reports 'dubious ownership', run it as the repository's owner",
+        )
+    if proc.stdout.strip() == b"true":
+        return path, ""
+    proc = _git(["rev-parse", "--show-toplevel", "--show-prefix"], repo=path, allow_file=True)
+    if proc.returncode != 0:
+        raise SourceError(
+            f"{path} is inside a git directory, not a work tree: {_last_line(proc.stderr)}",
+            hint="point SOURCE at the repository's work tree",
+        )
+    lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
+    toplevel = Path(lines[0])
+    prefix = lines[1].rstrip("/") if len(lines) > 1 else ""
+    return toplevel, prefix
+
+
+def _list_refs(repo: Path) -> list[str]:
+    proc = _git(["for-each-ref", "--format=%(refname:short)", "refs/heads", "refs/tags"], repo=repo)
+    if proc.returncode != 0:
+        return []
+    return proc.stdout.decode("utf-8", "replace").split()
+
+
+def _resolve(repo: Path, ref: str | None, *, remote: bool, allow_file: bool) -> str:
+    if ref is not None and (not ref.strip() or ref.startswith("-") or "\0" in ref):
+        raise SourceError(f"invalid ref {ref!r}", hint="give a branch, tag or commit SHA")
+    spec = f"{ref if ref is not None else 'HEAD'}^{{commit}}"
+    args = ["rev-parse", "--verify", "--quiet", "--end-of-options", spec]
+    proc = _git(args, repo=repo, allow_file=allow_file)
+    if proc.returncode != 0 and remote and ref is not None and _HEXISH_RE.match(ref):
+        # A commit not reachable from advertised refs: ask the server for it by id, once.
+        fetch = _git(
+            ["fetch", "--quiet", "--no-tags", "origin", "--", ref],
+            repo=repo,
+            allow_file=allow_file,
+            timeout=CLONE_TIMEOUT_S,
+        )
+        if fetch.returncode == 0:
+            proc = _git(args, repo=repo, allow_file=allow_file)
+    if proc.returncode != 0:
+        if ref is None:
+            raise SourceError(
+                "the repository has no commits (HEAD does not resolve)",
+                hint="commit something first, or pass --ref",
+            )
+        known = _list_refs(repo)
+        close = difflib.get_close_matches(ref, known, n=3)
+        if close:
+            hint = f"did you mean: {', '.join(close)}?"
+        elif known:
+            more = "" if len(known) <= 8 else f" (+{len(known) - 8} more)"
+            hint = f"known branches/tags: {', '.join(known[:8])}{more}"
+        else:
+            hint = "the repository has no branches or tags"
+        raise SourceError(f"unknown ref {ref!r}", hint=hint)
+    return proc.stdout.decode().strip()
+
+
+def _commit_time(repo: Path, commit: str) -> int:
+    proc = _git(["cat-file", "commit", commit], repo=repo)
+    match = _COMMITTER_RE.search(proc.stdout.split(b"\n\n", 1)[0])
+    if proc.returncode != 0 or match is None:
+        raise SourceError(f"cannot read commit {commit}: {_last_line(proc.stderr)}")
+    return int(match.group(1))
+
+
+def _read_git_tree(repo: Path, commit: str, limits: SourceLimits) -> list[SourceEntry]:
+    """Read every committed blob of ``commit``; gitlinks (submodules) are skipped."""
+    proc = _git(["ls-tree", "-r", "-z", "-l", "--full-tree", commit], repo=repo)
+    if proc.returncode != 0:
+        raise SourceError(f"cannot list commit {commit}: {_last_line(proc.stderr)}")
+    wanted: list[tuple[str, int, str]] = []  # (path, mode, oid)
+    total = 0
+    for record in proc.stdout.split(b"\0"):
+        if not record:
+            continue
+        meta, _, raw_path = record.partition(b"\t")
+        mode_s, otype, oid, size_s = meta.decode().split()
+        path = os.fsdecode(raw_path)
+        if otype == "commit":  # gitlink: a submodule, not content of this tree
+            continue
+        if otype != "blob":
+            raise SourceError(f"unexpected {otype} entry in tree: {path!r}")
+        _check_entry_path(path)
+        size = int(size_s)
+        if size > limits.max_file_bytes:
+            raise _too_big(path, size, limits)
+        total += size
+        wanted.append((path, int(mode_s, 8), oid))
+        _check_counts(len(wanted), total, limits)
+    blobs = _cat_blobs(repo, sorted({oid for _, _, oid in wanted}))
+    entries: list[SourceEntry] = []
+    for path, git_mode, oid in wanted:
+        data = blobs[oid]
+        if stat.S_ISLNK(git_mode):
+            entries.append(SourceEntry(path, EntryKind.SYMLINK, 0o777, data))
+        else:
+            mode = 0o755 if git_mode & 0o111 else 0o644
+            entries.append(SourceEntry(path, EntryKind.FILE, mode, data))
+    return entries
+
+
+def _cat_blobs(repo: Path, oids: list[str]) -> dict[str, bytes]:
+    if not oids:
+        return {}
+    proc = _git(["cat-file", "--batch"], repo=repo, stdin="".join(f"{o}\n" for o in oids).encode())
+    if proc.returncode != 0:
+        raise SourceError(f"cannot read blobs: {_last_line(proc.stderr)}")
+    out = proc.stdout
+    blobs: dict[str, bytes] = {}
+    pos = 0
+    for oid in oids:
+        eol = out.index(b"\n", pos)
+        header = out[pos:eol].decode().split()
+        if len(header) != 3 or header[0] != oid:
+            raise SourceError(f"cannot read blob {oid}: {' '.join(header)}")
+        size = int(header[2])
+        blobs[oid] = out[eol + 1 : eol + 1 + size]
+        pos = eol + 1 + size + 1  # content is followed by a newline
+    return blobs
+
+
+# --------------------------------------------------------------------------- plain directory
+
+
+def _walk_directory(root: Path, limits: SourceLimits) -> list[SourceEntry]:
+    """Files and symlinks under ``root``; skips ``.git``, sockets, fifos and devices."""
+    entries: list[SourceEntry] = []
+    total = 0
+    stack: list[tuple[Path, str]] = [(root, "")]
+    while stack:
+        directory, rel = stack.pop()
+        try:
+            children = sorted(os.scandir(directory), key=lambda d: d.name)
+        except OSError as exc:
+            raise SourceError(f"cannot read directory {directory}: {exc.strerror}") from exc
+        for child in children:
+            if child.name == ".git":
+                continue
+            path = f"{rel}/{child.name}" if rel else child.name
+            st = child.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((Path(child.path), path))
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                _check_entry_path(path)
+                target = os.fsencode(Path(child.path).readlink())
+                entries.append(SourceEntry(path, EntryKind.SYMLINK, 0o777, target))
+                total += len(target)
+            elif stat.S_ISREG(st.st_mode):
+                _check_entry_path(path)
+                if st.st_size > limits.max_file_bytes:
+                    raise _too_big(path, st.st_size, limits)
+                data = _read_nofollow(Path(child.path), limits.max_file_bytes)
+                if len(data) > limits.max_file_bytes:
+                    raise _too_big(path, len(data), limits)
+                mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+                entries.append(SourceEntry(path, EntryKind.FILE, mode, data))
+                total += len(data)
+            else:
+                continue  # socket, fifo, device: not source code
+            _check_counts(len(entries), total, limits)
+    return entries
+
+
+def _read_nofollow(path: Path, cap: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(cap + 1)
+
+
+def _too_big(path: str, size: int, limits: SourceLimits) -> SourceError:
+    return SourceError(
+        f"source file {path} is {size} bytes, over the {limits.max_file_bytes}-byte limit",
+        hint="remove large artifacts from the source, or raise the source limits",
+    )
+
+
+def _check_counts(files: int, total: int, limits: SourceLimits) -> None:
+    if files > limits.max_files:
+        raise SourceError(
+            f"source has more than {limits.max_files} files",
+            hint="raise the source limits (the whole tree is read, even with --subdir)",
+        )
+    if total > limits.max_total_bytes:
+        raise SourceError(
+            f"source is larger than {limits.max_total_bytes} bytes",
+            hint="remove large artifacts from the source, or raise the source limits",
+        )
+
+
+# --------------------------------------------------------------------------- subdir + acquire
+
+
+def _check_subdir(entries: Sequence[SourceEntry], subdir: str) -> None:
+    """The subdir must be a directory of the tree; otherwise suggest siblings."""
+    if not subdir:
+        return
+    for entry in entries:
+        if entry.path == subdir:
+            what = "a symlink" if entry.kind is EntryKind.SYMLINK else "a file"
+            raise SourceError(f"subdir {subdir!r} is {what}, not a directory")
+    dirs: set[str] = set()
+    for entry in entries:
+        parents = PurePosixPath(entry.path).parents
+        dirs.update(str(p) for p in parents if str(p) != ".")
+    if subdir in dirs:
+        return
+    # Deepest ancestor that exists, then list its subdirectories.
+    parent = str(PurePosixPath(subdir).parent)
+    while parent != "." and parent not in dirs:
+        parent = str(PurePosixPath(parent).parent)
+    level = "" if parent == "." else parent
+    siblings = sorted(d for d in dirs if str(PurePosixPath(d).parent) == (level or "."))
+    close = difflib.get_close_matches(subdir, siblings, n=3)
+    where = f"under {level!r}" if level else "at the top level"
+    if close:
+        hint = f"did you mean: {', '.join(close)}?"
+    elif siblings:
+        extra = "" if len(siblings) <= 8 else f" (+{len(siblings) - 8} more)"
+        hint = f"directories {where}: {', '.join(siblings[:8])}{extra}"
+    else:
+        hint = f"there are no directories {where}"
+    raise SourceError(f"subdir {subdir!r} does not exist in the source", hint=hint)
+
+
+def _join_subdir(prefix: str, subdir: str) -> str:
+    return "/".join(p for p in (prefix, subdir) if p)
+
+
+def acquire(
+    source: str,
+    *,
+    ref: str | None,
+    subdir: str | None,
+    workdir: Path,
+    limits: SourceLimits = SourceLimits(),
+) -> SourceTree:
+    """Fetch SOURCE (clone a URL, read a local repository in place, or walk a directory).
+
+    ``workdir`` receives the bare clone of a remote; nothing else is written anywhere.
+    ``ref`` (branch, tag, full or short SHA; ``None`` = HEAD) is refused for plain
+    directories, which have no history.
+    """
+    kind = classify(source)
+    sub = normalise_subdir(subdir)
+    text = source.strip()
+    if kind is SourceKind.DIRECTORY:
+        if ref is not None:
+            raise SourceError(
+                f"--ref {ref!r} given but {text} is not a git repository",
+                hint="drop --ref, or point SOURCE at a git repository",
+            )
+        root = Path(text).expanduser().resolve()
+        entries = _walk_directory(root, limits)
+        location = str(root)
+        commit: str | None = None
+        commit_time: int | None = None
+    else:
+        if kind is SourceKind.GIT_REMOTE:
+            location = _redact(text)
+            allow_file = text.lower().startswith("file://")
+            repo = _clone(text, workdir)
+        else:
+            allow_file = True
+            repo, prefix = _locate_local(Path(text).expanduser().resolve())
+            location = str(repo)
+            sub = _join_subdir(prefix, sub)
+        commit = _resolve(repo, ref, remote=kind is SourceKind.GIT_REMOTE, allow_file=allow_file)
+        commit_time = _commit_time(repo, commit)
+        entries = _read_git_tree(repo, commit, limits)
+    entries.sort(key=lambda e: e.path)
+    if not entries:
+        raise SourceError(
+            f"{location} has no files" + (" committed" if commit else ""),
+            hint="commit the sources first" if commit else "check the path",
+        )
+    _check_subdir(entries, sub)
+    return SourceTree(
+        location=location,
+        kind=kind,
+        ref=ref,
+        commit=commit,
+        commit_time=commit_time,
+        subdir=sub,
+        entries=tuple(entries),
+        tree_sha256=compute_tree_sha256(entries),
+    )

@@ -1,0 +1,373 @@
+"""Unit tests for reprobuild.source, using throwaway git repositories made with the git CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reprobuild.errors import SourceError
+from reprobuild.source import (
+    EntryKind,
+    SourceEntry,
+    SourceKind,
+    SourceLimits,
+    SourceTree,
+    acquire,
+    classify,
+    compute_tree_sha256,
+    normalise_subdir,
+)
+
+COMMIT_TIME = 1_700_000_000
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(repo),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_DATE": f"{COMMIT_TIME} +0000",
+        "GIT_COMMITTER_DATE": f"{COMMIT_TIME} +0000",
+    }
+    cmd = [
+        "git", "-C", str(repo),
+        "-c", "user.name=Test", "-c", "user.email=test@example.com",
+        "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false",
+        "-c", "tag.gpgsign=false", "-c", "protocol.file.allow=always",
+        *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, check=True, capture_output=True, env=env, text=True).stdout.strip()
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """main: v1 content, tagged v1; then v2 content; branch 'feature' with an extra file."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    write(root / "README.md", "v1\n")
+    write(root / "pkg" / "server.py", "print('hi')\n")
+    write(root / "pkg" / "run.sh", "#!/bin/sh\n", 0o755)
+    write(root / "pkg" / "inner" / "data.txt", "data\n")
+    (root / "link").symlink_to("pkg/server.py")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "v1")
+    git(root, "tag", "v1")
+    write(root / "README.md", "v2\n")
+    git(root, "commit", "-q", "-am", "v2")
+    git(root, "checkout", "-q", "-b", "feature")
+    write(root / "feature.txt", "f\n")
+    git(root, "add", "feature.txt")
+    git(root, "commit", "-q", "-m", "feature")
+    git(root, "checkout", "-q", "main")
+    return root
+
+
+def paths(tree: SourceTree) -> list[str]:
+    return [e.path for e in tree.entries]
+
+
+def entry(tree: SourceTree, path: str) -> SourceEntry:
+    return next(e for e in tree.entries if e.path == path)
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/o/r",
+        "http://example.com/r.git",
+        "ssh://git@example.com/o/r.git",
+        "git@github.com:o/r.git",
+        "file:///srv/r.git",
+        "  https://github.com/o/r  ",
+    ],
+)
+def test_classify_remote(url: str) -> None:
+    assert classify(url) is SourceKind.GIT_REMOTE
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("ext::sh -c touch% /tmp/pwned", "remote-helper"),
+        ("ftp://example.com/r", "unsupported URL scheme"),
+        ("/definitely/not/here", "does not exist"),
+        ("", "empty"),
+    ],
+)
+def test_classify_refuses(source: str, message: str) -> None:
+    with pytest.raises(SourceError, match=message):
+        classify(source)
+
+
+def test_classify_local(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert classify(str(repo)) is SourceKind.GIT_LOCAL
+    assert classify(str(repo / "pkg" / "inner")) is SourceKind.GIT_LOCAL
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert classify(str(plain)) is SourceKind.DIRECTORY
+    # An existing local path wins over the scp-like reading, as in git clone.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "host:dir").mkdir()
+    assert classify("host:dir") is SourceKind.DIRECTORY
+    with pytest.raises(SourceError, match="not a directory"):
+        classify(str(repo / "README.md"))
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, ""), ("", ""), (".", ""), ("./a//b/", "a/b"), ("pkg", "pkg"), ("a/./b", "a/b")],
+)
+def test_normalise_subdir(given: str | None, expected: str) -> None:
+    assert normalise_subdir(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["/abs", "a/../b", "..", "a\\b", "a\0b"])
+def test_normalise_subdir_refuses(bad: str) -> None:
+    with pytest.raises(SourceError):
+        normalise_subdir(bad)
+
+
+def test_compute_tree_sha256_format() -> None:
+    entries = [
+        SourceEntry("b", EntryKind.SYMLINK, 0o777, b"a"),
+        SourceEntry("a", EntryKind.FILE, 0o755, b"x"),
+    ]
+
+    def h(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    listing = f"file 755 {h(b'x')} a\nsymlink 777 {h(b'a')} b\n"
+    assert compute_tree_sha256(entries) == h(listing.encode())
+
+
+# --------------------------------------------------------------------------- local git
+
+
+def test_local_repo_only_committed_files(repo: Path, tmp_path: Path) -> None:
+    write(repo / "README.md", "dirty\n")
+    write(repo / "untracked.txt", "u\n")
+    write(repo / "pkg" / "staged.txt", "s\n")
+    git(repo, "add", "pkg/staged.txt")
+    index_before = (repo / ".git" / "index").read_bytes()
+    status_before = git(repo, "status", "--porcelain")
+
+    tree = acquire(str(repo), ref=None, subdir=None, workdir=tmp_path / "work")
+
+    assert tree.kind is SourceKind.GIT_LOCAL
+    assert tree.location == str(repo.resolve())
+    assert tree.commit == git(repo, "rev-parse", "HEAD")
+    assert tree.commit_time == COMMIT_TIME
+    assert tree.ref is None and tree.subdir == ""
+    assert paths(tree) == ["README.md", "link", "pkg/inner/data.txt", "pkg/run.sh", "pkg/server.py"]
+    assert entry(tree, "README.md").data == b"v2\n"
+    assert entry(tree, "pkg/run.sh").mode == 0o755
+    assert entry(tree, "pkg/server.py").mode == 0o644
+    link = entry(tree, "link")
+    assert (link.kind, link.mode, link.data) == (EntryKind.SYMLINK, 0o777, b"pkg/server.py")
+    # The user's repository is untouched.
+    assert (repo / ".git" / "index").read_bytes() == index_before
+    assert git(repo, "status", "--porcelain") == status_before
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize(
+    ("ref", "readme", "has_feature"),
+    [("v1", b"v1\n", False), ("main", b"v2\n", False), ("feature", b"v2\n", True)],
+)
+def test_local_refs(repo: Path, tmp_path: Path, ref: str, readme: bytes, has_feature: bool) -> None:
+    tree = acquire(str(repo), ref=ref, subdir=None, workdir=tmp_path)
+    assert tree.ref == ref
+    assert tree.commit == git(repo, "rev-parse", f"{ref}^{{commit}}")
+    assert entry(tree, "README.md").data == readme
+    assert ("feature.txt" in paths(tree)) is has_feature
+
+
+def test_local_short_sha(repo: Path, tmp_path: Path) -> None:
+    full = git(repo, "rev-parse", "v1^{commit}")
+    tree = acquire(str(repo), ref=full[:10], subdir=None, workdir=tmp_path)
+    assert tree.commit == full and len(full) == 40
+
+
+def test_unknown_ref_lists_refs(repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="unknown ref 'nope'") as info:
+        acquire(str(repo), ref="nope", subdir=None, workdir=tmp_path)
+    assert info.value.hint is not None
+    assert "main" in info.value.hint and "v1" in info.value.hint
+    with pytest.raises(SourceError) as close:
+        acquire(str(repo), ref="featur", subdir=None, workdir=tmp_path)
+    assert close.value.hint == "did you mean: feature?"
+
+
+def test_option_like_ref_refused(repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="invalid ref"):
+        acquire(str(repo), ref="--output=/tmp/x", subdir=None, workdir=tmp_path)
+
+
+def test_path_inside_work_tree_becomes_subdir(repo: Path, tmp_path: Path) -> None:
+    tree = acquire(str(repo / "pkg"), ref=None, subdir="inner", workdir=tmp_path)
+    assert tree.location == str(repo.resolve())
+    assert tree.subdir == "pkg/inner"
+    assert "README.md" in paths(tree)  # the whole tree is kept
+
+
+def test_subdir_missing_suggests(repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="'pkg/iner' does not exist") as info:
+        acquire(str(repo), ref=None, subdir="pkg/iner", workdir=tmp_path)
+    assert info.value.hint == "did you mean: pkg/inner?"
+    with pytest.raises(SourceError) as listing:
+        acquire(str(repo), ref=None, subdir="zzz/deep", workdir=tmp_path)
+    assert listing.value.hint == "directories at the top level: pkg"
+    with pytest.raises(SourceError, match="is a file"):
+        acquire(str(repo), ref=None, subdir="README.md", workdir=tmp_path)
+
+
+def test_gitlinks_skipped(repo: Path, tmp_path: Path) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{head},vendor/sub")
+    git(repo, "commit", "-q", "-m", "submodule")
+    assert "160000 commit" in git(repo, "ls-tree", "-r", "HEAD")
+    tree = acquire(str(repo), ref=None, subdir=None, workdir=tmp_path)
+    assert not any(p.startswith("vendor") for p in paths(tree))
+
+
+def test_empty_repository(tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    git(root, "init", "-q")
+    with pytest.raises(SourceError, match="no commits"):
+        acquire(str(root), ref=None, subdir=None, workdir=tmp_path)
+
+
+def test_limits(repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="more than 2 files"):
+        acquire(
+            str(repo), ref=None, subdir=None, workdir=tmp_path, limits=SourceLimits(max_files=2)
+        )
+    with pytest.raises(SourceError, match="over the 5-byte limit"):
+        acquire(
+            str(repo),
+            ref=None,
+            subdir=None,
+            workdir=tmp_path,
+            limits=SourceLimits(max_file_bytes=5),
+        )
+    with pytest.raises(SourceError, match="larger than 20 bytes"):
+        acquire(
+            str(repo),
+            ref=None,
+            subdir=None,
+            workdir=tmp_path,
+            limits=SourceLimits(max_total_bytes=20),
+        )
+
+
+# --------------------------------------------------------------------------- remote (file://)
+
+
+def test_file_url_clone(repo: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    tree = acquire(f"file://{repo}", ref="v1", subdir="pkg", workdir=work)
+    assert tree.kind is SourceKind.GIT_REMOTE
+    assert tree.location == f"file://{repo}"
+    assert tree.commit == git(repo, "rev-parse", "v1^{commit}")
+    assert tree.subdir == "pkg"
+    assert entry(tree, "README.md").data == b"v1\n"
+    local = acquire(str(repo), ref="v1", subdir="pkg", workdir=work)
+    assert tree.tree_sha256 == local.tree_sha256
+    assert list(work.glob("*/repo.git"))  # the bare clone lives under workdir
+    default = acquire(f"file://{repo}", ref=None, subdir=None, workdir=work)
+    assert default.commit == git(repo, "rev-parse", "main")
+
+
+def test_file_url_unadvertised_sha_is_fetched(repo: Path, tmp_path: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "temp")
+    write(repo / "hidden.txt", "h\n")
+    git(repo, "add", "hidden.txt")
+    git(repo, "commit", "-q", "-m", "hidden")
+    hidden = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "branch", "-q", "-D", "temp")
+    git(repo, "config", "uploadpack.allowAnySHA1InWant", "true")
+    tree = acquire(f"file://{repo}", ref=hidden, subdir=None, workdir=tmp_path / "w")
+    assert tree.commit == hidden
+    assert "hidden.txt" in paths(tree)
+
+
+def test_clone_failure_reports_git_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="could not clone") as info:
+        acquire(f"file://{tmp_path}/missing.git", ref=None, subdir=None, workdir=tmp_path / "w")
+    assert "missing.git" in str(info.value)
+
+
+def test_credentials_are_redacted(tmp_path: Path) -> None:
+    url = f"file://user:s3cret@localhost{tmp_path}/missing.git"
+    with pytest.raises(SourceError) as info:
+        acquire(url, ref=None, subdir=None, workdir=tmp_path / "w")
+    assert "s3cret" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- plain directory
+
+
+def test_plain_directory(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    write(root / "a.py", "a\n")
+    write(root / "bin" / "tool", "#!/bin/sh\n", 0o755)
+    write(root / ".git" / "config", "not a repo, must be skipped anyway\n")
+    write(root / "outside" / "secret", "s\n")
+    (root / "dirlink").symlink_to("bin")
+    (root / "filelink").symlink_to("a.py")
+    os.mkfifo(root / "pipe")
+    tree = acquire(str(root), ref=None, subdir="bin", workdir=tmp_path / "w")
+    assert tree.kind is SourceKind.DIRECTORY  # a stray .git without HEAD/objects is no repo
+    assert paths(tree) == ["a.py", "bin/tool", "dirlink", "filelink", "outside/secret"]
+    assert entry(tree, "bin/tool").mode == 0o755
+    assert entry(tree, "dirlink").kind is EntryKind.SYMLINK
+    assert entry(tree, "dirlink").data == b"bin"
+    assert tree.commit is None and tree.commit_time is None
+
+
+def test_plain_directory_kind_and_ref_refused(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    write(root / "a.py", "a\n")
+    tree = acquire(str(root), ref=None, subdir=None, workdir=tmp_path / "w")
+    assert tree.kind is SourceKind.DIRECTORY
+    assert tree.location == str(root.resolve())
+    with pytest.raises(SourceError, match="not a git repository"):
+        acquire(str(root), ref="main", subdir=None, workdir=tmp_path / "w")
+
+
+def test_tree_sha256_stable_and_sensitive(repo: Path, tmp_path: Path) -> None:
+    """Same committed content gives the same hash whether read from git or from a directory."""
+    export = tmp_path / "export"
+    export.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", "--format=tar", "HEAD"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(export)], input=archive, check=True)
+    from_git = acquire(str(repo), ref=None, subdir=None, workdir=tmp_path)
+    from_dir = acquire(str(export), ref=None, subdir=None, workdir=tmp_path)
+    assert from_git.tree_sha256 == from_dir.tree_sha256
+    assert acquire(str(export), ref=None, subdir=None, workdir=tmp_path) == from_dir
+
+    (export / "pkg" / "server.py").write_text("print('changed')\n")
+    changed = acquire(str(export), ref=None, subdir=None, workdir=tmp_path)
+    assert changed.tree_sha256 != from_dir.tree_sha256
+    (export / "pkg" / "server.py").write_text("print('hi')\n")
+    (export / "pkg" / "server.py").chmod(0o755)
+    mode = acquire(str(export), ref=None, subdir=None, workdir=tmp_path)
+    assert mode.tree_sha256 not in (from_dir.tree_sha256, changed.tree_sha256)
