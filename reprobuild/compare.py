@@ -1,0 +1,107 @@
+"""Compare the two builds' outputs, and explain each difference with sandboxed diffoscope.
+
+Hashes decide: equal sha256 needs nothing more. Only artifacts whose hashes differ go to
+diffoscope, which parses hostile input with many tools and has no size caps of its own,
+so it runs in the same hardened sandbox as a build (no network, read-only root, memory,
+pids and wall-clock limits) with a report-size cap.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprobuild.archive import ExtractedFile, FileOrder, build_tar
+from reprobuild.report import DiffoscopeInfo
+from reprobuild.sandbox import OUT_DIR, Sandbox, SandboxLimits, SandboxSpec
+from reprobuild.source import EntryKind, SourceEntry
+
+_IN_DIR = "/in"
+_EXCERPT_LINES = 40
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """An artifact whose bytes differ, or that only one build produced."""
+
+    path: str
+    a: ExtractedFile | None
+    b: ExtractedFile | None
+
+
+@dataclass(frozen=True)
+class DiffoscopeLimits:
+    """Caps on one diffoscope run."""
+
+    timeout_s: float = 600.0
+    max_report_bytes: int = 20 * 1024 * 1024
+    max_diff_block_lines: int = 2000
+    memory_mb: int = 2048
+
+
+def mismatches(a: Sequence[ExtractedFile], b: Sequence[ExtractedFile]) -> list[Mismatch]:
+    """Pair outputs by path and keep those that are not bit-for-bit identical."""
+    by_a = {f.path: f for f in a}
+    by_b = {f.path: f for f in b}
+    result = []
+    for path in sorted(by_a.keys() | by_b.keys()):
+        fa, fb = by_a.get(path), by_b.get(path)
+        if fa is None or fb is None or fa.sha256 != fb.sha256:
+            result.append(Mismatch(path=path, a=fa, b=fb))
+    return result
+
+
+def diffoscope_script(name: str, limits: DiffoscopeLimits) -> str:
+    """The command line diffoscope runs with inside its sandbox (pure, for tests)."""
+    quoted = shlex.quote(name)
+    return "\n".join([
+        "set -u",
+        f"tar -x -f - -C {_IN_DIR}",
+        "exec diffoscope --no-progress --exclude-directory-metadata=yes"
+        f" --max-report-size {limits.max_report_bytes}"
+        f" --max-text-report-size {limits.max_report_bytes}"
+        f" --max-diff-block-lines {limits.max_diff_block_lines}"
+        f" --text {OUT_DIR}/diffoscope.txt --html {OUT_DIR}/diffoscope.html"
+        f" {_IN_DIR}/a/{quoted} {_IN_DIR}/b/{quoted}",
+        "",
+    ])
+
+
+def explain(sandbox: Sandbox, *, image: str, mismatch: Mismatch, a_dir: Path, b_dir: Path,
+            dest: Path, root: Path, limits: DiffoscopeLimits, role: str) -> DiffoscopeInfo:
+    """Run diffoscope on one mismatched artifact; reports land in ``dest``.
+
+    Report paths are returned relative to ``root`` (the check's output directory).
+    """
+    assert mismatch.a is not None and mismatch.b is not None
+    name = Path(mismatch.path).name
+    entries = [
+        SourceEntry(path=f"a/{name}", kind=EntryKind.FILE, mode=0o644,
+                    data=(a_dir / mismatch.path).read_bytes()),
+        SourceEntry(path=f"b/{name}", kind=EntryKind.FILE, mode=0o644,
+                    data=(b_dir / mismatch.path).read_bytes()),
+    ]
+    spec = SandboxSpec(
+        role=role, image=image, script=diffoscope_script(name, limits), uid=1000, gid=1000,
+        hostname="diffoscope", domainname="reprobuild.invalid",
+        writable=(_IN_DIR, "/tmp"),
+        stdin=build_tar(entries, order=FileOrder.SORTED, mtime=0),
+        limits=SandboxLimits(timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
+                             pids=256, output_mb=max(64, 3 * limits.max_report_bytes >> 20)),
+    )
+    result = sandbox.run(spec, output_dir=dest, log_path=dest / "diffoscope.log")
+    text = dest / "diffoscope.txt"
+    html = dest / "diffoscope.html"
+    excerpt = ""
+    if text.is_file():
+        with text.open(encoding="utf-8", errors="replace") as handle:
+            excerpt = "".join(line for _, line in zip(range(_EXCERPT_LINES), handle,
+                                                      strict=False))
+    elif result.log_path.is_file():
+        excerpt = result.log_path.read_text(errors="replace")[-2000:]
+    return DiffoscopeInfo(
+        text=str(text.relative_to(root)) if text.is_file() else None,
+        html=str(html.relative_to(root)) if html.is_file() else None,
+        exit_code=result.exit_code, timed_out=result.timed_out, excerpt=excerpt)

@@ -1,0 +1,142 @@
+"""The Docker engine: connecting, labelling what we create, and sweeping what a killed run left.
+
+Every container and volume reprobuild creates carries ``org.reprobuild.managed=true`` plus
+the run id, the owning process id and this host's name. A run removes its own objects by
+run id in ``finally``; the next run sweeps objects whose owning process is gone, so a
+``kill -9`` never leaves garbage for long, and two concurrent runs never touch each other.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from reprobuild.errors import EnvironmentFailure
+
+MANAGED = "org.reprobuild.managed"
+RUN = "org.reprobuild.run"
+PID = "org.reprobuild.pid"
+HOST = "org.reprobuild.host"
+ROLE = "org.reprobuild.role"
+
+# Engines older than this have known archive-API escapes (NOTES.md §3); we only warn,
+# because reprobuild never uses the archive API on untrusted containers' root filesystems.
+_SAFE_ENGINE = (29, 5, 1)
+
+
+@dataclass(frozen=True)
+class RunLabels:
+    """Labels for one reprobuild run; ``for_role`` adds what the object is for."""
+
+    run_id: str
+    pid: int
+    host: str
+
+    @classmethod
+    def new(cls) -> RunLabels:
+        """Labels for a fresh run of this process."""
+        return cls(run_id=uuid.uuid4().hex[:12], pid=os.getpid(), host=socket.gethostname())
+
+    def for_role(self, role: str) -> dict[str, str]:
+        """The label set stamped on every object of this run."""
+        return {MANAGED: "true", RUN: self.run_id, PID: str(self.pid), HOST: self.host,
+                ROLE: role}
+
+
+def connect() -> docker.DockerClient:
+    """Connect the standard way (``DOCKER_HOST`` or the default socket), or explain why not."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise EnvironmentFailure(
+            f"no Docker engine reachable at {where}: {_first_line(exc)}",
+            "start one (e.g. 'sudo dockerd &' or 'systemctl start docker') or set DOCKER_HOST",
+        ) from exc
+    return client
+
+
+def engine_warnings(client: docker.DockerClient) -> list[str]:
+    """Human warnings about the engine (old versions with known archive-API escapes)."""
+    version = str(client.version().get("Version", "0"))
+    numbers: list[int] = []
+    for part in version.split("+", maxsplit=1)[0].split("-", maxsplit=1)[0].split(".")[:3]:
+        numbers.append(int(part) if part.isdigit() else 0)
+    if tuple(numbers) < _SAFE_ENGINE:
+        return [f"Docker Engine {version} predates 29.5.1 (archive API fixes); "
+                "reprobuild copies only from its own trusted containers, but upgrade when you can"]
+    return []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_run(client: docker.DockerClient, run_id: str) -> None:
+    """Remove every container, then every volume, of one run. Never raises."""
+    _remove_matching(client, [f"{RUN}={run_id}"], lambda _labels: True)
+
+
+def sweep_stale(client: docker.DockerClient) -> int:
+    """Remove objects left by reprobuild runs on this host whose process is gone.
+
+    Returns how many objects were removed.
+    """
+    host = socket.gethostname()
+
+    def stale(labels: dict[str, str]) -> bool:
+        if labels.get(HOST) != host:
+            return False
+        pid = labels.get(PID, "")
+        return not (pid.isdigit() and int(pid) > 0 and _pid_alive(int(pid)))
+
+    return _remove_matching(client, [f"{MANAGED}=true", f"{RUN}"], stale)
+
+
+def _remove_matching(client: docker.DockerClient, label_filter: list[str],
+                     wanted: Callable[[dict[str, str]], bool]) -> int:
+    removed = 0
+    try:
+        containers: list[Container] = client.containers.list(
+            all=True, filters={"label": label_filter})
+    except docker.errors.DockerException:
+        return 0
+    for container in containers:
+        if wanted(container.labels):
+            try:
+                container.remove(force=True, v=True)
+                removed += 1
+            except docker.errors.DockerException:
+                pass  # already gone, or being removed by its own run
+    try:
+        volumes = client.volumes.list(filters={"label": label_filter})
+    except docker.errors.DockerException:
+        return removed
+    for volume in volumes:
+        labels = volume.attrs.get("Labels") or {}
+        if wanted(labels):
+            try:
+                volume.remove(force=True)
+                removed += 1
+            except docker.errors.DockerException:
+                pass
+    return removed

@@ -1,0 +1,182 @@
+"""The check report: one frozen data model, rendered as JSON for machines.
+
+The JSON field names are a public interface (nightly CI jobs parse them), documented in
+README.md under "Report format"; ``SCHEMA`` changes whenever a field changes meaning.
+Human rendering lives in ``cli.py``; this module never prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from reprobuild import __version__
+from reprobuild.errors import ExitCode
+
+SCHEMA = "reprobuild.report/v1"
+
+
+class Verdict(str, Enum):
+    """The one-word answer; each maps to exactly one exit code."""
+
+    REPRODUCIBLE = "reproducible"
+    UNREPRODUCIBLE = "unreproducible"
+    EGRESS = "egress"
+    BUILD_FAILED = "build-failed"
+    ERROR = "error"
+
+
+def exit_code_for(verdict: Verdict) -> ExitCode:
+    """The process exit code that goes with a verdict."""
+    match verdict:
+        case Verdict.REPRODUCIBLE:
+            return ExitCode.REPRODUCIBLE
+        case Verdict.UNREPRODUCIBLE:
+            return ExitCode.UNREPRODUCIBLE
+        case Verdict.EGRESS:
+            return ExitCode.EGRESS
+        case Verdict.BUILD_FAILED:
+            return ExitCode.BUILD_FAILED
+        case Verdict.ERROR:
+            return ExitCode.ENVIRONMENT
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the source came from and exactly which tree was built."""
+
+    url: str
+    kind: str
+    ref: str | None
+    commit: str | None
+    commit_time: int | None
+    subdir: str
+    tree_sha256: str
+    files: int
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    """Which recipe built it, and from which file."""
+
+    name: str
+    origin: str
+    commands: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ToolchainInfo:
+    """The pinned image the builds ran in, and every package version inside it."""
+
+    image: str
+    image_id: str
+    definition_sha256: str
+    versions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    """One artifact a build produced."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """One of the two builds: its environment, result, outputs and log."""
+
+    name: str
+    variations: dict[str, str]
+    exit_code: int | None
+    timed_out: bool
+    duration_s: float
+    outputs: tuple[OutputInfo, ...]
+    log: str
+    log_tail: str
+
+
+@dataclass(frozen=True)
+class DiffoscopeInfo:
+    """Where diffoscope's explanation of one difference is, and how the run went."""
+
+    text: str | None
+    html: str | None
+    exit_code: int | None
+    timed_out: bool
+    excerpt: str
+
+
+@dataclass(frozen=True)
+class DifferenceInfo:
+    """One artifact whose bytes differ between the builds (or exists in only one)."""
+
+    path: str
+    sha256_a: str | None
+    sha256_b: str | None
+    diffoscope: DiffoscopeInfo | None
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a check found; ``verdict`` decides the exit code."""
+
+    verdict: Verdict
+    source: SourceInfo
+    recipe: RecipeInfo
+    toolchain: ToolchainInfo
+    variations: tuple[str, ...]
+    builds: tuple[BuildInfo, ...]
+    differences: tuple[DifferenceInfo, ...]
+    timings: dict[str, float]
+    out_dir: str | None
+    egress: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+    message: str | None = None
+    schema: str = SCHEMA
+    tool: dict[str, str] = field(default_factory=lambda: {"name": "reprobuild",
+                                                          "version": __version__})
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The exit code this report's verdict maps to."""
+        return exit_code_for(self.verdict)
+
+
+def to_dict(report: Report) -> dict[str, Any]:
+    """The JSON object for a report (field order is stable: schema first)."""
+    raw = asdict(report)
+    raw["verdict"] = report.verdict.value
+    raw["exit_code"] = int(report.exit_code)
+    ordered = {"schema": raw.pop("schema"), "tool": raw.pop("tool"),
+               "verdict": raw.pop("verdict"), "exit_code": raw.pop("exit_code")}
+    ordered.update(raw)
+    return ordered
+
+
+def error_dict(message: str, exit_code: int) -> dict[str, Any]:
+    """A minimal report for runs that ended before a verdict (bad input, no Docker)."""
+    return {"schema": SCHEMA, "tool": {"name": "reprobuild", "version": __version__},
+            "verdict": Verdict.ERROR.value, "exit_code": exit_code, "message": message,
+            "builds": [], "differences": [], "egress": []}
+
+
+def write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    """Write JSON so a reader never sees a half-written file (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,270 @@
+"""Run untrusted work (a build, diffoscope) in a hardened, network-less container pair.
+
+Each run uses two containers and one volume, all labelled with the run id:
+
+* the **warden**, trusted and idle (``sleep``), owns the network namespace (only ``lo``),
+  the UTS namespace (hostname and domain name) and holds the output volume mounted, so
+  the volume's tmpfs outlives the untrusted container;
+* the **worker**, untrusted, joins the warden's network namespace (if the warden is gone,
+  Docker refuses to create it: the sandbox fails closed), runs as a non-root uid with no
+  capabilities, ``no-new-privileges``, the default seccomp profile, a read-only root,
+  size-limited tmpfs for its workspace, ``/tmp`` and ``HOME``, and pids/memory/CPU limits;
+* the **output volume** is a size-limited tmpfs mounted at ``/out``.
+
+The source goes in as a tar on the worker's stdin (no host mounts, no archive API on an
+untrusted container). Outputs come out only after the worker has stopped and been removed,
+from the trusted warden, through :func:`reprobuild.archive.extract_regular_files`, which
+refuses links, absolute or ``..`` paths, devices and oversize content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import LogConfig, Ulimit
+
+from reprobuild.archive import ExtractedFile, ExtractLimits, extract_regular_files
+from reprobuild.engine import RunLabels
+from reprobuild.errors import EnvironmentFailure, Interrupted
+
+OUT_DIR = "/out"
+_POLL_S = 0.1
+_KILL_GRACE_S = 10
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits of one untrusted container; defaults suit a 2-core, 8 GiB+ machine."""
+
+    timeout_s: float = 1800.0
+    memory_mb: int = 4096
+    pids: int = 1024
+    cpus: float | None = None
+    workspace_mb: int = 2048
+    tmp_mb: int = 1024
+    output_mb: int = 1024
+    log_bytes: int = 10 * MiB
+    max_output_files: int = 10_000
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything needed to run one piece of untrusted work."""
+
+    role: str
+    image: str
+    script: str
+    uid: int
+    gid: int
+    hostname: str
+    domainname: str
+    writable: tuple[str, ...]
+    stdin: bytes
+    cpuset: str | None = None
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What came out of one sandboxed run."""
+
+    role: str
+    exit_code: int | None
+    timed_out: bool
+    duration_s: float
+    log_path: Path
+    output_dir: Path
+    outputs: tuple[ExtractedFile, ...]
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of the byte chunks the Docker API streams."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+class Sandbox:
+    """Runs :class:`SandboxSpec` objects for one reprobuild run; thread-safe per spec."""
+
+    def __init__(self, client: docker.DockerClient, labels: RunLabels,
+                 cancel: threading.Event | None = None) -> None:
+        self._client = client
+        self._labels = labels
+        self._cancel = cancel or threading.Event()
+
+    def run(self, spec: SandboxSpec, *, output_dir: Path, log_path: Path) -> SandboxResult:
+        """Run ``spec`` to completion or timeout; always removes what it created."""
+        api = self._client.api
+        name = f"reprobuild-{self._labels.run_id}-{spec.role}"
+        volume_name = f"{name}-out"
+        warden_id: str | None = None
+        worker_id: str | None = None
+        started = time.monotonic()
+        try:
+            self._client.volumes.create(
+                name=volume_name, driver="local",
+                driver_opts={"type": "tmpfs", "device": "tmpfs",
+                             "o": f"size={spec.limits.output_mb}m,uid={spec.uid},"
+                                  f"gid={spec.gid},mode=0755"},
+                labels=self._labels.for_role(f"{spec.role}-out"))
+            warden_id = self._start_warden(spec, name, volume_name)
+            worker_id = self._create_worker(spec, name, volume_name, warden_id)
+            exit_code, timed_out = self._start_and_wait(spec, worker_id)
+            duration = time.monotonic() - started
+            self._save_log(worker_id, log_path, spec.limits.log_bytes)
+            # The worker is stopped; remove it before reading its outputs so nothing
+            # untrusted runs while we copy.
+            api.remove_container(worker_id, force=True)
+            worker_id = None
+            outputs: tuple[ExtractedFile, ...] = ()
+            if not timed_out:
+                outputs = self._collect(warden_id, output_dir, spec.limits)
+            return SandboxResult(role=spec.role, exit_code=exit_code, timed_out=timed_out,
+                                 duration_s=duration, log_path=log_path,
+                                 output_dir=output_dir, outputs=outputs)
+        except docker.errors.ImageNotFound as exc:
+            raise EnvironmentFailure(f"toolchain image {spec.image} is missing",
+                                     "run 'reprobuild images build'") from exc
+        except docker.errors.APIError as exc:
+            if self._cancel.is_set():
+                raise Interrupted("interrupted; removed this run's containers") from exc
+            raise EnvironmentFailure(f"Docker refused to run the {spec.role} sandbox: "
+                                     f"{exc.explanation or exc}",
+                                     "check 'docker info'; rerun with --debug") from exc
+        finally:
+            for cid in (worker_id, warden_id):
+                if cid is not None:
+                    with contextlib.suppress(docker.errors.DockerException):
+                        api.remove_container(cid, force=True, v=True)
+            with contextlib.suppress(docker.errors.DockerException):
+                self._client.volumes.get(volume_name).remove(force=True)
+
+    def _start_warden(self, spec: SandboxSpec, name: str, volume: str) -> str:
+        """Start the trusted namespace owner; it only sleeps."""
+        api = self._client.api
+        host_config = api.create_host_config(
+            network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+            read_only=True, binds={volume: {"bind": OUT_DIR, "mode": "ro"}},
+            pids_limit=8, mem_limit="64m", memswap_limit="64m",
+            log_config=LogConfig(type=LogConfig.types.NONE))
+        created = api.create_container(
+            spec.image, command=["sleep", "infinity"], name=f"{name}-warden",
+            user=f"{spec.uid}:{spec.gid}", hostname=spec.hostname,
+            domainname=spec.domainname, labels=self._labels.for_role(f"{spec.role}-warden"),
+            host_config=host_config, network_disabled=False)
+        warden_id: str = created["Id"]
+        api.start(warden_id)
+        return warden_id
+
+    def _create_worker(self, spec: SandboxSpec, name: str, volume: str, warden_id: str) -> str:
+        """Create the untrusted container with every hardening option set."""
+        api = self._client.api
+        limits = spec.limits
+        tmpfs: dict[str, str] = {}
+        for path in spec.writable:
+            size = limits.tmp_mb if path == "/tmp" else limits.workspace_mb
+            tmpfs[path] = (f"size={size}m,exec,nosuid,nodev,uid={spec.uid},gid={spec.gid},"
+                           "mode=0755")
+        host_config = api.create_host_config(
+            network_mode=f"container:{warden_id}",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            read_only=True,
+            tmpfs=tmpfs,
+            binds={volume: {"bind": OUT_DIR, "mode": "rw"}},
+            pids_limit=limits.pids,
+            mem_limit=f"{limits.memory_mb}m",
+            memswap_limit=f"{limits.memory_mb}m",
+            nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
+            cpuset_cpus=spec.cpuset,
+            ulimits=[Ulimit(name="core", soft=0, hard=0),
+                     Ulimit(name="nofile", soft=4096, hard=4096)],
+            log_config=LogConfig(type=LogConfig.types.JSON,
+                                 config={"max-size": f"{max(1, limits.log_bytes // MiB)}m",
+                                         "max-file": "1"}),
+            ipc_mode="private",
+        )
+        config = api.create_container_config(
+            spec.image, ["/bin/sh", "-c", spec.script], user=f"{spec.uid}:{spec.gid}",
+            working_dir="/", stdin_open=True, labels=self._labels.for_role(spec.role),
+            host_config=host_config)
+        # StdinOnce closes the container's stdin when we finish sending the source tar,
+        # which the models API does not expose.
+        config["StdinOnce"] = True
+        created = api.create_container_from_config(  # type: ignore[no-untyped-call]
+            config, name=f"{name}-worker")
+        worker_id: str = created["Id"]
+        return worker_id
+
+    def _start_and_wait(self, spec: SandboxSpec, worker_id: str) -> tuple[int | None, bool]:
+        """Start the worker, stream stdin, and wait against our own deadline."""
+        api = self._client.api
+        sock = api.attach_socket(worker_id, params={"stdin": 1, "stream": 1})
+        raw: socket.socket = sock._sock
+        deadline = time.monotonic() + spec.limits.timeout_s
+        try:
+            api.start(worker_id)
+            with contextlib.suppress(OSError):  # the build may exit before reading it all
+                raw.settimeout(max(1.0, spec.limits.timeout_s))
+                raw.sendall(spec.stdin)
+                raw.shutdown(socket.SHUT_WR)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+        while True:
+            if self._cancel.is_set():
+                raise Interrupted("interrupted; removed this run's containers")
+            state = api.inspect_container(worker_id)["State"]
+            if not state.get("Running") and state.get("Status") in ("exited", "dead"):
+                return int(state.get("ExitCode", -1)), False
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(docker.errors.DockerException):
+                    api.kill(worker_id)
+                    api.wait(worker_id, timeout=_KILL_GRACE_S)
+                return None, True
+            time.sleep(_POLL_S)
+
+    def _save_log(self, worker_id: str, log_path: Path, cap: int) -> None:
+        """Keep the worker's combined output (the json-file driver already caps it)."""
+        data: bytes = self._client.api.logs(worker_id, stdout=True, stderr=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_bytes(data[-cap:])
+
+    def _collect(self, warden_id: str, output_dir: Path,
+                 limits: SandboxLimits) -> tuple[ExtractedFile, ...]:
+        """Copy regular files out of the output volume through the trusted warden."""
+        chunks, _stat = self._client.api.get_archive(warden_id, f"{OUT_DIR}/.")
+        reader = io.BufferedReader(_ChunkReader(iter(chunks)), buffer_size=MiB)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        extract_limits = ExtractLimits(max_files=limits.max_output_files,
+                                       max_file_bytes=limits.output_mb * MiB,
+                                       max_total_bytes=limits.output_mb * MiB)
+        files = extract_regular_files(reader, output_dir, extract_limits, strip_prefix=".")
+        return tuple(sorted(files, key=lambda f: f.path))

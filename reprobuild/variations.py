@@ -1,0 +1,218 @@
+"""What differs between build A and build B, decided by pure functions.
+
+A reproducible build must not depend on the machine it ran on. Build A runs in a plain
+"control" environment; build B changes every selected variation at once, so any
+difference between their outputs proves the build leaks that part of the environment
+into its artifacts. Each variation here has a fixture in ``tests/fixtures`` that is
+sensitive to exactly it (see ``tests/integration/test_variations.py``).
+
+Nothing in this module touches Docker: the sandbox turns a :class:`BuildEnv` into
+container settings, and unit tests check the plan directly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from reprobuild.archive import FileOrder
+from reprobuild.errors import InputError
+
+
+class Variation(str, Enum):
+    """One aspect of the build environment that build B changes."""
+
+    BUILD_PATH = "build_path"
+    HOSTNAME = "hostname"
+    USER = "user"
+    UMASK = "umask"
+    TIMEZONE = "timezone"
+    LOCALE = "locale"
+    HOME = "home"
+    CLOCK = "clock"
+    CPUS = "cpus"
+    ENV_ORDER = "env_order"
+    FILE_ORDER = "file_order"
+
+
+class EnvOrder(str, Enum):
+    """Order in which environment variables are handed to the build's first process."""
+
+    SORTED = "sorted"
+    REVERSED = "reversed"
+
+
+@dataclass(frozen=True)
+class BuildEnv:
+    """Every environment setting of one build; the sandbox applies exactly these."""
+
+    name: str
+    varied: tuple[Variation, ...]
+    workdir: str
+    hostname: str
+    domainname: str
+    uid: int
+    gid: int
+    user: str
+    umask: str
+    timezone: str
+    locale: str
+    home: str
+    faketime: str | None
+    cpuset: str | None
+    env_order: EnvOrder
+    file_order: FileOrder
+
+
+# Build A's value, build B's value, and a sentence for `reprobuild variations` / README.
+_A = BuildEnv(
+    name="a",
+    varied=(),
+    workdir="/build/src",
+    hostname="reprobuild-a",
+    domainname="a.reprobuild.invalid",
+    uid=1000,
+    gid=1000,
+    user="builder",
+    umask="0022",
+    timezone="UTC",
+    locale="C.UTF-8",
+    home="/home/builder",
+    faketime=None,
+    cpuset=None,
+    env_order=EnvOrder.SORTED,
+    file_order=FileOrder.SORTED,
+)
+
+DESCRIPTIONS: dict[Variation, str] = {
+    Variation.BUILD_PATH: "source unpacked at /build/src vs /var/tmp/rebuild/second-build/src",
+    Variation.HOSTNAME: "hostname and domain name reprobuild-a.a.reprobuild.invalid vs "
+    "rebuild-b.b.reprobuild.test",
+    Variation.USER: "uid/gid and user name 1000:1000 builder vs 2000:2000 rebuilder",
+    Variation.UMASK: "umask 0022 vs 0002",
+    Variation.TIMEZONE: "TZ=UTC vs TZ=Etc/GMT-14",
+    Variation.LOCALE: "LANG/LC_ALL C.UTF-8 vs et_EE.UTF-8 (Estonian collation sorts z after s)",
+    Variation.HOME: "HOME=/home/builder vs HOME=/home/rebuilder",
+    Variation.CLOCK: "system clock real vs shifted +398 days (libfaketime)",
+    Variation.CPUS: "all CPUs vs one CPU (cpuset; nproc and sched_getaffinity see it)",
+    Variation.ENV_ORDER: "environment variables in sorted vs reversed order",
+    Variation.FILE_ORDER: "directory entries in opposite orders (tmpfs lists in reverse "
+    "creation order; the source tar is streamed sorted vs reversed)",
+}
+
+
+def _b_value(variation: Variation, host_cpus: int) -> dict[str, object]:
+    """The settings build B uses when ``variation`` is selected."""
+    match variation:
+        case Variation.BUILD_PATH:
+            return {"workdir": "/var/tmp/rebuild/second-build/src"}
+        case Variation.HOSTNAME:
+            return {"hostname": "rebuild-b", "domainname": "b.reprobuild.test"}
+        case Variation.USER:
+            return {"uid": 2000, "gid": 2000, "user": "rebuilder"}
+        case Variation.UMASK:
+            return {"umask": "0002"}
+        case Variation.TIMEZONE:
+            return {"timezone": "Etc/GMT-14"}
+        case Variation.LOCALE:
+            return {"locale": "et_EE.UTF-8"}
+        case Variation.HOME:
+            return {"home": "/home/rebuilder"}
+        case Variation.CLOCK:
+            return {"faketime": "+398d"}
+        case Variation.CPUS:
+            return {"cpuset": "0"} if host_cpus > 1 else {}
+        case Variation.ENV_ORDER:
+            return {"env_order": EnvOrder.REVERSED}
+        case Variation.FILE_ORDER:
+            return {"file_order": FileOrder.REVERSED}
+
+
+def unavailable(selected: Iterable[Variation], *, host_cpus: int) -> tuple[Variation, ...]:
+    """Selected variations this machine cannot apply (so the user can be told)."""
+    return tuple(v for v in selected if v is Variation.CPUS and host_cpus < 2)
+
+
+def plan_pair(selected: Iterable[Variation], *, host_cpus: int) -> tuple[BuildEnv, BuildEnv]:
+    """Return (A, B): A is the control build, B changes every selected variation."""
+    chosen = tuple(v for v in Variation if v in set(selected))
+    b_fields: dict[str, object] = {}
+    for variation in chosen:
+        b_fields.update(_b_value(variation, host_cpus))
+    a = BuildEnv(**{**_A.__dict__, "varied": chosen})
+    b = BuildEnv(**{**_A.__dict__, **b_fields, "name": "b", "varied": chosen})
+    return a, b
+
+
+def parse_variations(text: str) -> frozenset[Variation]:
+    """Parse ``--variations``: ``all``, ``none``, or a comma list, ``-name`` removes one.
+
+    ``all,-clock`` means every variation but the clock; ``hostname,user`` only those two.
+    """
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise InputError("--variations is empty", "use 'all', 'none' or a comma list such as "
+                         "'hostname,clock'")
+    valid = [v.value for v in Variation]
+    chosen: set[Variation] = set()
+    for raw in parts:
+        remove = raw.startswith("-")
+        name = raw.lstrip("-").replace("-", "_")
+        if name in ("all", "none"):
+            group = set(Variation) if name == "all" else set()
+        elif name in valid:
+            group = {Variation(name)}
+        else:
+            close = difflib.get_close_matches(name, [*valid, "all", "none"], n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise InputError(f"unknown variation '{name}' in --variations",
+                             f"{hint}known: all, none, {', '.join(valid)}")
+        chosen = chosen - group if remove else chosen | group
+    return frozenset(chosen)
+
+
+def environment(env: BuildEnv, *, path: str, out_dir: str,
+                recipe_env: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The complete environment of the build command, in the order the plan asks for."""
+    pairs: dict[str, str] = dict(recipe_env)
+    pairs.update({
+        "PATH": path,
+        "HOME": env.home,
+        "USER": env.user,
+        "LOGNAME": env.user,
+        "TZ": env.timezone,
+        "LANG": env.locale,
+        "LC_ALL": env.locale,
+        "TMPDIR": "/tmp",
+        "REPROBUILD_OUT": out_dir,
+    })
+    if env.faketime is not None:
+        pairs["LD_PRELOAD"] = "/opt/reprobuild/lib/libfaketime.so.1"
+        pairs["FAKETIME"] = env.faketime
+        # Keep monotonic clocks real so timeouts inside the build still behave.
+        pairs["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+    ordered = sorted(pairs.items(), reverse=env.env_order is EnvOrder.REVERSED)
+    return tuple(ordered)
+
+
+def build_script(env: BuildEnv, *, project_dir: str, commands: Sequence[str],
+                 environ: Sequence[tuple[str, str]]) -> str:
+    """The shell script the build container runs as its only process.
+
+    It unpacks the source tar from stdin (so the tmpfs directory order follows the tar
+    order), applies the umask, and replaces itself with the recipe's commands under a
+    clean environment built with ``env -i`` (so variable order is exactly the plan's).
+    """
+    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in environ)
+    body = "\n".join(commands)
+    return "\n".join([
+        "set -eu",
+        f"umask {env.umask}",
+        f"tar -x -f - -C {shlex.quote(env.workdir)}",
+        f"cd {shlex.quote(project_dir)}",
+        f"exec env -i {assignments} /bin/sh -e -c {shlex.quote(body)}",
+        "",
+    ])

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Set up reprobuild on a fresh Debian machine and run a real check on the bundled example.
+#
+#   ./scripts/setup.sh            # install, start Docker, build images, check the example
+#   ./scripts/setup.sh --no-check # everything but the final check (what .ci/run uses)
+#
+# Idempotent: rerunning skips what is already there. Needs root (or sudo) for apt and dockerd.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+run_check=1
+[ "${1:-}" = "--no-check" ] && run_check=0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+command -v mmdebstrap >/dev/null 2>&1 || need_pkgs+=(mmdebstrap)
+command -v git >/dev/null 2>&1 || need_pkgs+=(git)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    echo "==> installing ${need_pkgs[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+    echo "==> starting the Docker engine"
+    if [ -d /run/systemd/system ] && $SUDO systemctl start docker 2>/dev/null; then
+        :
+    else
+        $SUDO sh -c 'nohup dockerd >/var/log/reprobuild-dockerd.log 2>&1 &'
+    fi
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    docker info >/dev/null 2>&1 || { echo "dockerd did not come up; see /var/log/reprobuild-dockerd.log" >&2; exit 5; }
+fi
+
+if [ ! -x .venv/bin/reprobuild ]; then
+    echo "==> creating .venv and installing reprobuild"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+fi
+.venv/bin/pip install -q -e '.[dev]'
+
+echo "==> building the pinned toolchain images (cached after the first run)"
+.venv/bin/reprobuild images build
+
+if [ "$run_check" = 1 ]; then
+    echo "==> checking the bundled example MCP server"
+    .venv/bin/reprobuild check examples/mcp-notes-server
+fi

@@ -1,0 +1,122 @@
+"""Integration tests: a real Docker engine, the real toolchain images, the real CLI.
+
+Every test here is marked ``docker``. They fail (not skip) when no engine is reachable:
+CI starts one in ``.ci/run``, and a silently skipped suite would prove nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from reprobuild import images
+from reprobuild.engine import MANAGED
+from reprobuild.progress import SilentProgress
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Fixture",
+    "GIT_AUTHOR_EMAIL": "fixture@reprobuild.invalid",
+    "GIT_COMMITTER_NAME": "Fixture",
+    "GIT_COMMITTER_EMAIL": "fixture@reprobuild.invalid",
+    "GIT_AUTHOR_DATE": "2026-01-02T03:04:05+00:00",
+    "GIT_COMMITTER_DATE": "2026-01-02T03:04:05+00:00",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.fixture(scope="session")
+def client() -> docker.DockerClient:
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"integration tests need a Docker engine ({exc}); run ./scripts/setup.sh")
+    return engine
+
+
+@pytest.fixture(scope="session")
+def toolchains(client: docker.DockerClient) -> dict[str, images.ToolchainImage]:
+    """Build (or find cached) the images the checks use, once per session."""
+    return {name: images.ensure_image(client, name, progress=SilentProgress())
+            for name in ("python", "diffoscope")}
+
+
+def managed_objects(client: docker.DockerClient) -> list[str]:
+    """Names of reprobuild-labelled containers and volumes still in the engine."""
+    found = [f"container {c.name}" for c in
+             client.containers.list(all=True, filters={"label": f"{MANAGED}=true"})]
+    found += [f"volume {v.name}" for v in
+              client.volumes.list(filters={"label": f"{MANAGED}=true"})]
+    return found
+
+
+@pytest.fixture
+def no_leftovers(client: docker.DockerClient) -> Iterator[None]:
+    """Fail the test if it leaves any reprobuild container or volume behind."""
+    yield
+    deadline = time.monotonic() + 10
+    while managed_objects(client) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert managed_objects(client) == []
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, env=env,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(tmp_path: Path, fixture: str, *, probe: str | None = None,
+              name: str = "repo") -> Path:
+    """Copy a fixture into a fresh git repository with a fixed commit date."""
+    repo = tmp_path / name
+    shutil.copytree(FIXTURES / fixture, repo)
+    if probe is not None:
+        (repo / "PROBE").write_text(probe + "\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", f"fixture {fixture} {probe or ''}")
+    return repo
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+    report: dict[str, Any] | None
+
+
+def run_cli(*args: str, json_path: Path | None = None, timeout: float = 900) -> CliResult:
+    """Run the real CLI in a subprocess, as a user or a CI job would."""
+    argv = [sys.executable, "-m", "reprobuild", *args]
+    if json_path is not None:
+        argv[3:3] = []
+        argv += ["--json", str(json_path)]
+    started = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO_ROOT, check=False)
+    seconds = time.monotonic() - started
+    report = None
+    if json_path is not None and json_path.exists():
+        report = json.loads(json_path.read_text())
+    return CliResult(proc.returncode, proc.stdout, proc.stderr, seconds, report)

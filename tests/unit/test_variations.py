@@ -1,0 +1,142 @@
+"""The A/B plan: each variation changes exactly its own settings, nothing else."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict
+
+import pytest
+
+from reprobuild.archive import FileOrder
+from reprobuild.errors import InputError
+from reprobuild.variations import (
+    DESCRIPTIONS,
+    EnvOrder,
+    Variation,
+    build_script,
+    environment,
+    parse_variations,
+    plan_pair,
+    unavailable,
+)
+
+# The BuildEnv fields each variation is allowed to change.
+OWNED = {
+    Variation.BUILD_PATH: {"workdir"},
+    Variation.HOSTNAME: {"hostname", "domainname"},
+    Variation.USER: {"uid", "gid", "user"},
+    Variation.UMASK: {"umask"},
+    Variation.TIMEZONE: {"timezone"},
+    Variation.LOCALE: {"locale"},
+    Variation.HOME: {"home"},
+    Variation.CLOCK: {"faketime"},
+    Variation.CPUS: {"cpuset"},
+    Variation.ENV_ORDER: {"env_order"},
+    Variation.FILE_ORDER: {"file_order"},
+}
+
+
+def _changed(selected: set[Variation]) -> set[str]:
+    a, b = plan_pair(selected, host_cpus=2)
+    da, db = asdict(a), asdict(b)
+    return {k for k in da if da[k] != db[k]} - {"name"}
+
+
+@pytest.mark.parametrize("variation", list(Variation))
+def test_each_variation_changes_only_its_own_fields(variation: Variation) -> None:
+    assert _changed({variation}) == OWNED[variation]
+
+
+def test_no_variation_means_identical_environments() -> None:
+    assert _changed(set()) == set()
+
+
+def test_all_variations_change_everything_owned() -> None:
+    assert _changed(set(Variation)) == set().union(*OWNED.values())
+
+
+def test_every_variation_is_documented() -> None:
+    assert set(DESCRIPTIONS) == set(Variation)
+
+
+def test_cpus_cannot_vary_on_one_cpu() -> None:
+    a, b = plan_pair({Variation.CPUS}, host_cpus=1)
+    assert a.cpuset == b.cpuset is None
+    assert unavailable({Variation.CPUS, Variation.UMASK}, host_cpus=1) == (Variation.CPUS,)
+    assert unavailable({Variation.CPUS}, host_cpus=2) == ()
+
+
+def test_b_values_are_the_documented_ones() -> None:
+    a, b = plan_pair(set(Variation), host_cpus=4)
+    assert (a.uid, a.user, b.uid, b.user) == (1000, "builder", 2000, "rebuilder")
+    assert (a.umask, b.umask) == ("0022", "0002")
+    assert (a.timezone, b.timezone) == ("UTC", "Etc/GMT-14")
+    assert (a.locale, b.locale) == ("C.UTF-8", "et_EE.UTF-8")
+    assert (a.faketime, b.faketime) == (None, "+398d")
+    assert (a.cpuset, b.cpuset) == (None, "0")
+    assert (a.env_order, b.env_order) == (EnvOrder.SORTED, EnvOrder.REVERSED)
+    assert (a.file_order, b.file_order) == (FileOrder.SORTED, FileOrder.REVERSED)
+    assert a.workdir != b.workdir and a.home != b.home and a.hostname != b.hostname
+    assert a.varied == b.varied == tuple(Variation)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("all", set(Variation)),
+        ("none", set()),
+        ("hostname,clock", {Variation.HOSTNAME, Variation.CLOCK}),
+        ("all,-cpus", set(Variation) - {Variation.CPUS}),
+        ("build-path", {Variation.BUILD_PATH}),
+        (" umask , locale ", {Variation.UMASK, Variation.LOCALE}),
+    ],
+)
+def test_parse_variations(text: str, expected: set[Variation]) -> None:
+    assert parse_variations(text) == frozenset(expected)
+
+
+def test_parse_variations_suggests() -> None:
+    with pytest.raises(InputError) as info:
+        parse_variations("hostnme")
+    assert "unknown variation 'hostnme'" in info.value.message
+    assert info.value.hint is not None and "did you mean 'hostname'" in info.value.hint
+
+
+def test_parse_variations_empty() -> None:
+    with pytest.raises(InputError):
+        parse_variations(" , ")
+
+
+def test_environment_order_and_faketime() -> None:
+    a, b = plan_pair({Variation.ENV_ORDER, Variation.CLOCK}, host_cpus=2)
+    env_a = environment(a, path="/usr/bin", out_dir="/out", recipe_env=[("SOURCE_DATE_EPOCH", "1")])
+    env_b = environment(b, path="/usr/bin", out_dir="/out", recipe_env=[("SOURCE_DATE_EPOCH", "1")])
+    keys_a = [k for k, _ in env_a]
+    assert keys_a == sorted(keys_a)
+    assert "LD_PRELOAD" not in dict(env_a)
+    keys_b = [k for k, _ in env_b]
+    assert keys_b == sorted(keys_b, reverse=True)
+    assert dict(env_b)["FAKETIME"] == "+398d"
+    assert dict(env_b)["LD_PRELOAD"] == "/opt/reprobuild/lib/libfaketime.so.1"
+    assert dict(env_a)["SOURCE_DATE_EPOCH"] == "1"
+
+
+def test_sandbox_values_win_over_recipe_env() -> None:
+    a, _ = plan_pair(set(), host_cpus=2)
+    env = dict(environment(a, path="/p", out_dir="/out", recipe_env=[("HOME", "/evil")]))
+    assert env["HOME"] == a.home
+
+
+def test_build_script_quotes_everything() -> None:
+    a, _ = plan_pair(set(), host_cpus=2)
+    env = (("A", "it's $(danger)"),)
+    script = build_script(a, project_dir="/build/src/sub dir", commands=["echo 1", "echo 2"],
+                          environ=env)
+    lines = script.split("\n", 4)
+    assert lines[:3] == ["set -eu", "umask 0022", "tar -x -f - -C /build/src"]
+    assert lines[3] == "cd '/build/src/sub dir'"
+    argv = shlex.split(lines[4])
+    assert argv[:3] == ["exec", "env", "-i"]
+    assert argv[3] == "A=it's $(danger)"
+    assert argv[4:7] == ["/bin/sh", "-e", "-c"]
+    assert argv[7] == "echo 1\necho 2"
