@@ -198,21 +198,42 @@ def environment(env: BuildEnv, *, path: str, out_dir: str,
     return tuple(ordered)
 
 
+# Runs the recipe's commands one after the other. A command with no shell syntax is
+# executed directly (``$VAR`` expanded from the environment), so the build tool receives
+# the environment in exactly the planned order: every shell re-orders its environment
+# (dash and bash both export from a hash table), which would erase the env_order
+# variation. Anything with shell syntax goes to ``/bin/sh -e -c`` as written.
+LAUNCHER = r"""
+import os, shlex, subprocess, sys
+SHELL = set("|&;<>()`*?[]{}~!#'\\\n")
+for cmd in sys.argv[1:]:
+    if SHELL & set(cmd) or "=" in cmd.split()[0]:
+        argv = ["/bin/sh", "-e", "-c", cmd]
+    else:
+        argv = [os.path.expandvars(word) for word in shlex.split(cmd)]
+    sys.stderr.write("+ " + cmd + "\n")
+    sys.stderr.flush()
+    code = subprocess.call(argv)
+    if code:
+        sys.exit(code if code > 0 else 128 - code)
+"""
+
+
 def build_script(env: BuildEnv, *, project_dir: str, commands: Sequence[str],
                  environ: Sequence[tuple[str, str]]) -> str:
     """The shell script the build container runs as its only process.
 
     It unpacks the source tar from stdin (so the tmpfs directory order follows the tar
-    order), applies the umask, and replaces itself with the recipe's commands under a
-    clean environment built with ``env -i`` (so variable order is exactly the plan's).
+    order), applies the umask, and hands the recipe's commands to :data:`LAUNCHER` under
+    a clean environment built with ``env -i`` in exactly the plan's order.
     """
     assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in environ)
-    body = "\n".join(commands)
+    quoted = " ".join(shlex.quote(c) for c in commands)
     return "\n".join([
         "set -eu",
         f"umask {env.umask}",
         f"tar -x -f - -C {shlex.quote(env.workdir)}",
         f"cd {shlex.quote(project_dir)}",
-        f"exec env -i {assignments} /bin/sh -e -c {shlex.quote(body)}",
+        f"exec env -i {assignments} /usr/bin/python3 -I -S -c {shlex.quote(LAUNCHER)} {quoted}",
         "",
     ])

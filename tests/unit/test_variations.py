@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from reprobuild.archive import FileOrder
 from reprobuild.errors import InputError
 from reprobuild.variations import (
     DESCRIPTIONS,
+    LAUNCHER,
     EnvOrder,
     Variation,
     build_script,
@@ -129,14 +133,49 @@ def test_sandbox_values_win_over_recipe_env() -> None:
 
 def test_build_script_quotes_everything() -> None:
     a, _ = plan_pair(set(), host_cpus=2)
-    env = (("A", "it's $(danger)"),)
+    env = (("A", "it's $(danger)"), ("B", "2"))
     script = build_script(a, project_dir="/build/src/sub dir", commands=["echo 1", "echo 2"],
                           environ=env)
     lines = script.split("\n", 4)
     assert lines[:3] == ["set -eu", "umask 0022", "tar -x -f - -C /build/src"]
     assert lines[3] == "cd '/build/src/sub dir'"
     argv = shlex.split(lines[4])
-    assert argv[:3] == ["exec", "env", "-i"]
-    assert argv[3] == "A=it's $(danger)"
-    assert argv[4:7] == ["/bin/sh", "-e", "-c"]
-    assert argv[7] == "echo 1\necho 2"
+    assert argv[:5] == ["exec", "env", "-i", "A=it's $(danger)", "B=2"]
+    assert argv[5:9] == ["/usr/bin/python3", "-I", "-S", "-c"]
+    assert argv[9] == LAUNCHER
+    assert argv[10:] == ["echo 1", "echo 2"]
+
+
+def _launch(tmp_path: Path, *commands: str,
+            env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-I", "-S", "-c", LAUNCHER, *commands],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+
+
+def test_launcher_keeps_environment_order_for_simple_commands(tmp_path: Path) -> None:
+    probe = f"{sys.executable} -c 'import os; print(list(os.environ))'"
+    # Quoted -> goes through the shell, which re-orders; a plain command must not.
+    script = tmp_path / "order.py"
+    script.write_text("import os\nprint(','.join(k for k in os.environ if len(k) == 1))\n")
+    forward = _launch(tmp_path, f"{sys.executable} order.py", env={"Z": "1", "A": "2", "M": "3"})
+    backward = _launch(tmp_path, f"{sys.executable} order.py", env={"M": "3", "A": "2", "Z": "1"})
+    assert forward.stdout.strip() == "Z,A,M"
+    assert backward.stdout.strip() == "M,A,Z"
+    assert _launch(tmp_path, probe, env={"A": "1"}).returncode == 0
+
+
+def test_launcher_expands_variables_and_stops_on_failure(tmp_path: Path) -> None:
+    env = {"OUT": str(tmp_path / "o u t"), "PATH": "/usr/bin:/bin"}
+    result = _launch(tmp_path, 'mkdir "$OUT"', "false", "touch never", env=env)
+    assert (tmp_path / "o u t").is_dir()
+    assert result.returncode == 1
+    assert not (tmp_path / "never").exists()
+    assert "+ false" in result.stderr
+
+
+def test_launcher_uses_the_shell_for_shell_syntax(tmp_path: Path) -> None:
+    result = _launch(tmp_path, "echo a | tr a b > piped; X=1 sh -c 'echo $X' > assigned",
+                     env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0
+    assert (tmp_path / "piped").read_text() == "b\n"
+    assert (tmp_path / "assigned").read_text() == "1\n"
