@@ -110,7 +110,6 @@ def run_cli(*args: str, json_path: Path | None = None, timeout: float = 900) -> 
     """Run the real CLI in a subprocess, as a user or a CI job would."""
     argv = [sys.executable, "-m", "reprobuild", *args]
     if json_path is not None:
-        argv[3:3] = []
         argv += ["--json", str(json_path)]
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
