@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from reprobuild import __version__, images, recipes
@@ -33,8 +34,9 @@ images_app = typer.Typer(no_args_is_help=True, help="Pinned toolchain images.")
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(images_app, name="images")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Wide enough for artifact names and digests when the output goes to a file or a CI log.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
 
 _VERDICT_STYLE = {
     Verdict.REPRODUCIBLE: "bold green",
@@ -127,13 +129,13 @@ def _print_summary(report: Report) -> None:
     """A person's view: verdict, provenance, one row per artifact, and what differs."""
     style = _VERDICT_STYLE[report.verdict]
     out.print(f"[{style}]{report.verdict.value.upper()}[/{style}]  "
-              f"(exit {int(report.exit_code)})" + (f" — {report.message}"
+              f"(exit {int(report.exit_code)})" + (f" — {escape(report.message)}"
                                                    if report.message else ""))
     src = report.source
-    where = f"{src.url}" + (f" [{src.subdir}]" if src.subdir else "")
+    where = escape(src.url + (f" [{src.subdir}]" if src.subdir else ""))
     commit = src.commit[:12] if src.commit else "working directory"
     out.print(f"source     {where} @ {commit}  tree {_short(src.tree_sha256)}")
-    out.print(f"recipe     {report.recipe.name} ({report.recipe.origin})")
+    out.print(f"recipe     {escape(report.recipe.name)} ({escape(report.recipe.origin)})")
     out.print(f"toolchain  {report.toolchain.image} ({report.toolchain.image_id[:19]})")
     out.print(f"variations {', '.join(report.variations) or 'none'}")
     a, b = report.builds
@@ -142,7 +144,7 @@ def _print_summary(report: Report) -> None:
               f"{b.exit_code}{' (timed out)' if b.timed_out else ''},  total "
               f"{report.timings.get('total_s', 0):.1f}s")
     table = Table(show_edge=False, header_style="bold")
-    table.add_column("artifact")
+    table.add_column("artifact", overflow="fold")
     table.add_column("size", justify="right")
     table.add_column("sha256 A")
     table.add_column("sha256 B")
@@ -160,14 +162,15 @@ def _print_summary(report: Report) -> None:
     if paths:
         out.print(table)
     for diff in report.differences:
-        out.rule(f"[red]{diff.path}[/red]")
+        out.rule(f"[red]{escape(diff.path)}[/red]")
         if diff.diffoscope is None:
             out.print("only in one build" if not (diff.sha256_a and diff.sha256_b)
                       else "differs (diffoscope not run)")
             continue
         out.print(diff.diffoscope.excerpt.rstrip(), markup=False, highlight=False)
         if diff.diffoscope.text and report.out_dir:
-            out.print(f"[dim]full report: {Path(report.out_dir) / diff.diffoscope.text}[/dim]")
+            full = escape(str(Path(report.out_dir) / diff.diffoscope.text))
+            out.print(f"[dim]full report: {full}[/dim]")
     for build in report.builds:
         if build.timed_out or build.exit_code != 0:
             out.rule(f"[yellow]build {build.name} log (last lines)[/yellow]")
@@ -175,9 +178,9 @@ def _print_summary(report: Report) -> None:
     for egress in report.egress:
         out.print(f"[magenta]egress[/magenta] {egress}")
     for warning in report.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if report.out_dir:
-        out.print(f"[dim]results kept in {report.out_dir}[/dim]")
+        out.print(f"[dim]results kept in {escape(report.out_dir)}[/dim]")
 
 
 @app.command("variations")
@@ -285,9 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     except ReprobuildError as exc:
         if debug:
             err.print_exception()
-        err.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
+            err.print(f"[dim]hint: {escape(exc.hint)}[/dim]", highlight=False)
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        err.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}",
-                  highlight=False)
+        err.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: "
+                  f"{escape(str(exc))}", highlight=False)
         err.print("[dim]hint: rerun with --debug and report the traceback[/dim]")
         sys.exit(int(ExitCode.ENVIRONMENT))

@@ -58,6 +58,7 @@ def diffoscope_script(name: str, limits: DiffoscopeLimits) -> str:
     quoted = shlex.quote(name)
     return "\n".join([
         "set -u",
+        "export HOME=/tmp TMPDIR=/tmp LC_ALL=C.UTF-8",
         f"tar -x -f - -C {_IN_DIR}",
         "exec diffoscope --no-progress --exclude-directory-metadata=yes"
         f" --max-report-size {limits.max_report_bytes}"
