@@ -192,8 +192,8 @@ def environment(env: BuildEnv, *, path: str, out_dir: str,
     if env.faketime is not None:
         pairs["LD_PRELOAD"] = "/opt/reprobuild/lib/libfaketime.so.1"
         pairs["FAKETIME"] = env.faketime
-        # Keep monotonic clocks real so timeouts inside the build still behave.
-        pairs["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+        # Not FAKETIME_DONT_FAKE_MONOTONIC: with libfaketime 0.9.10 it makes Python's
+        # time.sleep() fail with EINVAL (clock_nanosleep on CLOCK_MONOTONIC).
     ordered = sorted(pairs.items(), reverse=env.env_order is EnvOrder.REVERSED)
     return tuple(ordered)
 
