@@ -138,7 +138,7 @@ class Sandbox:
             worker_id = self._create_worker(spec, name, volume_name, warden_id)
             exit_code, timed_out = self._start_and_wait(spec, worker_id)
             duration = time.monotonic() - started
-            self._save_log(worker_id, log_path, spec.limits.log_bytes)
+            log: bytes = api.logs(worker_id, stdout=True, stderr=True)
             # The worker is stopped; remove it before reading its outputs so nothing
             # untrusted runs while we copy.
             api.remove_container(worker_id, force=True)
@@ -146,6 +146,9 @@ class Sandbox:
             outputs: tuple[ExtractedFile, ...] = ()
             if not timed_out:
                 outputs = self._collect(warden_id, output_dir, spec.limits)
+            # The json-file log driver already caps the log; keep its tail.
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_bytes(log[-spec.limits.log_bytes:])
             return SandboxResult(role=spec.role, exit_code=exit_code, timed_out=timed_out,
                                  duration_s=duration, log_path=log_path,
                                  output_dir=output_dir, outputs=outputs)
@@ -250,12 +253,6 @@ class Sandbox:
                     api.wait(worker_id, timeout=_KILL_GRACE_S)
                 return None, True
             time.sleep(_POLL_S)
-
-    def _save_log(self, worker_id: str, log_path: Path, cap: int) -> None:
-        """Keep the worker's combined output (the json-file driver already caps it)."""
-        data: bytes = self._client.api.logs(worker_id, stdout=True, stderr=True)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_bytes(data[-cap:])
 
     def _collect(self, warden_id: str, output_dir: Path,
                  limits: SandboxLimits) -> tuple[ExtractedFile, ...]:

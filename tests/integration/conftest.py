@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from reprobuild import images
-from reprobuild.engine import MANAGED
+from reprobuild.engine import MANAGED, RUN
 from reprobuild.progress import SilentProgress
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -60,11 +60,12 @@ def toolchains(client: docker.DockerClient) -> dict[str, images.ToolchainImage]:
 
 
 def managed_objects(client: docker.DockerClient) -> list[str]:
-    """Names of reprobuild-labelled containers and volumes still in the engine."""
-    found = [f"container {c.name}" for c in
-             client.containers.list(all=True, filters={"label": f"{MANAGED}=true"})]
-    found += [f"volume {v.name}" for v in
-              client.volumes.list(filters={"label": f"{MANAGED}=true"})]
+    """Names of containers and volumes that reprobuild runs created and did not remove."""
+    wanted = {"label": [f"{MANAGED}=true", RUN]}
+    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=wanted)
+             if c.labels.get(RUN)]
+    found += [f"volume {v.name}" for v in client.volumes.list(filters=wanted)
+              if (v.attrs.get("Labels") or {}).get(RUN)]
     return found
 
 

@@ -108,9 +108,12 @@ def test_hung_build_times_out_with_exit_4(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_quickly_and_cleans_up(tmp_path: Path, client: docker.DockerClient) -> None:
     repo = make_repo(tmp_path, "probe", probe="hang")
+    # A CI runner may start us with SIGINT ignored (a background job inherits SIG_IGN);
+    # give the CLI the default disposition a terminal user has, so Python handles Ctrl-C.
     proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "check", str(repo)],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
