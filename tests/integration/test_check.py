@@ -197,7 +197,8 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path) -> None:
                     "commit", "-qm", "recipe"], check=True)
     malformed = run_cli("check", str(bad), json_path=tmp_path / "bad.json")
     assert malformed.code == 2
-    assert "comands" in malformed.stderr and "did you mean 'commands'" in malformed.stderr
+    assert ".reprobuild.toml: unknown key [build].comands" in malformed.stderr
+    assert "did you mean '[build].commands'" in malformed.stderr
     assert malformed.report is not None and malformed.report["verdict"] == "error"
 
     variations = run_cli("check", str(repo), "--variations", "hostnme")
