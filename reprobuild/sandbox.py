@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import socket
 import threading
 import time
@@ -31,6 +32,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 from docker.types import LogConfig, Ulimit
 
 from reprobuild.archive import ExtractedFile, ExtractLimits, extract_regular_files
@@ -38,7 +40,6 @@ from reprobuild.engine import RunLabels
 from reprobuild.errors import EnvironmentFailure, Interrupted
 
 OUT_DIR = "/out"
-_POLL_S = 0.1
 _KILL_GRACE_S = 10
 MiB = 1024 * 1024
 
@@ -241,18 +242,24 @@ class Sandbox:
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
+        # Block on the engine's wait endpoint (no polling latency) in slices, so a Ctrl-C
+        # in the main thread, which removes the containers, is noticed promptly too.
         while True:
             if self._cancel.is_set():
                 raise Interrupted("interrupted; removed this run's containers")
-            state = api.inspect_container(worker_id)["State"]
-            if not state.get("Running") and state.get("Status") in ("exited", "dead"):
-                return int(state.get("ExitCode", -1)), False
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 with contextlib.suppress(docker.errors.DockerException):
                     api.kill(worker_id)
                     api.wait(worker_id, timeout=_KILL_GRACE_S)
                 return None, True
-            time.sleep(_POLL_S)
+            try:
+                status = api.wait(worker_id, timeout=max(1, math.ceil(min(remaining, 5.0))))
+            except requests.exceptions.RequestException:
+                continue  # our slice ended; the deadline decides
+            if self._cancel.is_set():
+                raise Interrupted("interrupted; removed this run's containers")
+            return int(status.get("StatusCode", -1)), False
 
     def _collect(self, warden_id: str, output_dir: Path,
                  limits: SandboxLimits) -> tuple[ExtractedFile, ...]:
