@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from reprobuild.report import (
 )
 from reprobuild.sandbox import OUT_DIR, Sandbox, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
+from reprobuild.trap import mark_one_sided, summarize
 from reprobuild.variations import BuildEnv, Variation, build_script, environment, plan_pair
 
 DIFFOSCOPE_IMAGE = "diffoscope"
@@ -62,6 +63,7 @@ class CheckOptions:
     out_dir: Path | None = None
     ca_cert: Path | None = None
     diffoscope: bool = True
+    trap: bool = True
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     diffoscope_limits: DiffoscopeLimits = field(default_factory=DiffoscopeLimits)
 
@@ -91,7 +93,8 @@ def repo_recipe_bytes(tree: SourceTree) -> bytes | None:
 
 
 def build_spec(env: BuildEnv, *, tree: SourceTree, recipe: Recipe,
-               toolchain: images.ToolchainImage, limits: SandboxLimits) -> SandboxSpec:
+               toolchain: images.ToolchainImage, limits: SandboxLimits,
+               trap: bool = True) -> SandboxSpec:
     """Turn one planned environment into the sandbox spec that applies it (pure)."""
     project_dir = f"{env.workdir}/{tree.subdir}" if tree.subdir else env.workdir
     environ = environment(env, path=toolchain.path_env, out_dir=OUT_DIR,
@@ -105,7 +108,7 @@ def build_spec(env: BuildEnv, *, tree: SourceTree, recipe: Recipe,
         gid=env.gid, hostname=env.hostname, domainname=env.domainname,
         writable=(env.workdir, env.home, "/tmp"),
         stdin=build_tar(tree.entries, order=env.file_order, mtime=mtime),
-        cpuset=env.cpuset, limits=limits)
+        cpuset=env.cpuset, limits=limits, trap=trap)
 
 
 def _settings(env: BuildEnv) -> dict[str, str]:
@@ -226,8 +229,8 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
     env_a, env_b = plan_pair(options.variations, host_cpus=host_cpus)
     timeout = options.timeout_s or recipe.timeout_s or DEFAULT_TIMEOUT_S
     limits = replace(options.limits, timeout_s=timeout)
-    specs = [build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain, limits=limits)
-             for env in (env_a, env_b)]
+    specs = [build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain, limits=limits,
+                        trap=options.trap) for env in (env_a, env_b)]
 
     run = _Run(client, progress)
     with run.owned():
@@ -248,14 +251,23 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
             differences = tuple(_explain_all(run, options, found, out, progress))
         timings["compare_s"] = round(time.monotonic() - t, 3)
 
-    if failed or no_output:
+    egress = tuple(mark_one_sided([r.egress for r in results]))
+    if not options.trap:
+        warnings.append("--no-trap: network attempts were blocked but not recorded")
+    if egress:
+        # Evidence of an injected step outranks everything else, even a failed build
+        # (a blocked download is a common reason for one).
+        verdict = Verdict.EGRESS
+    elif failed or no_output:
         verdict = Verdict.BUILD_FAILED
     elif differences:
         verdict = Verdict.UNREPRODUCIBLE
     else:
         verdict = Verdict.REPRODUCIBLE
     message = None
-    if no_output:
+    if egress:
+        message = summarize(egress)
+    elif no_output:
         message = f"a build produced no output matching {', '.join(recipe.outputs)}"
     elif failed:
         message = "; ".join(
@@ -276,6 +288,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
                                 versions=dict(toolchain.versions)),
         variations=tuple(v.value for v in env_a.varied),
         builds=builds, differences=differences, timings=timings, out_dir=str(out),
+        egress=tuple(asdict(a) for a in egress),
         warnings=tuple(warnings), message=message)
 
 

@@ -97,6 +97,9 @@ def check(
         exists=True, dir_okay=False)] = None,
     no_diffoscope: Annotated[bool, typer.Option(
         "--no-diffoscope", help="report differing hashes without explaining them")] = False,
+    no_trap: Annotated[bool, typer.Option(
+        "--no-trap", help="block the network without recording attempts (for measuring "
+                          "the trap's cost; never for real checks)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, no summary")] = False,
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
@@ -104,7 +107,7 @@ def check(
     options = CheckOptions(
         source=source, ref=ref, subdir=subdir, recipe=recipe,
         variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
-        ca_cert=ca_cert, diffoscope=not no_diffoscope)
+        ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap)
     try:
         with RichProgress(err, enabled=not quiet and err.is_terminal) as progress:
             report = run_check(options, progress)
@@ -175,12 +178,43 @@ def _print_summary(report: Report) -> None:
         if build.timed_out or build.exit_code != 0:
             out.rule(f"[yellow]build {build.name} log (last lines)[/yellow]")
             out.print(build.log_tail, markup=False, highlight=False)
-    for egress in report.egress:
-        out.print(f"[magenta]egress[/magenta] {egress}")
+    if report.egress:
+        _print_egress(report)
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if report.out_dir:
         out.print(f"[dim]results kept in {escape(report.out_dir)}[/dim]")
+
+
+def _print_egress(report: Report) -> None:
+    """The network attempts as a table: evidence of an injected build step."""
+    out.rule("[magenta]network attempts (none left the sandbox)[/magenta]")
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("build", "protocol", "destination", "name", "detail", "process"):
+        table.add_column(column, overflow="fold")
+    for attempt in report.egress:
+        build = str(attempt["build"]).upper()
+        if attempt.get("only_in"):
+            build += " only"
+        proto = str(attempt["kind"])
+        if attempt.get("forged"):
+            proto += " (forged)"
+        dst = attempt.get("dst") or ""
+        if attempt.get("dport") is not None:
+            dst = f"[{dst}]:{attempt['dport']}" if ":" in dst else f"{dst}:{attempt['dport']}"
+        name = attempt.get("name") or ""
+        if attempt.get("qtype"):
+            name += f" ({attempt['qtype']})"
+        process = ""
+        if attempt.get("pid") is not None:
+            process = f"{attempt['pid']} {attempt.get('cmdline') or attempt.get('exe') or ''}"
+        elif attempt.get("uid") is not None:
+            process = f"uid {attempt['uid']}"
+        if attempt["kind"] == "dropped":
+            name = f"{attempt.get('count')} more not logged (rate limit)"
+        table.add_row(*(escape(str(v)) for v in (build, proto, dst, name,
+                                                   attempt.get("detail") or "", process)))
+    out.print(table)
 
 
 @app.command("variations")

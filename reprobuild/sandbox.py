@@ -35,12 +35,15 @@ import docker.errors
 import requests
 from docker.types import LogConfig, Ulimit
 
+from reprobuild import trap
 from reprobuild.archive import ExtractedFile, ExtractLimits, extract_regular_files
 from reprobuild.engine import RunLabels
 from reprobuild.errors import EnvironmentFailure, Interrupted
+from reprobuild.trap import EgressAttempt
 
 OUT_DIR = "/out"
 _KILL_GRACE_S = 10
+_TRAP_READY_S = 60.0
 MiB = 1024 * 1024
 
 
@@ -74,6 +77,8 @@ class SandboxSpec:
     stdin: bytes
     cpuset: str | None = None
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    # Run the egress trap in the warden (builds); False keeps an idle warden (diffoscope).
+    trap: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class SandboxResult:
     log_path: Path
     output_dir: Path
     outputs: tuple[ExtractedFile, ...]
+    egress: tuple[EgressAttempt, ...] = ()
+    trap_ready: dict[str, Any] | None = None
 
 
 class _ChunkReader(io.RawIOBase):
@@ -150,9 +157,12 @@ class Sandbox:
             # The json-file log driver already caps the log; keep its tail.
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_bytes(log[-spec.limits.log_bytes:])
+            trap_log = self._stop_trap(warden_id, spec) if spec.trap else None
             return SandboxResult(role=spec.role, exit_code=exit_code, timed_out=timed_out,
                                  duration_s=duration, log_path=log_path,
-                                 output_dir=output_dir, outputs=outputs)
+                                 output_dir=output_dir, outputs=outputs,
+                                 egress=trap_log.attempts if trap_log else (),
+                                 trap_ready=trap_log.ready if trap_log else None)
         except docker.errors.ImageNotFound as exc:
             raise EnvironmentFailure(f"toolchain image {spec.image} is missing",
                                      "run 'reprobuild images build'") from exc
@@ -171,21 +181,66 @@ class Sandbox:
                 self._client.volumes.get(volume_name).remove(force=True)
 
     def _start_warden(self, spec: SandboxSpec, name: str, volume: str) -> str:
-        """Start the trusted namespace owner; it only sleeps."""
+        """Start the trusted namespace owner: the egress trap, or an idle ``sleep``.
+
+        With the trap, the build is started only after the agent printed READY (its rules
+        are in place and self-tested); if it never does, this raises and the build never
+        runs: the sandbox fails closed.
+        """
         api = self._client.api
-        host_config = api.create_host_config(
-            network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
-            read_only=True, binds={volume: {"bind": OUT_DIR, "mode": "ro"}},
-            pids_limit=8, mem_limit="64m", memswap_limit="64m",
-            log_config=LogConfig(type=LogConfig.types.NONE))
+        common: dict[str, Any] = {
+            "network_mode": "none", "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"], "read_only": True,
+            "binds": {volume: {"bind": OUT_DIR, "mode": "ro"}},
+        }
+        if spec.trap:
+            host_config = api.create_host_config(
+                **common, cap_add=list(trap.WARDEN_CAPS), sysctls=trap.WARDEN_SYSCTLS,
+                tmpfs={"/tmp": "size=16m,noexec,nosuid,nodev", "/run": "size=1m,noexec"},
+                pids_limit=64, mem_limit="256m", memswap_limit="256m",
+                log_config=LogConfig(type=LogConfig.types.JSON,
+                                     config={"max-size": "50m", "max-file": "1"}))
+            command, user = trap.agent_command(), "0:0"
+        else:
+            host_config = api.create_host_config(
+                **common, pids_limit=8, mem_limit="64m", memswap_limit="64m",
+                log_config=LogConfig(type=LogConfig.types.NONE))
+            command, user = ["sleep", "infinity"], f"{spec.uid}:{spec.gid}"
         created = api.create_container(
-            spec.image, command=["sleep", "infinity"], name=f"{name}-warden",
-            user=f"{spec.uid}:{spec.gid}", hostname=spec.hostname,
-            domainname=spec.domainname, labels=self._labels.for_role(f"{spec.role}-warden"),
-            host_config=host_config, network_disabled=False)
+            spec.image, command=command, name=f"{name}-warden", user=user,
+            hostname=spec.hostname, domainname=spec.domainname,
+            labels=self._labels.for_role(f"{spec.role}-warden"), host_config=host_config)
         warden_id: str = created["Id"]
         api.start(warden_id)
+        if spec.trap:
+            self._await_trap(warden_id)
         return warden_id
+
+    def _await_trap(self, warden_id: str) -> None:
+        """Wait for the agent's READY line; raise if it exits or takes too long."""
+        api = self._client.api
+        deadline = time.monotonic() + _TRAP_READY_S
+        while True:
+            if self._cancel.is_set():
+                raise Interrupted("interrupted; removed this run's containers")
+            text = api.logs(warden_id, stdout=True, stderr=True).decode(errors="replace")
+            running = bool(api.inspect_container(warden_id)["State"].get("Running"))
+            if trap.require_ready(text, exited=not running):
+                return
+            if time.monotonic() > deadline:
+                raise EnvironmentFailure(
+                    f"the egress trap was not ready after {_TRAP_READY_S:.0f}s",
+                    "the build was not started (fail closed); is the machine overloaded?")
+            time.sleep(0.02)
+
+    def _stop_trap(self, warden_id: str, spec: SandboxSpec) -> trap.AgentLog:
+        """Stop the agent (it flushes on SIGTERM) and parse what it recorded."""
+        api = self._client.api
+        with contextlib.suppress(docker.errors.DockerException):
+            api.kill(warden_id, signal="SIGTERM")
+            api.wait(warden_id, timeout=_KILL_GRACE_S)
+        text = api.logs(warden_id, stdout=True, stderr=False).decode(errors="replace")
+        return trap.parse_agent_log(text, build=spec.role.removeprefix("build-"))
 
     def _create_worker(self, spec: SandboxSpec, name: str, volume: str, warden_id: str) -> str:
         """Create the untrusted container with every hardening option set."""
@@ -214,6 +269,9 @@ class Sandbox:
                                  config={"max-size": f"{max(1, limits.log_bytes // MiB)}m",
                                          "max-file": "1"}),
             ipc_mode="private",
+            # Sharing the warden's pid namespace lets the trap name the process behind each
+            # attempt; the build (non-root, no capabilities) cannot signal or trace it.
+            pid_mode=f"container:{warden_id}" if spec.trap else None,
         )
         config = api.create_container_config(
             spec.image, ["/bin/sh", "-c", spec.script], user=f"{spec.uid}:{spec.gid}",

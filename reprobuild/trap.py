@@ -1,0 +1,182 @@
+"""Host side of the egress trap: how the warden runs the agent, and what its log means.
+
+The agent (:mod:`reprobuild.trap_agent`, stdlib only) runs as the warden container's only
+process and owns the build's network namespace. This module holds the pure parts the
+sandbox needs: the warden's container settings, the READY handshake, parsing the agent's
+JSON-lines log into :class:`EgressAttempt` records, and marking attempts seen in only one
+of the two builds. Nothing here talks to Docker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from reprobuild.errors import EnvironmentFailure
+
+READY_PREFIX = "REPROBUILD-TRAP-READY"
+AGENT_PYTHON = "/usr/bin/python3"
+# Capabilities of the trusted warden only (the build gets none): NET_ADMIN for addresses,
+# routes, nftables and NFLOG; SYS_PTRACE + DAC_OVERRIDE to read /proc/<pid>/fd of the
+# build's processes for attribution (see the agent's docstring for why not DAC_READ_SEARCH).
+WARDEN_CAPS = ("NET_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE")
+# Docker disables IPv6 in "none" namespaces; the trap needs it on to see IPv6 attempts.
+WARDEN_SYSCTLS = {
+    "net.ipv6.conf.all.disable_ipv6": "0",
+    "net.ipv6.conf.default.disable_ipv6": "0",
+    "net.ipv6.conf.lo.disable_ipv6": "0",
+}
+# Attempts, as opposed to bookkeeping lines.
+ATTEMPT_KINDS = frozenset({"dns", "tcp", "http", "tls", "udp", "icmp", "other", "forged",
+                           "dropped"})
+
+
+@cache
+def agent_source() -> str:
+    """The agent's source text, handed to ``python3 -c`` in the warden."""
+    return (Path(__file__).with_name("trap_agent.py")).read_text(encoding="utf-8")
+
+
+def agent_command() -> list[str]:
+    """The warden's command line when it runs the trap."""
+    return [AGENT_PYTHON, "-I", "-S", "-c", agent_source()]
+
+
+@dataclass(frozen=True)
+class EgressAttempt:
+    """One network attempt a build made; field names are the report's (README)."""
+
+    build: str
+    phase: str
+    kind: str
+    proto: str | None
+    family: int | None
+    dst: str | None
+    dport: int | None
+    name: str | None
+    qtype: str | None
+    detail: str | None
+    uid: int | None
+    pid: int | None
+    exe: str | None
+    cmdline: str | None
+    forged: bool
+    count: int | None
+    time: float | None
+    only_in: str | None = None
+
+    def key(self) -> tuple[object, ...]:
+        """What makes two builds' attempts "the same" (fake addresses may differ)."""
+        where = self.name if self.name else self.dst
+        return (self.kind, self.proto, where, self.dport, self.qtype)
+
+
+@dataclass(frozen=True)
+class AgentLog:
+    """The agent's log split into its handshake, attempts and errors."""
+
+    ready: dict[str, Any] | None
+    attempts: tuple[EgressAttempt, ...]
+    errors: tuple[str, ...]
+
+
+def _as_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _as_str(value: object, limit: int = 2000) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value)
+    return str(value)[:limit]
+
+
+def parse_agent_log(text: str, *, build: str, phase: str = "build") -> AgentLog:
+    """Parse the agent's stdout: one READY line, then one JSON object per line.
+
+    Lines that are not JSON objects are ignored (they cannot come from the build: only the
+    agent writes to the warden's stdout).
+    """
+    ready: dict[str, Any] | None = None
+    attempts: list[EgressAttempt] = []
+    errors: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(READY_PREFIX):
+            try:
+                ready = json.loads(line[len(READY_PREFIX):].strip())
+            except json.JSONDecodeError:
+                ready = {}
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        kind = str(event.get("kind", ""))
+        if kind == "error":
+            errors.append(_as_str(event.get("detail")) or "unknown trap error")
+            continue
+        if kind not in ATTEMPT_KINDS:
+            continue
+        attempts.append(EgressAttempt(
+            build=build, phase=phase, kind=kind, proto=_as_str(event.get("proto")),
+            family=_as_int(event.get("family")), dst=_as_str(event.get("dst")),
+            dport=_as_int(event.get("dport")), name=_as_str(event.get("name")),
+            qtype=_as_str(event.get("qtype")), detail=_as_str(event.get("detail")),
+            uid=_as_int(event.get("uid")), pid=_as_int(event.get("pid")),
+            exe=_as_str(event.get("exe")), cmdline=_as_str(event.get("cmdline")),
+            forged=bool(event.get("forged")) or kind == "forged",
+            count=_as_int(event.get("count")),
+            time=float(event["time"]) if isinstance(event.get("time"), int | float) else None))
+    return AgentLog(ready=ready, attempts=tuple(attempts), errors=tuple(errors))
+
+
+def ready_line(text: str) -> str | None:
+    """The READY line, if the agent has printed it yet."""
+    for line in text.splitlines():
+        if line.startswith(READY_PREFIX):
+            return line
+    return None
+
+
+def require_ready(text: str, *, exited: bool) -> bool:
+    """True once READY is there; raise if the agent gave up (the build must not start)."""
+    if ready_line(text) is not None:
+        return True
+    if exited:
+        log = parse_agent_log(text, build="?")
+        reason = log.errors[-1] if log.errors else (text.strip().splitlines() or ["no output"])[-1]
+        raise EnvironmentFailure(f"the egress trap did not come up: {reason[:300]}",
+                                 "the build was not started (fail closed); rerun with --debug "
+                                 "or check that the engine allows NET_ADMIN for containers")
+    return False
+
+
+def mark_one_sided(per_build: Sequence[Sequence[EgressAttempt]]) -> list[EgressAttempt]:
+    """All attempts of both builds; those seen in only one build get ``only_in`` set.
+
+    A build that reaches out in one environment and not the other is a signal of its own
+    (an environment-triggered payload), so it is marked rather than merged away.
+    """
+    keys = [{attempt.key() for attempt in attempts} for attempts in per_build]
+    result: list[EgressAttempt] = []
+    for index, attempts in enumerate(per_build):
+        others = set().union(*(k for i, k in enumerate(keys) if i != index))
+        for attempt in attempts:
+            one_sided = len(per_build) > 1 and attempt.key() not in others
+            result.append(replace(attempt, only_in=attempt.build if one_sided else None))
+    return result
+
+
+def summarize(attempts: Iterable[EgressAttempt]) -> str:
+    """One line for the verdict message: how many attempts, to where."""
+    items = list(attempts)
+    places = sorted({a.name or a.dst or "?" for a in items})
+    shown = ", ".join(places[:5]) + (f" and {len(places) - 5} more" if len(places) > 5 else "")
+    return f"{len(items)} network attempt(s) during the build: {shown}"

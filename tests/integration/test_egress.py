@@ -1,0 +1,135 @@
+"""The egress trap end to end: malicious builds are caught, logged, and contained.
+
+Attackers use only reserved names and documentation addresses, from inside the sandbox.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import make_repo, run_cli
+
+pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
+
+
+def attempts(report: dict[str, Any], **match: object) -> list[dict[str, Any]]:
+    """Attempts in the report whose fields equal every given value."""
+    return [a for a in report["egress"] if all(a.get(k) == v for k, v in match.items())]
+
+
+def check_attack(tmp_path: Path, attack: str) -> dict[str, Any]:
+    repo = make_repo(tmp_path, "egress")
+    (repo / "ATTACK").write_text(attack + "\n")
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c",
+                    "user.email=t@t.invalid", "commit", "-qam", attack], check=True)
+    result = run_cli("check", str(repo), "--variations", "none", "--no-diffoscope",
+                     json_path=tmp_path / "r.json")
+    assert result.code == 3, result.stdout + result.stderr
+    assert result.report is not None
+    assert result.report["verdict"] == "egress"
+    assert "network attempts" in result.stdout
+    for attempt in result.report["egress"]:
+        assert set(attempt) >= {"build", "phase", "kind", "proto", "family", "dst", "dport",
+                                "name", "qtype", "detail", "uid", "pid", "exe", "cmdline",
+                                "forged", "only_in"}
+        assert attempt["phase"] == "build"
+    return result.report
+
+
+def test_pipe_download_into_shell(tmp_path: Path) -> None:
+    report = check_attack(tmp_path, "pipe-to-shell")
+    for build in ("a", "b"):
+        dns = attempts(report, build=build, kind="dns", name="payload.attacker.example")
+        assert dns, report["egress"]
+        http = attempts(report, build=build, kind="http", name="payload.attacker.example",
+                        dport=80)
+        assert http and "GET /payload.sh" in http[0]["detail"]
+        assert http[0]["uid"] in (1000, 2000)
+
+
+def test_setup_hook_fetches_http_and_https(tmp_path: Path) -> None:
+    report = check_attack(tmp_path, "http-https")
+    http = attempts(report, build="a", kind="http", name="setup-hook.example")
+    assert http and "/stage2.py?id=42" in http[0]["detail"]
+    tls = attempts(report, build="a", kind="tls", name="beacon.example", dport=443)
+    assert tls, report["egress"]
+    # The process behind it is named when the trap can see it.
+    assert any("attack.py" in (a.get("cmdline") or "") for a in http + tls)
+
+
+def test_raw_ip_tcp_beacon(tmp_path: Path) -> None:
+    report = check_attack(tmp_path, "raw-ip")
+    tcp = [a for a in attempts(report, build="a", dst="203.0.113.7", dport=4444)
+           if a["kind"] in ("tcp", "other")]
+    assert tcp, report["egress"]
+    assert any("beacon" in (a.get("detail") or "") for a in tcp)
+
+
+def test_dns_exfiltration_names_the_secret(tmp_path: Path) -> None:
+    report = check_attack(tmp_path, "dns-exfil")
+    assert attempts(report, build="a", kind="dns", name="c2VjcmV0LXRva2Vu.exfil.example")
+
+
+def test_udp_to_raw_ip(tmp_path: Path) -> None:
+    report = check_attack(tmp_path, "udp")
+    assert attempts(report, build="a", kind="udp", dst="198.51.100.9", dport=9999)
+
+
+def test_ipv6_attempt(tmp_path: Path) -> None:
+    report = check_attack(tmp_path, "ipv6")
+    v6 = [a for a in attempts(report, build="a", family=6, dport=80)
+          if a["dst"] == "2001:db8::5"]
+    assert v6, report["egress"]
+
+
+def test_reconfiguring_the_network_fails_and_rules_stay(tmp_path: Path) -> None:
+    report = check_attack(tmp_path, "reconfigure")
+    still = attempts(report, build="a", kind="http", name="still-trapped.test")
+    assert still and still[0]["dst"] == "192.0.2.10"
+
+
+def test_direct_connections_to_the_trap_are_flagged_as_forged(tmp_path: Path) -> None:
+    report = check_attack(tmp_path, "forge")
+    forged = [a for a in report["egress"] if a["forged"]]
+    assert forged, report["egress"]
+    assert not attempts(report, kind="http", name="forged.example", forged=False)
+
+
+def test_clean_build_shows_zero_attempts(tmp_path: Path) -> None:
+    result = run_cli("check", "examples/mcp-notes-server", json_path=tmp_path / "r.json")
+    assert result.code == 0, result.stdout + result.stderr
+    assert result.report is not None and result.report["egress"] == []
+
+
+def test_no_packet_reaches_the_host(tmp_path: Path) -> None:
+    """Capture on the host while malicious builds run: none of their packets appear."""
+    tcpdump = shutil.which("tcpdump")
+    if tcpdump is None:
+        pytest.fail("tcpdump is required for this test (scripts/setup.sh installs it)")
+    capture_filter = ("net 192.0.2.0/24 or net 198.51.100.0/24 or net 203.0.113.0/24 or "
+                      "net 198.18.0.0/15 or ip6 net 2001:db8::/32 or ip6 net fd00:7e57::/32 "
+                      "or port 53")
+    pcap = tmp_path / "host.txt"
+    with pcap.open("w") as sink:
+        dump = subprocess.Popen([tcpdump, "-i", "any", "-n", "-l", "-A", capture_filter],
+                                stdout=sink, stderr=subprocess.PIPE)
+        try:
+            time.sleep(1.5)  # let tcpdump attach
+            for attack in ("pipe-to-shell", "raw-ip", "dns-exfil", "udp", "ipv6"):
+                check_attack(tmp_path / attack, attack)
+            time.sleep(1)
+        finally:
+            dump.send_signal(signal.SIGINT)
+            _, err = dump.communicate(timeout=10)
+    assert b"listening on" in err, err
+    seen = pcap.read_text(errors="replace")
+    for needle in ("203.0.113.7", "198.51.100.9", "2001:db8::5", "attacker", "exfil",
+                   "192.0.2.", "198.18."):
+        assert needle not in seen, f"{needle} seen on the host:\n{seen[:3000]}"
