@@ -113,7 +113,7 @@ def test_ctrl_c_stops_quickly_and_cleans_up(tmp_path: Path, client: docker.Docke
     proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "check", str(repo)],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
