@@ -18,6 +18,7 @@ need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v mmdebstrap >/dev/null 2>&1 || need_pkgs+=(mmdebstrap)
 command -v git >/dev/null 2>&1 || need_pkgs+=(git)
+command -v tcpdump >/dev/null 2>&1 || need_pkgs+=(tcpdump)  # the no-leak test captures on the host
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
