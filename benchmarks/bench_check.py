@@ -7,7 +7,8 @@ build, no comparison.
 
     .venv/bin/python benchmarks/bench_check.py [--runs 5] [SOURCE_DIR]
 
-Prints the median of each and the ratio. Needs the images built (scripts/setup.sh).
+Prints the median of each, the ratio, and what the egress trap costs (the same check
+with ``--no-trap``, same machine, same run). Needs the images built (scripts/setup.sh).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ def bare_build(image_id: str, project: Path) -> float:
     return time.monotonic() - started
 
 
-def warm_check(source: str) -> float:
+def warm_check(source: str, *extra: str) -> float:
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "reprobuild", "check", "--quiet", source],
+    subprocess.run([sys.executable, "-m", "reprobuild", "check", "--quiet", source, *extra],
                    check=True, cwd=ROOT)
     return time.monotonic() - started
 
@@ -56,10 +57,13 @@ def main() -> None:
     warm_check(args.source)  # warm caches (page cache, image layers)
     bare = [bare_build(image.image_id, project) for _ in range(args.runs)]
     check = [warm_check(args.source) for _ in range(args.runs)]
-    b, c = statistics.median(bare), statistics.median(check)
-    print(f"bare build   median {b:.2f}s  runs {[round(x, 2) for x in bare]}")
-    print(f"warm check   median {c:.2f}s  runs {[round(x, 2) for x in check]}")
-    print(f"ratio        {c / b:.2f}x  (goal < 1.5x)")
+    no_trap = [warm_check(args.source, "--no-trap") for _ in range(args.runs)]
+    b, c, n = statistics.median(bare), statistics.median(check), statistics.median(no_trap)
+    print(f"bare build        median {b:.2f}s  runs {[round(x, 2) for x in bare]}")
+    print(f"warm check        median {c:.2f}s  runs {[round(x, 2) for x in check]}")
+    print(f"warm check, no trap median {n:.2f}s  runs {[round(x, 2) for x in no_trap]}")
+    print(f"ratio check/bare  {c / b:.2f}x  (goal < 1.5x)")
+    print(f"trap cost         {c - n:+.2f}s per check")
 
 
 if __name__ == "__main__":
