@@ -2048,6 +2048,7 @@ def _selftest_client(cfg: Config, v6: bool, results: dict[str, str]) -> None:
     try:
         with socket.create_connection(("127.0.0.1", cfg.tcp_port), timeout=2.0) as forged:
             forged.sendall(b"GET /forged HTTP/1.1\r\nHost: forged.reprobuild.invalid\r\n\r\n")
+            forged.shutdown(socket.SHUT_WR)  # EOF now: the trap need not wait for more
             forged.recv(10)
         results["forged"] = "ok"
     except OSError as exc:
@@ -2065,27 +2066,54 @@ def _selftest_client(cfg: Config, v6: bool, results: dict[str, str]) -> None:
 
 
 def selftest(trap: Trap, cfg: Config, v6: bool) -> dict[str, str]:
-    """Drive the probes through the live loop and check the events they produced."""
+    """Drive the probes through the live loop and check the events they produced.
+
+    It ends as soon as every probe's event has been logged (a few tens of milliseconds),
+    or after a grace period once the client is done, so a healthy trap is ready fast and
+    a broken one is still caught.
+    """
     results: dict[str, str] = {}
-    trap.log.capture = []
+    captured: list[dict[str, Any]] = []
+    trap.log.capture = captured
     client = threading.Thread(target=_selftest_client, args=(cfg, v6, results), daemon=True)
     started = time.monotonic()
-    client.start()
-    trap.serve(until=lambda: (not client.is_alive() and time.monotonic() - started > 0.5)
-               or time.monotonic() - started > 15)
-    settle = time.monotonic() + 0.5
-    trap.serve(until=lambda: time.monotonic() > settle or not trap.conns)
-    trap.drain_nflog(0.1)
-    trap.close_pending()
-    events, trap.log.capture = trap.log.capture, None
     me = os.getpid()
 
     def seen(kind: str, family: int, **want: Any) -> dict[str, Any] | None:
-        for event in events:
+        for event in captured:
             if event["kind"] == kind and event["family"] == family and all(
                     event.get(k) == v for k, v in want.items()):
                 return event
         return None
+
+    def expected() -> list[dict[str, Any] | None]:
+        found: list[dict[str, Any] | None] = []
+        for tag, family, server in [("4", 4, SELFTEST_V4)] + ([("6", 6, SELFTEST_V6)]
+                                                              if v6 else []):
+            name = f"{tag}.{SELFTEST_NAME}"
+            found += [seen("dns", family, dst=server, dport=53, name=name, uid=0),
+                      seen("http", family, dport=80, name=name, detail="GET /selftest HTTP/1.1"),
+                      seen("udp", family, dst=server, dport=9, uid=0)]
+        found.append(seen("forged", 4, forged=True))
+        if results.get("icmp4") == "sent":
+            found.append(seen("icmp", 4, dst=SELFTEST_V4))
+        return found
+
+    def finished() -> bool:
+        elapsed = time.monotonic() - started
+        if elapsed > 15:
+            return True
+        if client.is_alive():
+            return False
+        return all(event is not None for event in expected()) or elapsed > 2.0
+
+    client.start()
+    trap.serve(until=finished)
+    settle = time.monotonic() + 0.5
+    trap.serve(until=lambda: time.monotonic() > settle or not trap.conns)
+    trap.drain_nflog(0.0 if all(event is not None for event in expected()) else 0.1)
+    trap.close_pending()
+    events, trap.log.capture = captured, None
 
     tags = [("4", 4, SELFTEST_V4)] + ([("6", 6, SELFTEST_V6)] if v6 else [])
     for tag, family, server in tags:
