@@ -220,12 +220,13 @@ for cmd in sys.argv[1:]:
 
 
 def build_script(env: BuildEnv, *, project_dir: str, commands: Sequence[str],
-                 environ: Sequence[tuple[str, str]]) -> str:
+                 environ: Sequence[tuple[str, str]], deps_dir: str | None = None) -> str:
     """The shell script the build container runs as its only process.
 
     It unpacks the source tar from stdin (so the tmpfs directory order follows the tar
-    order), applies the umask, and hands the recipe's commands to :data:`LAUNCHER` under
-    a clean environment built with ``env -i`` in exactly the plan's order.
+    order), then, with ``deps_dir``, a second tar (the fetched dependencies) that follows
+    it on stdin, applies the umask, and hands the recipe's commands to :data:`LAUNCHER`
+    under a clean environment built with ``env -i`` in exactly the plan's order.
     """
     assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in environ)
     quoted = " ".join(shlex.quote(c) for c in commands)
@@ -233,6 +234,7 @@ def build_script(env: BuildEnv, *, project_dir: str, commands: Sequence[str],
         "set -eu",
         f"umask {env.umask}",
         f"tar -x -f - -C {shlex.quote(env.workdir)}",
+        *([f"tar -x -f - -C {shlex.quote(deps_dir)}"] if deps_dir else []),
         f"cd {shlex.quote(project_dir)}",
         f"exec env -i {assignments} /usr/bin/python3 -I -S -c {shlex.quote(LAUNCHER)} {quoted}",
         "",
