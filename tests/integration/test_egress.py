@@ -5,16 +5,14 @@ Attackers use only reserved names and documentation addresses, from inside the s
 
 from __future__ import annotations
 
-import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import make_repo, run_cli
+from .hostcapture import HostCapture, leaks
 
 pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
 
@@ -110,26 +108,11 @@ def test_clean_build_shows_zero_attempts(tmp_path: Path) -> None:
 
 def test_no_packet_reaches_the_host(tmp_path: Path) -> None:
     """Capture on the host while malicious builds run: none of their packets appear."""
-    tcpdump = shutil.which("tcpdump")
-    if tcpdump is None:
-        pytest.fail("tcpdump is required for this test (scripts/setup.sh installs it)")
-    capture_filter = ("net 192.0.2.0/24 or net 198.51.100.0/24 or net 203.0.113.0/24 or "
-                      "net 198.18.0.0/15 or ip6 net 2001:db8::/32 or ip6 net fd00:7e57::/32 "
-                      "or port 53")
-    pcap = tmp_path / "host.txt"
-    with pcap.open("w") as sink:
-        dump = subprocess.Popen([tcpdump, "-i", "any", "-n", "-l", "-A", capture_filter],
-                                stdout=sink, stderr=subprocess.PIPE)
-        try:
-            time.sleep(1.5)  # let tcpdump attach
-            for attack in ("pipe-to-shell", "raw-ip", "dns-exfil", "udp", "ipv6"):
-                check_attack(tmp_path / attack, attack)
-            time.sleep(1)
-        finally:
-            dump.send_signal(signal.SIGINT)
-            _, err = dump.communicate(timeout=10)
-    assert b"listening on" in err, err
-    seen = pcap.read_text(errors="replace")
-    for needle in ("203.0.113.7", "198.51.100.9", "2001:db8::5", "attacker", "exfil",
-                   "192.0.2.", "198.18."):
-        assert needle not in seen, f"{needle} seen on the host:\n{seen[:3000]}"
+    hosts = ["203.0.113.7", "198.51.100.9", "2001:db8::5"]
+    capture = HostCapture(tmp_path / "host.pcap", hosts)
+    try:
+        for attack in ("pipe-to-shell", "raw-ip", "dns-exfil", "udp", "ipv6"):
+            check_attack(tmp_path / attack, attack)
+    finally:
+        packets = capture.stop()
+    assert leaks(packets, hosts, ["attacker", "exfil", "c2VjcmV0"]) == []
