@@ -92,7 +92,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_run(client: docker.DockerClient, run_id: str) -> None:
-    """Remove every container, then every volume, of one run. Never raises."""
+    """Remove every container, then every network and volume, of one run. Never raises."""
     _remove_matching(client, [f"{RUN}={run_id}"], lambda _labels: True)
 
 
@@ -124,6 +124,17 @@ def _remove_matching(client: docker.DockerClient, label_filter: list[str],
         if wanted(container.labels):
             try:
                 container.remove(force=True, v=True)
+                removed += 1
+            except docker.errors.DockerException:
+                pass  # already gone, or being removed by its own run
+    try:
+        networks = client.networks.list(filters={"label": label_filter})
+    except docker.errors.DockerException:
+        networks = []
+    for network in networks:
+        if wanted(network.attrs.get("Labels") or {}):
+            try:
+                network.remove()
                 removed += 1
             except docker.errors.DockerException:
                 pass  # already gone, or being removed by its own run
