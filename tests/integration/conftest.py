@@ -60,12 +60,14 @@ def toolchains(client: docker.DockerClient) -> dict[str, images.ToolchainImage]:
 
 
 def managed_objects(client: docker.DockerClient) -> list[str]:
-    """Names of containers and volumes that reprobuild runs created and did not remove."""
+    """Containers, volumes and networks that reprobuild runs created and did not remove."""
     wanted: dict[str, str | list[str] | bool] = {"label": [f"{MANAGED}=true", RUN]}
     found = [f"container {c.name}" for c in client.containers.list(all=True, filters=wanted)
              if c.labels.get(RUN)]
     found += [f"volume {v.name}" for v in client.volumes.list(filters=wanted)
               if (v.attrs.get("Labels") or {}).get(RUN)]
+    found += [f"network {n.name}" for n in client.networks.list(filters=wanted)
+              if (n.attrs.get("Labels") or {}).get(RUN)]
     return found
 
 
