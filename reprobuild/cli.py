@@ -23,7 +23,15 @@ from reprobuild import __version__, images, recipes
 from reprobuild.check import CheckOptions, run_check
 from reprobuild.engine import connect
 from reprobuild.errors import ExitCode, InputError, ReprobuildError
-from reprobuild.report import Report, Verdict, error_dict, to_dict, write_json_atomic
+from reprobuild.report import (
+    Report,
+    Verdict,
+    error_dict,
+    to_dict,
+    to_junit,
+    write_json_atomic,
+    write_text_atomic,
+)
 from reprobuild.variations import DESCRIPTIONS, Variation, parse_variations, plan_pair
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -89,6 +97,9 @@ def check(
         help="wall-clock seconds per build [default: recipe's, else 1800]", min=1)] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="write the JSON report here",
                                                    dir_okay=False)] = None,
+    junit_file: Annotated[Path | None, typer.Option(
+        "--junit", help="write a JUnit XML summary here (for CI dashboards)",
+        dir_okay=False)] = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="keep reports, logs, diffoscope output and both builds' artifacts here "
                       "(must not exist or be empty)", file_okay=False)] = None,
@@ -117,6 +128,8 @@ def check(
         raise
     if json_file is not None:
         write_json_atomic(to_dict(report), json_file)
+    if junit_file is not None:
+        write_text_atomic(to_junit(report), junit_file)
     if report.out_dir and out_dir is not None:
         write_json_atomic(to_dict(report), Path(report.out_dir) / "report.json")
     if not quiet:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 
 from reprobuild import __version__
 from reprobuild.errors import ExitCode
@@ -170,12 +171,55 @@ def error_dict(message: str, exit_code: int) -> dict[str, Any]:
 
 def write_json_atomic(data: dict[str, Any], path: Path) -> None:
     """Write JSON so a reader never sees a half-written file (temp file + rename)."""
+    write_text_atomic(json.dumps(data, indent=2) + "\n", path)
+
+
+def to_junit(report: Report) -> str:
+    """A JUnit XML view for CI dashboards: one test case per question a check answers.
+
+    ``build-a``/``build-b`` fail when a build failed or timed out, ``no-egress`` when the
+    build tried to reach the network, ``reproducible`` when artifacts differ.
+    """
+    cases: list[tuple[str, str | None, str]] = []
+    for build in report.builds:
+        problem = None
+        if build.timed_out:
+            problem = "timed out"
+        elif build.exit_code != 0:
+            problem = f"exited with {build.exit_code}"
+        cases.append((f"build-{build.name}", problem, build.log_tail))
+    egress = [f"{a.get('build')}: {a.get('kind')} {a.get('name') or a.get('dst')}:"
+              f"{a.get('dport')} {a.get('detail') or ''}".rstrip() for a in report.egress]
+    cases.append(("no-egress", f"{len(egress)} network attempt(s)" if egress else None,
+                  "\n".join(egress)))
+    diffs = [f"{d.path}: {d.sha256_a} != {d.sha256_b}" for d in report.differences]
+    skipped = report.verdict is Verdict.BUILD_FAILED and not diffs
+    cases.append(("reproducible", f"{len(diffs)} artifact(s) differ" if diffs else None,
+                  "\n".join(diffs)))
+    name = report.source.url + (f"/{report.source.subdir}" if report.source.subdir else "")
+    suite = ET.Element("testsuite", name=f"reprobuild {name}", tests=str(len(cases)),
+                       failures=str(sum(1 for _, p, _ in cases if p)),
+                       time=str(report.timings.get("total_s", 0)))
+    for case_name, problem, text in cases:
+        case = ET.SubElement(suite, "testcase", classname="reprobuild", name=case_name)
+        if case_name == "reproducible" and skipped:
+            ET.SubElement(case, "skipped", message="builds failed; nothing to compare")
+        elif problem:
+            failure = ET.SubElement(case, "failure", message=problem)
+            failure.text = text
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write a text file so a reader never sees it half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
+            handle.write(text)
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import replace
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pytest
 
@@ -12,9 +14,16 @@ from reprobuild.archive import ExtractedFile
 from reprobuild.compare import DiffoscopeLimits, diffoscope_script, mismatches
 from reprobuild.errors import ExitCode
 from reprobuild.report import (
+    BuildInfo,
+    DifferenceInfo,
+    RecipeInfo,
+    Report,
+    SourceInfo,
+    ToolchainInfo,
     Verdict,
     error_dict,
     exit_code_for,
+    to_junit,
     write_json_atomic,
 )
 
@@ -75,3 +84,52 @@ def test_atomic_json_leaves_old_file_on_failure(tmp_path: Path) -> None:
         write_json_atomic({"bad": object()}, target)
     assert json.loads(target.read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def _report(verdict: Verdict, *, exit_b: int | None = 0, diffs: int = 0,
+            egress: int = 0) -> Report:
+    build = BuildInfo(name="a", variations={}, exit_code=0, timed_out=False, duration_s=1.0,
+                      outputs=(), log="a/build.log", log_tail="")
+    return Report(
+        verdict=verdict,
+        source=SourceInfo(url="/r", kind="git-local", ref=None, commit="c" * 40,
+                          commit_time=0, subdir="s", tree_sha256="t" * 64, files=1),
+        recipe=RecipeInfo(name="python", origin="x", commands=(), outputs=()),
+        toolchain=ToolchainInfo(image="i", image_id="sha256:x", definition_sha256="d",
+                                versions={}),
+        variations=(), builds=(build, replace(build, name="b", exit_code=exit_b,
+                                              log_tail="boom")),
+        differences=tuple(DifferenceInfo(path=f"p{i}.whl", sha256_a="1", sha256_b="2",
+                                         diffoscope=None) for i in range(diffs)),
+        timings={"total_s": 2.5}, out_dir=None,
+        egress=tuple({"build": "a", "kind": "http", "name": "x.example", "dport": 80,
+                      "detail": "GET / HTTP/1.1"} for _ in range(egress)))
+
+
+def _cases(xml: str) -> dict[str, ET.Element]:
+    suite = ET.fromstring(xml).find("testsuite")
+    assert suite is not None
+    return {c.attrib["name"]: c for c in suite.findall("testcase")}
+
+
+def test_junit_all_pass() -> None:
+    cases = _cases(to_junit(_report(Verdict.REPRODUCIBLE)))
+    assert sorted(cases) == ["build-a", "build-b", "no-egress", "reproducible"]
+    assert all(len(c) == 0 for c in cases.values())
+
+
+def test_junit_failures_name_the_problem() -> None:
+    cases = _cases(to_junit(_report(Verdict.EGRESS, diffs=2, egress=1)))
+    egress = cases["no-egress"].find("failure")
+    assert egress is not None and egress.attrib["message"] == "1 network attempt(s)"
+    assert "x.example:80" in (egress.text or "")
+    repro = cases["reproducible"].find("failure")
+    assert repro is not None and "p0.whl" in (repro.text or "")
+
+
+def test_junit_failed_build_skips_comparison() -> None:
+    cases = _cases(to_junit(_report(Verdict.BUILD_FAILED, exit_b=2)))
+    failure = cases["build-b"].find("failure")
+    assert failure is not None and failure.attrib["message"] == "exited with 2"
+    assert failure.text == "boom"
+    assert cases["reproducible"].find("skipped") is not None
