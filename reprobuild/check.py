@@ -42,7 +42,14 @@ from reprobuild.report import (
 from reprobuild.sandbox import OUT_DIR, Sandbox, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
 from reprobuild.trap import mark_one_sided, summarize
-from reprobuild.variations import BuildEnv, Variation, build_script, environment, plan_pair
+from reprobuild.variations import (
+    BuildEnv,
+    Variation,
+    build_script,
+    environment,
+    plan_pair,
+    unavailable,
+)
 
 DIFFOSCOPE_IMAGE = "diffoscope"
 REPO_RECIPE = ".reprobuild.toml"
@@ -227,6 +234,9 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
 
     host_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     env_a, env_b = plan_pair(options.variations, host_cpus=host_cpus)
+    warnings.extend(f"variation '{v.value}' cannot be applied on this machine "
+                    f"({host_cpus} CPU)" for v in unavailable(options.variations,
+                                                             host_cpus=host_cpus))
     timeout = options.timeout_s or recipe.timeout_s or DEFAULT_TIMEOUT_S
     limits = replace(options.limits, timeout_s=timeout)
     specs = [build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain, limits=limits,
