@@ -31,6 +31,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
 __all__ = [
     "ANY_KEY",
     "DEFAULT_COMMIT_TIME",
+    "FETCH_STRATEGIES",
     "PLACEHOLDERS",
     "SANDBOX_ENV",
     "SCHEMA",
@@ -81,6 +82,9 @@ PLACEHOLDERS: Mapping[str, str] = {
     "commit": "full hash of the built commit",
 }
 """The only ``{name}`` placeholders allowed in ``[env]`` values."""
+
+FETCH_STRATEGIES = ("none", "python-build", "npm")
+"""Legal ``[fetch].strategy`` values (:class:`reprobuild.fetch.FetchStrategy` mirrors them)."""
 
 _T = TypeVar("_T")
 _U = TypeVar("_U")
@@ -156,6 +160,22 @@ SCHEMA: Mapping[str, Mapping[str, KeySpec]] = {
             Kind.INT, False, "wall-clock limit for one build, in seconds (default: the CLI's)"
         ),
     },
+    "fetch": {
+        "strategy": KeySpec(
+            Kind.STR,
+            False,
+            "how dependencies are fetched, through a logging allow-list proxy, before the "
+            "offline build: " + ", ".join(f"'{s}'" for s in FETCH_STRATEGIES) + " ('none' by "
+            "default; 'python-build' fetches [build-system] requires as wheels, 'npm' runs "
+            "`npm ci --ignore-scripts` from package-lock.json)",
+        ),
+        "lock": KeySpec(
+            Kind.STR,
+            False,
+            "python-build only: a hashed requirements file (name==version --hash=sha256:...), "
+            "relative to the project directory, pinning every build requirement",
+        ),
+    },
     "env": {
         ANY_KEY: KeySpec(
             Kind.STR,
@@ -181,6 +201,8 @@ class Recipe:
     env: tuple[tuple[str, str], ...]
     timeout_s: int | None
     origin: str
+    fetch_strategy: str = "none"
+    fetch_lock: str | None = None
 
 
 # --------------------------------------------------------------------------- locations
@@ -441,6 +463,8 @@ def _parse(data: Mapping[str, Any], origin: str, base: Mapping[str, Recipe] | No
         env=tuple(doc.env().items()),
         timeout_s=doc.int_("build", "timeout_s"),
         origin=origin,
+        fetch_strategy=doc.str_("fetch", "strategy") or "none",
+        fetch_lock=doc.str_("fetch", "lock"),
     )
 
 
@@ -466,6 +490,8 @@ def _merge(doc: _Doc, extends: str, base: Mapping[str, Recipe]) -> Recipe:
         env=tuple(env.items()),
         timeout_s=_pick(doc.int_("build", "timeout_s"), parent.timeout_s),
         origin=doc.origin,
+        fetch_strategy=_pick(doc.str_("fetch", "strategy"), parent.fetch_strategy),
+        fetch_lock=_pick(doc.str_("fetch", "lock"), parent.fetch_lock),
     )
 
 
@@ -509,6 +535,28 @@ def _check_values(doc: _Doc) -> None:
                     "outputs are matched inside $REPROBUILD_OUT and detect files inside the "
                     "project directory; nothing outside them is read",
                 )
+
+    strategy = doc.str_("fetch", "strategy")
+    if strategy is not None and strategy not in FETCH_STRATEGIES:
+        close = difflib.get_close_matches(strategy, FETCH_STRATEGIES, n=1)
+        raise doc.fail(
+            "fetch",
+            "strategy",
+            f"is {strategy!r}, not one of " + ", ".join(FETCH_STRATEGIES)
+            + (f"; did you mean '{close[0]}'?" if close else ""),
+            SCHEMA["fetch"]["strategy"].doc,
+        )
+    lock = doc.str_("fetch", "lock")
+    if lock is not None:
+        path = PurePosixPath(lock)
+        if (not lock.strip() or path.is_absolute() or ".." in path.parts or "\\" in lock
+                or "\0" in lock or str(path) == "."):
+            raise doc.fail(
+                "fetch",
+                "lock",
+                f"{lock!r} must be a relative path inside the project directory, without '..'",
+                SCHEMA["fetch"]["lock"].doc,
+            )
 
     timeout = doc.int_("build", "timeout_s")
     if timeout is not None and timeout <= 0:
@@ -678,6 +726,10 @@ def recipe_to_toml(recipe: Recipe) -> str:
     ]
     if recipe.timeout_s is not None:
         lines.append(f"timeout_s = {recipe.timeout_s}")
+    if recipe.fetch_strategy != "none" or recipe.fetch_lock is not None:
+        lines += ["", "[fetch]", f"strategy = {_toml_str(recipe.fetch_strategy)}"]
+        if recipe.fetch_lock is not None:
+            lines.append(f"lock = {_toml_str(recipe.fetch_lock)}")
     if recipe.env:
         lines += ["", "[env]"]
         lines += [f"{key} = {_toml_str(value)}" for key, value in recipe.env]
