@@ -15,10 +15,11 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -27,6 +28,8 @@ from reprobuild.archive import build_tar
 from reprobuild.compare import DiffoscopeLimits, Mismatch, explain, mismatches
 from reprobuild.engine import RunLabels, connect, engine_warnings, remove_run, sweep_stale
 from reprobuild.errors import InputError, Interrupted
+from reprobuild.fetch import DEPS_DIR, FetchedDeps, FetchStrategy
+from reprobuild.fetch import fetch as fetch_deps
 from reprobuild.progress import Progress, SilentProgress
 from reprobuild.recipes import Recipe, render_env, select_recipe
 from reprobuild.report import (
@@ -41,7 +44,7 @@ from reprobuild.report import (
 )
 from reprobuild.sandbox import OUT_DIR, Sandbox, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
-from reprobuild.trap import mark_one_sided, summarize
+from reprobuild.trap import blocked_attempts, mark_one_sided, summarize
 from reprobuild.variations import (
     BuildEnv,
     Variation,
@@ -101,20 +104,25 @@ def repo_recipe_bytes(tree: SourceTree) -> bytes | None:
 
 def build_spec(env: BuildEnv, *, tree: SourceTree, recipe: Recipe,
                toolchain: images.ToolchainImage, limits: SandboxLimits,
-               trap: bool = True) -> SandboxSpec:
-    """Turn one planned environment into the sandbox spec that applies it (pure)."""
+               trap: bool = True, deps: bytes | None = None,
+               deps_env: Sequence[tuple[str, str]] = ()) -> SandboxSpec:
+    """Turn one planned environment into the sandbox spec that applies it (pure).
+
+    ``deps`` is the fetched-dependencies tar; it follows the source tar on stdin and is
+    unpacked into ``/deps``, and ``deps_env`` tells the build's tools to use it offline.
+    """
     project_dir = f"{env.workdir}/{tree.subdir}" if tree.subdir else env.workdir
+    recipe_env = render_env(recipe, commit=tree.commit, commit_time=tree.commit_time)
     environ = environment(env, path=toolchain.path_env, out_dir=OUT_DIR,
-                          recipe_env=render_env(recipe, commit=tree.commit,
-                                                commit_time=tree.commit_time))
+                          recipe_env=[*recipe_env, *deps_env])
     script = build_script(env, project_dir=project_dir, commands=recipe.commands,
-                          environ=environ)
+                          environ=environ, deps_dir=DEPS_DIR if deps else None)
     mtime = tree.commit_time if tree.commit_time is not None else 315532800
     return SandboxSpec(
         role=f"build-{env.name}", image=toolchain.image_id, script=script, uid=env.uid,
         gid=env.gid, hostname=env.hostname, domainname=env.domainname,
-        writable=(env.workdir, env.home, "/tmp"),
-        stdin=build_tar(tree.entries, order=env.file_order, mtime=mtime),
+        writable=(env.workdir, env.home, "/tmp", *((DEPS_DIR,) if deps else ())),
+        stdin=build_tar(tree.entries, order=env.file_order, mtime=mtime) + (deps or b""),
         cpuset=env.cpuset, limits=limits, trap=trap)
 
 
@@ -239,21 +247,36 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
                                                              host_cpus=host_cpus))
     timeout = options.timeout_s or recipe.timeout_s or DEFAULT_TIMEOUT_S
     limits = replace(options.limits, timeout_s=timeout)
-    specs = [build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain, limits=limits,
-                        trap=options.trap) for env in (env_a, env_b)]
+    if not options.trap:
+        warnings.append("--no-trap: network attempts were blocked but not recorded")
 
     run = _Run(client, progress)
+    results: list[SandboxResult] = []
+    differences: tuple[DifferenceInfo, ...] = ()
+    fetched: FetchedDeps | None = None
     with run.owned():
-        t = time.monotonic()
-        progress.step("building A and B")
-        results = run.build_both(specs, out)
-        timings["builds_s"] = round(time.monotonic() - t, 3)
-
+        if FetchStrategy(recipe.fetch_strategy) is not FetchStrategy.NONE:
+            t = time.monotonic()
+            progress.step(f"fetching dependencies ({recipe.fetch_strategy})")
+            fetched = fetch_deps(client, run.labels, tree=tree, recipe=recipe,
+                                 toolchain=toolchain, ca_cert=options.ca_cert,
+                                 cache_dir=images.cache_root(), progress=progress,
+                                 cancel=run.cancel)
+            timings["fetch_s"] = round(time.monotonic() - t, 3)
+        if fetched is None or fetched.failure is None:
+            deps = fetched.archive.read_bytes() if fetched and fetched.archive else None
+            specs = [build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain,
+                                limits=limits, trap=options.trap, deps=deps,
+                                deps_env=fetched.env if fetched else ())
+                     for env in (env_a, env_b)]
+            t = time.monotonic()
+            progress.step("building A and B")
+            results = run.build_both(specs, out)
+            timings["builds_s"] = round(time.monotonic() - t, 3)
         builds = tuple(_build_info(env, res, out, recipe) for env, res in
-                       zip((env_a, env_b), results, strict=True))
-        failed = any(r.timed_out or r.exit_code != 0 for r in results)
+                       zip((env_a, env_b), results, strict=False))
+        failed = not results or any(r.timed_out or r.exit_code != 0 for r in results)
         no_output = not failed and any(not b.outputs for b in builds)
-        differences: tuple[DifferenceInfo, ...] = ()
         t = time.monotonic()
         if not failed and not no_output:
             found = mismatches(*[[f for f in r.outputs if _wanted(f.path, recipe.outputs)]
@@ -262,8 +285,8 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
         timings["compare_s"] = round(time.monotonic() - t, 3)
 
     egress = tuple(mark_one_sided([r.egress for r in results]))
-    if not options.trap:
-        warnings.append("--no-trap: network attempts were blocked but not recorded")
+    if fetched is not None:
+        egress = tuple(blocked_attempts(fetched.requests)) + egress
     if egress:
         # Evidence of an injected step outranks everything else, even a failed build
         # (a blocked download is a common reason for one).
@@ -277,6 +300,8 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
     message = None
     if egress:
         message = summarize(egress)
+    elif fetched is not None and fetched.failure is not None:
+        message = f"fetching dependencies failed: {fetched.failure}"
     elif no_output:
         message = f"a build produced no output matching {', '.join(recipe.outputs)}"
     elif failed:
@@ -298,8 +323,21 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
                                 versions=dict(toolchain.versions)),
         variations=tuple(v.value for v in env_a.varied),
         builds=builds, differences=differences, timings=timings, out_dir=str(out),
-        egress=tuple(asdict(a) for a in egress),
+        egress=tuple(asdict(a) for a in egress), fetch=_fetch_info(fetched),
         warnings=tuple(warnings), message=message)
+
+
+def _fetch_info(fetched: FetchedDeps | None) -> dict[str, Any] | None:
+    """The fetch phase as the report shows it: what was pinned and every request made."""
+    if fetched is None:
+        return None
+    return {
+        "strategy": fetched.strategy.value, "key": fetched.key,
+        "cache_hit": fetched.cache_hit, "seconds": round(fetched.seconds, 3),
+        "failure": fetched.failure, "pins": dict(fetched.pins),
+        "hashes": dict(fetched.hashes), "notes": list(fetched.notes),
+        "requests": [asdict(r) for r in fetched.requests],
+    }
 
 
 def _build_info(env: BuildEnv, result: SandboxResult, out: Path, recipe: Recipe) -> BuildInfo:

@@ -154,6 +154,18 @@ def _print_summary(report: Report) -> None:
     out.print(f"recipe     {escape(report.recipe.name)} ({escape(report.recipe.origin)})")
     out.print(f"toolchain  {report.toolchain.image} ({report.toolchain.image_id[:19]})")
     out.print(f"variations {', '.join(report.variations) or 'none'}")
+    if report.fetch is not None:
+        fetch = report.fetch
+        how = "cache hit" if fetch["cache_hit"] else f"{len(fetch['requests'])} request(s)"
+        out.print(f"fetch      {fetch['strategy']}: {len(fetch['pins'])} pinned, {how}, "
+                  f"{fetch['seconds']:.1f}s" + (f" — failed: {escape(fetch['failure'])}"
+                                                 if fetch["failure"] else ""))
+    if len(report.builds) != 2:
+        for warning in report.warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        if report.egress:
+            _print_egress(report)
+        return
     a, b = report.builds
     out.print(f"builds     A {a.duration_s:.1f}s exit {a.exit_code}"
               f"{' (timed out)' if a.timed_out else ''},  B {b.duration_s:.1f}s exit "

@@ -740,7 +740,7 @@ def _lookup(client: docker.DockerClient, name: str, tag: str,
 @contextlib.contextmanager
 def _host_lock(tag: str, progress: Progress) -> Iterator[None]:
     """Serialise builds of one tag on this host; other hosts just race to an equal result."""
-    path = _cache_root() / "locks" / (re.sub(r"[^A-Za-z0-9._-]", "_", tag) + ".lock")
+    path = cache_root() / "locks" / (re.sub(r"[^A-Za-z0-9._-]", "_", tag) + ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         try:
@@ -754,7 +754,8 @@ def _host_lock(tag: str, progress: Progress) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
+    """Where reprobuild keeps downloads on the host (XDG cache dir)."""
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "reprobuild"
 
@@ -914,7 +915,7 @@ def _pull_verified(client: docker.DockerClient, plan: RegistryBasePlan,
 def _build_layer(client: docker.DockerClient, defn: ImageDefinition,
                  definitions: Mapping[str, ImageDefinition], base: ToolchainImage, tag: str,
                  digest: str, progress: Progress) -> None:
-    wheels_dir = _cache_root() / "wheels"
+    wheels_dir = cache_root() / "wheels"
     wheels_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="reprobuild-lock-") as scratch:
         lock_path = Path(scratch) / "requirements.lock"

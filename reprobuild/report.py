@@ -139,6 +139,7 @@ class Report:
     timings: dict[str, float]
     out_dir: str | None
     egress: tuple[dict[str, Any], ...] = ()
+    fetch: dict[str, Any] | None = None
     warnings: tuple[str, ...] = ()
     message: str | None = None
     schema: str = SCHEMA

@@ -174,6 +174,20 @@ def mark_one_sided(per_build: Sequence[Sequence[EgressAttempt]]) -> list[EgressA
     return result
 
 
+def blocked_attempts(requests: Iterable[Any]) -> list[EgressAttempt]:
+    """Fetch-phase requests the allow-list proxy refused, as egress attempts.
+
+    ``requests`` are :class:`reprobuild.fetch.FetchRequest` objects (host, port, method,
+    target, allowed, status, time); only the refused ones are evidence.
+    """
+    return [EgressAttempt(
+        build="fetch", phase="fetch", kind="http" if r.port == 80 else "tls",
+        proto="tcp", family=None, dst=r.host, dport=r.port, name=r.host,
+        qtype=None, detail=f"{r.method} {r.target} (blocked: not on the allow-list)",
+        uid=None, pid=None, exe=None, cmdline=None, forged=False, count=None, time=r.time)
+        for r in requests if not r.allowed]
+
+
 def summarize(attempts: Iterable[EgressAttempt]) -> str:
     """One line for the verdict message: how many attempts, to where."""
     items = list(attempts)
