@@ -2,8 +2,8 @@
 
 The goal (issue "reprobuild check"): a warm check of a small server costs less than
 1.5x the wall time of a single bare build of it in the same image. The bare build is the
-least anyone could do: one `docker run` of the recipe's command, no hardening, no second
-build, no comparison.
+least anyone could do: one `docker run` of the recipe's command with the same fetched
+build dependencies, no hardening, no trap, no second build, no comparison.
 
     .venv/bin/python benchmarks/bench_check.py [--runs 5] [SOURCE_DIR]
 
@@ -14,26 +14,32 @@ with ``--no-trap``, same machine, same run). Needs the images built (scripts/set
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from reprobuild import images
 from reprobuild.engine import connect
+from reprobuild.fetch import FetchStrategy, build_env
 from reprobuild.progress import SilentProgress
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bare_build(image_id: str, project: Path) -> float:
-    """One plain build: bind the project read-only, copy it, build sdist+wheel."""
+def bare_build(image_id: str, project: Path, deps: Path, command: str,
+               env: dict[str, str]) -> float:
+    """One plain build: the project and the fetched deps bound read-only, the recipe's
+    command, nothing else."""
     started = time.monotonic()
+    flags = [f"--env={k}={v}" for k, v in env.items()]
     subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "-v", f"{project}:/src:ro", image_id,
-         "sh", "-c", "cp -r /src /tmp/p && cd /tmp/p && "
-                     "python -m build --no-isolation --outdir /tmp/out . >/dev/null"],
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{project}:/src:ro",
+         "-v", f"{deps}:/deps:ro", *flags, "-e", "REPROBUILD_OUT=/tmp/out", image_id,
+         "sh", "-c", f"cp -r /src /tmp/p && cd /tmp/p && {command} >/dev/null 2>&1"],
         check=True)
     return time.monotonic() - started
 
@@ -54,10 +60,26 @@ def main() -> None:
     image = images.ensure_image(client, "python", progress=SilentProgress())
     images.ensure_image(client, "diffoscope", progress=SilentProgress())
     project = (ROOT / args.source).resolve()
-    warm_check(args.source)  # warm caches (page cache, image layers)
-    bare = [bare_build(image.image_id, project) for _ in range(args.runs)]
-    check = [warm_check(args.source) for _ in range(args.runs)]
-    no_trap = [warm_check(args.source, "--no-trap") for _ in range(args.runs)]
+    with tempfile.TemporaryDirectory() as tmp:
+        # Warm the caches (fetched deps, page cache, image layers) and learn the deps.
+        report_path = Path(tmp) / "r.json"
+        subprocess.run([sys.executable, "-m", "reprobuild", "check", "--quiet", args.source,
+                        "--json", str(report_path)], check=True, cwd=ROOT)
+        report = json.loads(report_path.read_text())
+        deps = Path(tmp) / "deps"
+        deps.mkdir()
+        fetch = report["fetch"]
+        env: dict[str, str] = {}
+        if fetch is not None:
+            archive = images.cache_root() / "deps" / f"{fetch['key']}.tar"
+            subprocess.run(["tar", "-x", "-f", str(archive), "-C", str(deps)], check=True)
+            env = dict(build_env(FetchStrategy(fetch["strategy"])))
+        command = " && ".join(report["recipe"]["commands"])
+        env["SOURCE_DATE_EPOCH"] = str(report["source"]["commit_time"] or 315532800)
+        bare = [bare_build(image.image_id, project, deps, command, env)
+                for _ in range(args.runs)]
+        check = [warm_check(args.source) for _ in range(args.runs)]
+        no_trap = [warm_check(args.source, "--no-trap") for _ in range(args.runs)]
     b, c, n = statistics.median(bare), statistics.median(check), statistics.median(no_trap)
     print(f"bare build        median {b:.2f}s  runs {[round(x, 2) for x in bare]}")
     print(f"warm check        median {c:.2f}s  runs {[round(x, 2) for x in check]}")

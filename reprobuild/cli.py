@@ -104,7 +104,8 @@ def check(
         "--out", help="keep reports, logs, diffoscope output and both builds' artifacts here "
                       "(must not exist or be empty)", file_okay=False)] = None,
     ca_cert: Annotated[Path | None, typer.Option(
-        help="PEM CA bundle for image bootstrap steps that reach a registry (corporate proxy)",
+        help="PEM CA bundle handed to the fetch phase (and registry image steps) only, for "
+             "registries behind an intercepting proxy", envvar="REPROBUILD_CA_CERT",
         exists=True, dir_okay=False)] = None,
     no_diffoscope: Annotated[bool, typer.Option(
         "--no-diffoscope", help="report differing hashes without explaining them")] = False,
@@ -280,7 +281,9 @@ def recipes_show(name: Annotated[str, typer.Argument(help="recipe name")]) -> No
 def images_build(
     names: Annotated[list[str] | None, typer.Argument(help="images to build (default: all)")]
     = None,
-    ca_cert: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    ca_cert: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, envvar="REPROBUILD_CA_CERT",
+        help="PEM CA bundle for image steps that reach a registry")] = None,
 ) -> None:
     """Build (or find cached) toolchain images."""
     client = connect()

@@ -47,6 +47,12 @@ if [ ! -x .venv/bin/reprobuild ]; then
 fi
 .venv/bin/pip install -q -e '.[dev]'
 
+# The fetch phase's containers trust only what they are given. Hand them this machine's
+# trust store, which also covers intercepting proxies (corporate, or this CI's).
+if [ -z "${REPROBUILD_CA_CERT:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    export REPROBUILD_CA_CERT=/etc/ssl/certs/ca-certificates.crt
+fi
+
 echo "==> building the pinned toolchain images (cached after the first run)"
 .venv/bin/reprobuild images build
 

@@ -36,6 +36,20 @@ GIT_ENV = {
 }
 
 
+SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fetch_phase_trusts_the_system_store() -> None:
+    """Hand the host's trust store to the fetch phase, as scripts/setup.sh does.
+
+    Registries may sit behind an intercepting proxy (this workplace's do); containers
+    trust only what reprobuild hands them (--ca-cert / REPROBUILD_CA_CERT).
+    """
+    if "REPROBUILD_CA_CERT" not in os.environ and SYSTEM_CA.is_file():
+        os.environ["REPROBUILD_CA_CERT"] = str(SYSTEM_CA)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
