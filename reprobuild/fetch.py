@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -121,7 +122,7 @@ _SOCKET = f"{_SOCKET_DIR}/proxy.sock"
 _WORK = "/work"
 _PROXY_READY_S = 30.0
 _KILL_GRACE_S = 10
-_TAIL_LINES = 25
+_TAIL_LINES = 200
 _PROXY_PIDS = 300  # the proxy serves at most 256 connections, one thread each
 MiB = 1024 * 1024
 
@@ -254,6 +255,8 @@ class FetchedDeps:
     notes: tuple[str, ...] = ()
     hashes: tuple[tuple[str, str], ...] = field(default=())
     """``name==version`` -> ``sha256:<hex>`` of the file fetched (Python; for replay)."""
+    log: str = ""
+    """The last lines the fetch tool (pip, npm) printed; empty on a cache hit."""
 
 
 def cache_key(plan: FetchPlan, image_id: str) -> str:
@@ -1456,6 +1459,8 @@ class _Runner:
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
+            with contextlib.suppress(OSError):
+                raw.close()
         while True:
             if self.cancel.is_set():
                 raise Interrupted("interrupted; removed the fetch containers")
@@ -1650,15 +1655,17 @@ def _failed(plan: FetchPlan, key: str, outcome: _Outcome, blocked: list[str],
     elif outcome.timed_out:
         failure = "the fetch timed out"
     else:
-        tail = "\n".join(outcome.log.splitlines()[-_TAIL_LINES:])
-        failure = (f"the fetch failed (exit {outcome.exit_code}): {_key_line(outcome.log)}"
-                   f"\n--- last output ---\n{tail}")
+        failure = f"the fetch failed (exit {outcome.exit_code}): {_key_line(outcome.log)}"
     return FetchedDeps(strategy=plan.strategy, key=key, archive=None,
                        env=build_env(plan.strategy),
                        pins=tuple((p.name, p.version) for p in plan.pins),
                        requests=outcome.requests, cache_hit=False,
                        seconds=round(time.monotonic() - started, 3), failure=failure,
-                       notes=plan.notes)
+                       notes=plan.notes, log=_tail(outcome.log))
+
+
+def _tail(log: str) -> str:
+    return "\n".join(log.splitlines()[-_TAIL_LINES:])
 
 
 def _store(plan: FetchPlan, key: str, cache: DepsCache, outcome: _Outcome, started: float,
@@ -1681,7 +1688,9 @@ def _store(plan: FetchPlan, key: str, cache: DepsCache, outcome: _Outcome, start
         "pins": [list(p) for p in pins], "hashes": [list(h) for h in hashes],
         "notes": notes, "created": round(time.time(), 3),
         "requests": [r.__dict__ for r in outcome.requests]})
-    return _result(plan, key, cache.tar_path(key), meta, outcome.requests, False, started, None)
+    result = _result(plan, key, cache.tar_path(key), meta, outcome.requests, False, started,
+                     None)
+    return dataclasses.replace(result, log=_tail(outcome.log))
 
 
 def _result(plan: FetchPlan, key: str, archive: Path, meta: Mapping[str, Any],
