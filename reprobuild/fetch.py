@@ -825,6 +825,14 @@ _NPM_LOCKS = ("npm-shrinkwrap.json", "package-lock.json")
 _OTHER_LOCKS = ("pnpm-lock.yaml", "yarn.lock", "bun.lock", "bun.lockb")
 
 
+def _glob_match(path: str, pattern: str) -> bool:
+    """npm workspace globs: ``*`` stays inside one path segment, ``**`` spans several."""
+    if "**" in pattern:
+        return fnmatchcase(path, pattern)
+    parts, wanted = path.split("/"), pattern.split("/")
+    return len(parts) == len(wanted) and all(map(fnmatchcase, parts, wanted))
+
+
 def _plan_npm(tree: SourceTree, recipe: Recipe) -> FetchPlan:
     files = _files_of(tree)
     project = tree.subdir
@@ -884,7 +892,7 @@ def _plan_npm(tree: SourceTree, recipe: Recipe) -> FetchPlan:
         if isinstance(pattern, str):
             clean = pattern.strip().rstrip("/").removeprefix("./")
             workspace_dirs |= {m.rsplit("/", 1)[0] for m in manifests
-                               if fnmatchcase(m.rsplit("/", 1)[0], clean)
+                               if _glob_match(m.rsplit("/", 1)[0], clean)
                                and "node_modules/" not in m}
     if root != project:
         relative = project[len(prefix):]
@@ -1623,7 +1631,7 @@ def fetch(client: docker.DockerClient, labels: RunLabels, *, tree: SourceTree, r
         if b"-----BEGIN CERTIFICATE-----" not in ca:
             raise InputError(f"--ca-cert {ca_cert} holds no PEM certificate",
                              "pass a PEM bundle (-----BEGIN CERTIFICATE-----)")
-    progress.step(f"fetching dependencies ({strategy.value}, {plan.pin_source})")
+    progress.detail(f"{strategy.value}: pins from {plan.pin_source}")
     with cache.locked(key):
         meta = cache.load(key)
         if meta is not None:

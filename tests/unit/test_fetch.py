@@ -78,7 +78,7 @@ def requirements_of(plan: FetchPlan) -> str:
 
 
 def test_no_fetch_strategy_plans_nothing() -> None:
-    plan = plan_fetch(tree({"pyproject.toml": HATCH}), builtin_recipes()["python"])
+    plan = plan_fetch(tree({"pyproject.toml": HATCH}), recipe("none"))
     assert plan.strategy is FetchStrategy.NONE and plan.files == ()
 
 
@@ -305,6 +305,7 @@ MONOREPO = {
     "src/b/package.json": json.dumps({"name": "b"}),
     "src/b/index.ts": "export const b = 1;",
     "docs/package.json": "{}",
+    "src/a/test/fixture/package.json": "{}",
 }
 
 
