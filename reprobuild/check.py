@@ -30,6 +30,7 @@ from reprobuild.engine import RunLabels, connect, engine_warnings, remove_run, s
 from reprobuild.errors import InputError, Interrupted
 from reprobuild.fetch import DEPS_DIR, FetchedDeps, FetchStrategy
 from reprobuild.fetch import fetch as fetch_deps
+from reprobuild.node import node_images, select_node_image
 from reprobuild.progress import Progress, SilentProgress
 from reprobuild.recipes import Recipe, render_env, select_recipe
 from reprobuild.report import (
@@ -207,6 +208,7 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
     timings["source_s"] = round(time.monotonic() - started, 3)
     recipe = select_recipe(project_files(tree), name=options.recipe,
                            repo_recipe=repo_recipe_bytes(tree), repo_recipe_path=REPO_RECIPE)
+    recipe = replace(recipe, image=choose_image(tree, recipe))
     keep = options.out_dir is not None
     if options.out_dir is not None:
         prepare_out_dir(options.out_dir)
@@ -229,6 +231,27 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
         shutil.rmtree(out, ignore_errors=True)
         report = replace(report, out_dir=None)
     return report
+
+
+def choose_image(tree: SourceTree, recipe: Recipe) -> str:
+    """The toolchain image a project gets (pure): Node projects by engines.node/.nvmrc.
+
+    ``.nvmrc`` is looked up in the project directory, then its ancestors (monorepos keep
+    it at the root); the recipe's own image is used for every other ecosystem.
+    """
+    if recipe.image != "node":
+        return recipe.image
+    files = {e.path: e.data for e in tree.entries}
+    prefix = f"{tree.subdir}/" if tree.subdir else ""
+    package_json = files.get(f"{prefix}package.json", b"{}")
+    nvmrc = None
+    parts = tree.subdir.split("/") if tree.subdir else []
+    for depth in range(len(parts), -1, -1):
+        candidate = "/".join([*parts[:depth], ".nvmrc"])
+        if candidate in files:
+            nvmrc = files[candidate]
+            break
+    return select_node_image(package_json, nvmrc, node_images(images.load_definitions()))
 
 
 def _check(options: CheckOptions, client: docker.DockerClient, progress: Progress,

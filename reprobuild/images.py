@@ -94,6 +94,8 @@ _TAIL_LINES = 40
 _VERSIONS_BEGIN = "@@reprobuild-versions@@"
 _VERSIONS_END = "@@reprobuild-versions-end@@"
 
+_GLIBC_MINOR = 36
+"""glibc 2.36 (bookworm): wheels for manylinux_2_17 up to manylinux_2_36 run on it."""
 _ARCH_TO_PLATFORM = {"amd64": "x86_64", "arm64": "aarch64"}
 _MMDEBSTRAP_HOOKS = Path("/usr/share/mmdebstrap/hooks")
 _VARIANTS = frozenset({"extract", "custom", "essential", "apt", "required", "minbase",
@@ -659,7 +661,8 @@ def pip_download_command(defn: ImageDefinition, definitions: Mapping[str, ImageD
     argv += [f"--no-binary={name}" for name in defn.sdists]
     argv += ["--python-version", defn.python_version, "--implementation", "cp",
              "--abi", f"cp{nodot}", "--abi", "abi3", "--abi", "none",
-             "--platform", f"manylinux_2_36_{machine}",
+             *(arg for glibc in range(_GLIBC_MINOR, 16, -1)
+               for arg in ("--platform", f"manylinux_2_{glibc}_{machine}")),
              "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
              "-r", str(lock_path), "-d", str(dest)]
     return argv

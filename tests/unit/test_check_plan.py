@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.check import build_spec, prepare_out_dir, project_files, repo_recipe_bytes
+from reprobuild.check import (
+    build_spec,
+    choose_image,
+    prepare_out_dir,
+    project_files,
+    repo_recipe_bytes,
+)
 from reprobuild.errors import InputError
 from reprobuild.images import ToolchainImage
 from reprobuild.recipes import builtin_recipes
@@ -85,3 +91,23 @@ def test_out_dir_must_be_new_or_empty(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         prepare_out_dir(tmp_path / "file")
     assert (tmp_path / "new" / "keep").read_text() == "mine"
+
+
+def _node_tree(files: dict[str, bytes], subdir: str) -> SourceTree:
+    entries = tuple(SourceEntry(path=p, kind=EntryKind.FILE, mode=0o644, data=d)
+                    for p, d in sorted(files.items()))
+    return SourceTree(location="/m", kind=SourceKind.GIT_LOCAL, ref=None, commit="c" * 40,
+                      commit_time=0, subdir=subdir, entries=entries,
+                      tree_sha256=compute_tree_sha256(entries))
+
+
+def test_node_projects_get_the_image_their_nvmrc_asks_for() -> None:
+    node = builtin_recipes()["node"]
+    files = {"package.json": b'{"workspaces": ["src/*"]}', ".nvmrc": b"v22.11.0\n",
+             "src/s/package.json": b'{"name": "s"}'}
+    assert choose_image(_node_tree(files, "src/s"), node) == "node-22"
+    del files[".nvmrc"]
+    files["src/s/package.json"] = b'{"name": "s", "engines": {"node": ">=24"}}'
+    assert choose_image(_node_tree(files, "src/s"), node) == "node"
+    python = builtin_recipes()["python"]
+    assert choose_image(_node_tree(files, "src/s"), python) == "python"

@@ -79,7 +79,9 @@ def test_shipped_definitions_load() -> None:
     assert {"base-bookworm", "python", "diffoscope"} <= set(defs)
     assert defs["base-bookworm"].kind == "mmdebstrap"
     assert defs["python"].base == defs["diffoscope"].base == "base-bookworm"
-    assert images.toolchain_names() == ["diffoscope", "python"]
+    assert images.toolchain_names() == sorted(images.toolchain_names())
+    assert {"diffoscope", "node", "python"} <= set(images.toolchain_names())
+    assert "base-bookworm" not in images.toolchain_names()
 
 
 def test_shipped_pins_are_exact() -> None:

@@ -77,7 +77,9 @@ def test_builtin_python_recipe_loads() -> None:
     python = recipes["python"]
     assert python.image == "python"
     assert set(python.detect_files) == {"pyproject.toml", "setup.py", "setup.cfg"}
-    assert python.commands == ('python -m build --no-isolation --outdir "$REPROBUILD_OUT" .',)
+    # Isolated: build's environments install the fetched, pinned wheels offline.
+    assert python.commands == ('python -m build --outdir "$REPROBUILD_OUT" .',)
+    assert python.fetch_strategy == "python-build"
     assert python.outputs == ("*.tar.gz", "*.whl")
     env = dict(python.env)
     assert env["SOURCE_DATE_EPOCH"] == "{commit_time}"
@@ -509,7 +511,7 @@ def test_extends_unknown_base(tmp_path: Path) -> None:
     err = load_error(tmp_path, EXTENDING.replace('"python"', '"pyhton"'))
     assert "[recipe].extends names unknown recipe 'pyhton'" in err.message
     assert "did you mean 'python'?" in err.message
-    assert err.hint == "available recipes: python"
+    assert err.hint == "available recipes: node, python"
 
 
 def test_extending_file_is_still_validated(tmp_path: Path) -> None:
@@ -548,14 +550,14 @@ def test_unknown_name_suggests() -> None:
     with pytest.raises(RecipeError) as info:
         select_recipe(["pyproject.toml"], name="pyton", repo_recipe=None)
     assert info.value.message == "unknown recipe 'pyton'; did you mean 'python'?"
-    assert info.value.hint == "available recipes: python"
+    assert info.value.hint == "available recipes: node, python"
 
 
 def test_unknown_name_without_close_match() -> None:
     with pytest.raises(RecipeError) as info:
         select_recipe([], name="rust", repo_recipe=None)
     assert "did you mean" not in info.value.message
-    assert info.value.hint == "available recipes: python"
+    assert info.value.hint == "available recipes: node, python"
 
 
 def test_repo_recipe_wins_over_detection() -> None:
@@ -584,9 +586,10 @@ def test_repo_recipe_toml_error() -> None:
 
 def test_no_recipe_fits() -> None:
     with pytest.raises(RecipeError) as info:
-        select_recipe(["package.json", "README.md"], name=None, repo_recipe=None)
+        select_recipe(["Cargo.toml", "README.md"], name=None, repo_recipe=None)
     assert info.value.message == (
-        "no recipe fits: looked for pyproject.toml, setup.py, setup.cfg (python)"
+        "no recipe fits: looked for package.json (node); pyproject.toml, setup.py, setup.cfg "
+        "(python)"
     )
     assert info.value.hint is not None
     assert "--recipe NAME or add .reprobuild.toml" in info.value.hint
