@@ -15,12 +15,12 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import IO, BinaryIO, cast
+from typing import IO, Any, BinaryIO, cast
 
 from reprobuild.errors import EnvironmentFailure, UnsafeArchiveError
 from reprobuild.source import EntryKind, SourceEntry
@@ -432,6 +432,33 @@ def _write_file(
             digest.update(chunk)
             out.write(chunk)
     return size, digest.hexdigest()
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of the byte chunks the Docker API streams."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def chunk_reader(chunks: Iterable[bytes]) -> BinaryIO:
+    """Wrap a stream of byte chunks (``get_archive``) for :func:`extract_regular_files`."""
+    return cast(BinaryIO, io.BufferedReader(_ChunkReader(iter(chunks)), buffer_size=_CHUNK))
 
 
 def sha256_file(path: Path) -> str:

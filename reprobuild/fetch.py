@@ -71,7 +71,7 @@ import docker.errors
 import requests
 from docker.types import LogConfig, Ulimit
 
-from reprobuild.archive import ExtractLimits, extract_regular_files
+from reprobuild.archive import ExtractLimits, chunk_reader, extract_regular_files
 from reprobuild.engine import RunLabels
 from reprobuild.errors import EnvironmentFailure, InputError, Interrupted, RecipeError
 from reprobuild.images import ToolchainImage
@@ -1276,26 +1276,6 @@ def _input_tar(plan: FetchPlan, ca: bytes | None) -> bytes:
     return buffer.getvalue()
 
 
-class _ChunkReader(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-
 @dataclass(frozen=True)
 class FetchLimits:
     """Resources of the fetch container and caps on what comes out of it."""
@@ -1376,7 +1356,7 @@ class _Runner:
         files: list[_Member] = []
         if exit_code == 0 and not timed_out:
             chunks, _stat = self.api.get_archive(proxy_id, f"{DEPS_DIR}/.")
-            reader = io.BufferedReader(_ChunkReader(iter(chunks)), buffer_size=MiB)
+            reader = chunk_reader(chunks)
             limits = ExtractLimits(max_files=self.limits.max_files,
                                    max_file_bytes=self.limits.max_file_mb * MiB,
                                    max_total_bytes=self.limits.deps_mb * MiB)

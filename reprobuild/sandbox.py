@@ -20,12 +20,10 @@ refuses links, absolute or ``..`` paths, devices and oversize content.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ import requests
 from docker.types import LogConfig, Ulimit
 
 from reprobuild import trap
-from reprobuild.archive import ExtractedFile, ExtractLimits, extract_regular_files
+from reprobuild.archive import ExtractedFile, ExtractLimits, chunk_reader, extract_regular_files
 from reprobuild.engine import RunLabels
 from reprobuild.errors import EnvironmentFailure, Interrupted
 from reprobuild.trap import EgressAttempt
@@ -94,28 +92,6 @@ class SandboxResult:
     outputs: tuple[ExtractedFile, ...]
     egress: tuple[EgressAttempt, ...] = ()
     trap_ready: dict[str, Any] | None = None
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file-like view of the byte chunks the Docker API streams."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
 
 
 class Sandbox:
@@ -323,7 +299,7 @@ class Sandbox:
                  limits: SandboxLimits) -> tuple[ExtractedFile, ...]:
         """Copy regular files out of the output volume through the trusted warden."""
         chunks, _stat = self._client.api.get_archive(warden_id, f"{OUT_DIR}/.")
-        reader = io.BufferedReader(_ChunkReader(iter(chunks)), buffer_size=MiB)
+        reader = chunk_reader(chunks)
         output_dir.mkdir(parents=True, exist_ok=True)
         extract_limits = ExtractLimits(max_files=limits.max_output_files,
                                        max_file_bytes=limits.output_mb * MiB,
