@@ -13,10 +13,10 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import docker.errors
-from docker.models.containers import Container
 
 from reprobuild.errors import EnvironmentFailure
 
@@ -114,40 +114,28 @@ def sweep_stale(client: docker.DockerClient) -> int:
 
 def _remove_matching(client: docker.DockerClient, label_filter: list[str],
                      wanted: Callable[[dict[str, str]], bool]) -> int:
+    """Remove labelled containers, then networks, then volumes (that order: in-use
+    networks and volumes cannot go first). Never raises; returns how many went."""
+    filters: dict[str, Any] = {"label": label_filter}
+    kinds: list[tuple[Callable[[], list[Any]], Callable[[Any], None]]] = [
+        # sparse: no inspect per container, which would fail on one removed meanwhile
+        (lambda: client.containers.list(all=True, filters=filters, sparse=True),
+         lambda c: c.remove(force=True, v=True)),
+        (lambda: client.networks.list(filters=filters), lambda n: n.remove()),
+        (lambda: client.volumes.list(filters=filters), lambda v: v.remove(force=True)),
+    ]
     removed = 0
-    try:
-        containers: list[Container] = client.containers.list(
-            all=True, filters={"label": label_filter})
-    except docker.errors.DockerException:
-        return 0
-    for container in containers:
-        if wanted(container.labels):
+    for list_objects, remove in kinds:
+        try:
+            objects = list_objects()
+        except docker.errors.DockerException:
+            continue
+        for obj in objects:
+            if not wanted(obj.attrs.get("Labels") or {}):
+                continue
             try:
-                container.remove(force=True, v=True)
+                remove(obj)
                 removed += 1
             except docker.errors.DockerException:
                 pass  # already gone, or being removed by its own run
-    try:
-        networks = client.networks.list(filters={"label": label_filter})
-    except docker.errors.DockerException:
-        networks = []
-    for network in networks:
-        if wanted(network.attrs.get("Labels") or {}):
-            try:
-                network.remove()
-                removed += 1
-            except docker.errors.DockerException:
-                pass  # already gone, or being removed by its own run
-    try:
-        volumes = client.volumes.list(filters={"label": label_filter})
-    except docker.errors.DockerException:
-        return removed
-    for volume in volumes:
-        labels = volume.attrs.get("Labels") or {}
-        if wanted(labels):
-            try:
-                volume.remove(force=True)
-                removed += 1
-            except docker.errors.DockerException:
-                pass
     return removed

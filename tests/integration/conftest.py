@@ -76,8 +76,9 @@ def toolchains(client: docker.DockerClient) -> dict[str, images.ToolchainImage]:
 def managed_objects(client: docker.DockerClient) -> list[str]:
     """Containers, volumes and networks that reprobuild runs created and did not remove."""
     wanted: dict[str, str | list[str] | bool] = {"label": [f"{MANAGED}=true", RUN]}
-    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=wanted)
-             if c.labels.get(RUN)]
+    found = [f"container {c.attrs['Names'][0].lstrip('/')}"
+             for c in client.containers.list(all=True, filters=wanted, sparse=True)
+             if (c.attrs.get("Labels") or {}).get(RUN)]
     found += [f"volume {v.name}" for v in client.volumes.list(filters=wanted)
               if (v.attrs.get("Labels") or {}).get(RUN)]
     found += [f"network {n.name}" for n in client.networks.list(filters=wanted)
