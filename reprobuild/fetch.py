@@ -268,7 +268,10 @@ def cache_key(plan: FetchPlan, image_id: str) -> str:
 def build_env(strategy: FetchStrategy) -> tuple[tuple[str, str], ...]:
     """Extra environment of the offline build for a strategy."""
     if strategy is FetchStrategy.PYTHON_BUILD:
-        return (("PIP_NO_INDEX", "1"), ("PIP_FIND_LINKS", WHEELS_DIR))
+        # pip and uv (``build --installer uv``) both install only the fetched wheels.
+        return (("PIP_NO_INDEX", "1"), ("PIP_FIND_LINKS", WHEELS_DIR),
+                ("UV_OFFLINE", "1"), ("UV_NO_INDEX", "1"), ("UV_FIND_LINKS", WHEELS_DIR),
+                ("UV_PYTHON_DOWNLOADS", "never"))
     if strategy is FetchStrategy.NPM:
         return (("npm_config_cache", NPM_CACHE_DIR), ("npm_config_offline", "true"),
                 ("npm_config_audit", "false"), ("npm_config_fund", "false"),

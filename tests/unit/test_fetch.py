@@ -442,8 +442,9 @@ def test_deps_tar_extracts_after_the_source_tar_on_one_stdin(tmp_path: Path) -> 
 
 
 def test_build_env_and_replay_lock() -> None:
-    assert build_env(FetchStrategy.PYTHON_BUILD) == (("PIP_NO_INDEX", "1"),
-                                                     ("PIP_FIND_LINKS", "/deps/wheels"))
+    python = dict(build_env(FetchStrategy.PYTHON_BUILD))
+    assert python["PIP_NO_INDEX"] == python["UV_NO_INDEX"] == python["UV_OFFLINE"] == "1"
+    assert python["PIP_FIND_LINKS"] == python["UV_FIND_LINKS"] == "/deps/wheels"
     assert ("npm_config_offline", "true") in build_env(FetchStrategy.NPM)
     deps = FetchedDeps(strategy=FetchStrategy.PYTHON_BUILD, key="k", archive=None, env=(),
                        pins=(("hatchling", "1.28.0"),), requests=(), cache_hit=False,

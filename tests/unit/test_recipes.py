@@ -78,7 +78,7 @@ def test_builtin_python_recipe_loads() -> None:
     assert python.image == "python"
     assert set(python.detect_files) == {"pyproject.toml", "setup.py", "setup.cfg"}
     # Isolated: build's environments install the fetched, pinned wheels offline.
-    assert python.commands == ('python -m build --outdir "$REPROBUILD_OUT" .',)
+    assert python.commands == ('python -m build --installer uv --outdir "$REPROBUILD_OUT" .',)
     assert python.fetch_strategy == "python-build"
     assert python.outputs == ("*.tar.gz", "*.whl")
     env = dict(python.env)
