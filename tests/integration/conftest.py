@@ -137,3 +137,33 @@ def run_cli(*args: str, json_path: Path | None = None, timeout: float = 900) -> 
     if json_path is not None and json_path.exists():
         report = json.loads(json_path.read_text())
     return CliResult(proc.returncode, proc.stdout, proc.stderr, seconds, report)
+
+
+def run_probe(client: docker.DockerClient, image_id: str, script: str, *, uid: int = 1000,
+              env: dict[str, str] | None = None, tmpfs: dict[str, str] | None = None,
+              labels: dict[str, str] | None = None,
+              timeout: float = 180) -> tuple[int, str]:
+    """Run ``sh -c script`` in a throwaway container hardened like a build (no network,
+    read-only root, no capabilities); return (exit code, output); always remove it."""
+    container = None
+    try:
+        container = client.containers.create(
+            image_id, command=["/bin/sh", "-c", script], user=f"{uid}:{uid}",
+            network_mode="none", read_only=True, cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"], environment=env or {},
+            tmpfs=tmpfs or {"/tmp": "size=64m,exec"},
+            labels=labels or {"org.reprobuild.role": "test-probe"}, detach=True)
+        container.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                break
+            assert time.monotonic() < deadline, f"probe timed out: {script}"
+            time.sleep(0.2)
+        code = int(container.attrs["State"]["ExitCode"])
+        output = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
+        return code, output
+    finally:
+        if container is not None:
+            container.remove(force=True)

@@ -17,6 +17,8 @@ import pytest
 from reprobuild import images
 from reprobuild.progress import SilentProgress
 
+from .conftest import run_probe
+
 pytestmark = pytest.mark.docker
 
 PROBE_LABELS = {"org.reprobuild.role": "test-probe"}
@@ -42,28 +44,9 @@ def diffoscope_image(client: docker.DockerClient) -> images.ToolchainImage:
 def run(client: docker.DockerClient, image: images.ToolchainImage, script: str, *,
         env: dict[str, str] | None = None, timeout: float = 120) -> tuple[int, str]:
     """Run ``sh -c script`` like a build would run, and always remove the container."""
-    container = None
-    try:
-        container = client.containers.create(
-            image.image_id, command=["/bin/sh", "-c", script], user="1000:1000",
-            network_mode="none", read_only=True, cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"], environment=env or {},
-            tmpfs={"/tmp": "size=64m,exec", "/home/builder": "size=16m"},
-            labels=PROBE_LABELS, detach=True)
-        container.start()
-        deadline = time.monotonic() + timeout
-        while True:
-            container.reload()
-            if container.status in ("exited", "dead"):
-                break
-            assert time.monotonic() < deadline, f"probe timed out: {script}"
-            time.sleep(0.2)
-        code = int(container.attrs["State"]["ExitCode"])
-        output = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
-        return code, output
-    finally:
-        if container is not None:
-            container.remove(force=True)
+    return run_probe(client, image.image_id, script, env=env, timeout=timeout,
+                     tmpfs={"/tmp": "size=64m,exec", "/home/builder": "size=16m"},
+                     labels=PROBE_LABELS)
 
 
 def ok(client: docker.DockerClient, image: images.ToolchainImage, script: str, *,

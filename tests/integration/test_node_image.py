@@ -7,7 +7,6 @@ passes here is what the node recipe will see.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import docker
@@ -16,6 +15,8 @@ import pytest
 from reprobuild import images
 from reprobuild.node import NODE_WHEEL, node_images
 from reprobuild.progress import SilentProgress
+
+from .conftest import run_probe
 
 pytestmark = pytest.mark.docker
 
@@ -71,30 +72,11 @@ def run(client: docker.DockerClient, image: images.ToolchainImage, script: str, 
         timeout: float = 180) -> tuple[int, str]:
     """Run ``sh -c script`` hardened like a build; always remove the container."""
     home = "/home/builder" if uid == 1000 else "/home/rebuilder"
-    container = None
-    try:
-        container = client.containers.create(
-            image.image_id, command=["/bin/sh", "-c", script], user=f"{uid}:{uid}",
-            network_mode="none", read_only=True, cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            environment={"HOME": home, **(env or {})},
-            tmpfs={"/tmp": "size=64m,exec", home: f"size=64m,uid={uid},gid={uid}",
-                   "/work": f"size=64m,exec,uid={uid},gid={uid}"},
-            labels=PROBE_LABELS, detach=True)
-        container.start()
-        deadline = time.monotonic() + timeout
-        while True:
-            container.reload()
-            if container.status in ("exited", "dead"):
-                break
-            assert time.monotonic() < deadline, f"probe timed out: {script}"
-            time.sleep(0.2)
-        code = int(container.attrs["State"]["ExitCode"])
-        output = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
-        return code, output
-    finally:
-        if container is not None:
-            container.remove(force=True)
+    return run_probe(client, image.image_id, script, uid=uid,
+                     env={"HOME": home, **(env or {})}, timeout=timeout,
+                     tmpfs={"/tmp": "size=64m,exec", home: f"size=64m,uid={uid},gid={uid}",
+                            "/work": f"size=64m,exec,uid={uid},gid={uid}"},
+                     labels=PROBE_LABELS)
 
 
 def ok(client: docker.DockerClient, image: images.ToolchainImage, script: str, *,
