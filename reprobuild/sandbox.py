@@ -2,11 +2,14 @@
 
 Each run uses two containers and one volume, all labelled with the run id:
 
-* the **warden**, trusted and idle (``sleep``), owns the network namespace (only ``lo``),
-  the UTS namespace (hostname and domain name) and holds the output volume mounted, so
-  the volume's tmpfs outlives the untrusted container;
-* the **worker**, untrusted, joins the warden's network namespace (if the warden is gone,
-  Docker refuses to create it: the sandbox fails closed), runs as a non-root uid with no
+* the **warden**, trusted, owns the network namespace (only ``lo``), the UTS namespace
+  (hostname and domain name) and holds the output volume mounted, so the volume's tmpfs
+  outlives the untrusted container. For builds it runs the egress trap
+  (:mod:`reprobuild.trap_agent`) and the worker starts only after the trap said READY;
+  for diffoscope it just sleeps;
+* the **worker**, untrusted, joins the warden's network (and, with the trap, pid)
+  namespace (if the warden is gone, Docker refuses to create it: the sandbox fails
+  closed), runs as a non-root uid with no
   capabilities, ``no-new-privileges``, the default seccomp profile, a read-only root,
   size-limited tmpfs for its workspace, ``/tmp`` and ``HOME``, and pids/memory/CPU limits;
 * the **output volume** is a size-limited tmpfs mounted at ``/out``.
