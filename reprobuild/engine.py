@@ -8,17 +8,19 @@ run id in ``finally``; the next run sweeps objects whose owning process is gone,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import docker
 import docker.errors
 
-from reprobuild.errors import EnvironmentFailure
+from reprobuild.errors import EnvironmentFailure, Interrupted
 
 MANAGED = "org.reprobuild.managed"
 RUN = "org.reprobuild.run"
@@ -48,6 +50,26 @@ class RunLabels:
         """The label set stamped on every object of this run."""
         return {MANAGED: "true", RUN: self.run_id, PID: str(self.pid), HOST: self.host,
                 ROLE: role}
+
+
+@contextlib.contextmanager
+def translate_docker_errors(what: str, *, image: str,
+                            cancel: threading.Event) -> Iterator[None]:
+    """Turn Docker API failures while running ``what`` into the project's errors.
+
+    A failure after Ctrl-C is the cleanup racing the work (containers vanish under it):
+    that is an interruption, not an engine problem.
+    """
+    try:
+        yield
+    except docker.errors.ImageNotFound as exc:
+        raise EnvironmentFailure(f"toolchain image {image} is missing",
+                                 "run 'reprobuild images build'") from exc
+    except docker.errors.APIError as exc:
+        if cancel.is_set():
+            raise Interrupted("interrupted; removed this run's containers") from exc
+        raise EnvironmentFailure(f"Docker refused to run {what}: {exc.explanation or exc}",
+                                 "check 'docker info'; rerun with --debug") from exc
 
 
 def connect() -> docker.DockerClient:

@@ -72,7 +72,7 @@ import requests
 from docker.types import LogConfig, Ulimit
 
 from reprobuild.archive import ExtractLimits, chunk_reader, extract_regular_files
-from reprobuild.engine import RunLabels
+from reprobuild.engine import RunLabels, translate_docker_errors
 from reprobuild.errors import EnvironmentFailure, InputError, Interrupted, RecipeError
 from reprobuild.images import ToolchainImage
 from reprobuild.progress import Progress
@@ -1310,16 +1310,9 @@ class _Runner:
     def run(self, plan: FetchPlan, toolchain: ToolchainImage, ca: bytes | None,
             staging: Path) -> _Outcome:
         try:
-            return self._run(plan, toolchain, ca, staging)
-        except docker.errors.ImageNotFound as exc:
-            raise EnvironmentFailure(f"toolchain image {toolchain.tag} is missing",
-                                     "run 'reprobuild images build'") from exc
-        except docker.errors.APIError as exc:
-            if self.cancel.is_set():
-                raise Interrupted("interrupted; removed the fetch containers") from exc
-            raise EnvironmentFailure(f"Docker refused to run the fetch phase: "
-                                     f"{exc.explanation or exc}",
-                                     "check 'docker info'; rerun with --debug") from exc
+            with translate_docker_errors("the fetch phase", image=toolchain.tag,
+                                         cancel=self.cancel):
+                return self._run(plan, toolchain, ca, staging)
         finally:
             self.cleanup()
 

@@ -38,7 +38,7 @@ from docker.types import LogConfig, Ulimit
 
 from reprobuild import trap
 from reprobuild.archive import ExtractedFile, ExtractLimits, chunk_reader, extract_regular_files
-from reprobuild.engine import RunLabels
+from reprobuild.engine import RunLabels, translate_docker_errors
 from reprobuild.errors import EnvironmentFailure, Interrupted
 from reprobuild.trap import EgressAttempt
 
@@ -115,42 +115,35 @@ class Sandbox:
         worker_id: str | None = None
         started = time.monotonic()
         try:
-            self._client.volumes.create(
-                name=volume_name, driver="local",
-                driver_opts={"type": "tmpfs", "device": "tmpfs",
-                             "o": f"size={spec.limits.output_mb}m,uid={spec.uid},"
-                                  f"gid={spec.gid},mode=0755"},
-                labels=self._labels.for_role(f"{spec.role}-out"))
-            warden_id = self._start_warden(spec, name, volume_name)
-            worker_id = self._create_worker(spec, name, volume_name, warden_id)
-            exit_code, timed_out = self._start_and_wait(spec, worker_id)
-            duration = time.monotonic() - started
-            log: bytes = api.logs(worker_id, stdout=True, stderr=True)
-            # The worker is stopped; remove it before reading its outputs so nothing
-            # untrusted runs while we copy.
-            api.remove_container(worker_id, force=True)
-            worker_id = None
-            outputs: tuple[ExtractedFile, ...] = ()
-            if not timed_out:
-                outputs = self._collect(warden_id, output_dir, spec.limits)
-            # The json-file log driver already caps the log; keep its tail.
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_bytes(log[-spec.limits.log_bytes:])
-            trap_log = self._stop_trap(warden_id, spec) if spec.trap else None
-            return SandboxResult(role=spec.role, exit_code=exit_code, timed_out=timed_out,
-                                 duration_s=duration, log_path=log_path,
-                                 output_dir=output_dir, outputs=outputs,
-                                 egress=trap_log.attempts if trap_log else (),
-                                 trap_ready=trap_log.ready if trap_log else None)
-        except docker.errors.ImageNotFound as exc:
-            raise EnvironmentFailure(f"toolchain image {spec.image} is missing",
-                                     "run 'reprobuild images build'") from exc
-        except docker.errors.APIError as exc:
-            if self._cancel.is_set():
-                raise Interrupted("interrupted; removed this run's containers") from exc
-            raise EnvironmentFailure(f"Docker refused to run the {spec.role} sandbox: "
-                                     f"{exc.explanation or exc}",
-                                     "check 'docker info'; rerun with --debug") from exc
+            with translate_docker_errors(f"the {spec.role} sandbox", image=spec.image,
+                                         cancel=self._cancel):
+                self._client.volumes.create(
+                    name=volume_name, driver="local",
+                    driver_opts={"type": "tmpfs", "device": "tmpfs",
+                                 "o": f"size={spec.limits.output_mb}m,uid={spec.uid},"
+                                      f"gid={spec.gid},mode=0755"},
+                    labels=self._labels.for_role(f"{spec.role}-out"))
+                warden_id = self._start_warden(spec, name, volume_name)
+                worker_id = self._create_worker(spec, name, volume_name, warden_id)
+                exit_code, timed_out = self._start_and_wait(spec, worker_id)
+                duration = time.monotonic() - started
+                log: bytes = api.logs(worker_id, stdout=True, stderr=True)
+                # The worker is stopped; remove it before reading its outputs so nothing
+                # untrusted runs while we copy.
+                api.remove_container(worker_id, force=True)
+                worker_id = None
+                outputs: tuple[ExtractedFile, ...] = ()
+                if not timed_out:
+                    outputs = self._collect(warden_id, output_dir, spec.limits)
+                # The json-file log driver already caps the log; keep its tail.
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log_path.write_bytes(log[-spec.limits.log_bytes:])
+                trap_log = self._stop_trap(warden_id, spec) if spec.trap else None
+                return SandboxResult(role=spec.role, exit_code=exit_code, timed_out=timed_out,
+                                     duration_s=duration, log_path=log_path,
+                                     output_dir=output_dir, outputs=outputs,
+                                     egress=trap_log.attempts if trap_log else (),
+                                     trap_ready=trap_log.ready if trap_log else None)
         finally:
             for cid in (worker_id, warden_id):
                 if cid is not None:
