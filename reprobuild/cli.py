@@ -29,6 +29,7 @@ from reprobuild.report import (
     error_dict,
     to_dict,
     to_junit,
+    to_sarif,
     write_json_atomic,
     write_text_atomic,
 )
@@ -100,6 +101,9 @@ def check(
     junit_file: Annotated[Path | None, typer.Option(
         "--junit", help="write a JUnit XML summary here (for CI dashboards)",
         dir_okay=False)] = None,
+    sarif_file: Annotated[Path | None, typer.Option(
+        "--sarif", help="write a SARIF 2.1.0 log here (for code-scanning dashboards)",
+        dir_okay=False)] = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="keep reports, logs, diffoscope output and both builds' artifacts here "
                       "(must not exist or be empty)", file_okay=False)] = None,
@@ -131,6 +135,8 @@ def check(
         write_json_atomic(to_dict(report), json_file)
     if junit_file is not None:
         write_text_atomic(to_junit(report), junit_file)
+    if sarif_file is not None:
+        write_json_atomic(to_sarif(report), sarif_file)
     if report.out_dir and out_dir is not None:
         write_json_atomic(to_dict(report), Path(report.out_dir) / "report.json")
     if not quiet:

@@ -24,6 +24,7 @@ from reprobuild.report import (
     error_dict,
     exit_code_for,
     to_junit,
+    to_sarif,
     write_json_atomic,
 )
 
@@ -133,3 +134,21 @@ def test_junit_failed_build_skips_comparison() -> None:
     assert failure is not None and failure.attrib["message"] == "exited with 2"
     assert failure.text == "boom"
     assert cases["reproducible"].find("skipped") is not None
+
+
+def test_sarif_has_one_result_per_finding() -> None:
+    log = to_sarif(_report(Verdict.EGRESS, diffs=2, egress=1, exit_b=1))
+    assert log["version"] == "2.1.0"
+    run = log["runs"][0]
+    assert {r["id"] for r in run["tool"]["driver"]["rules"]} == {"RB001", "RB002", "RB003"}
+    assert [r["ruleId"] for r in run["results"]] == ["RB001", "RB001", "RB002", "RB003"]
+    assert "p0.whl" in run["results"][0]["message"]["text"]
+    assert "x.example:80" in run["results"][2]["message"]["text"]
+    uri = run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert uri == "s/"
+    assert run["versionControlProvenance"][0]["revisionId"] == "c" * 40
+    json.dumps(log)  # serialisable as is
+
+
+def test_sarif_clean_run_has_no_results() -> None:
+    assert to_sarif(_report(Verdict.REPRODUCIBLE))["runs"][0]["results"] == []
