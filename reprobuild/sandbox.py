@@ -5,7 +5,8 @@ Each run uses two containers and one volume, all labelled with the run id:
 * the **warden**, trusted, owns the network namespace (only ``lo``), the UTS namespace
   (hostname and domain name) and holds the output volume mounted, so the volume's tmpfs
   outlives the untrusted container. For builds it runs the egress trap
-  (:mod:`reprobuild.trap_agent`) and the worker starts only after the trap said READY;
+  (:mod:`reprobuild.trap_agent`), and the source (so any untrusted code) goes in only
+  after the trap said READY;
   for diffoscope it just sleeps;
 * the **worker**, untrusted, joins the warden's network (and, with the trap, pid)
   namespace (if the warden is gone, Docker refuses to create it: the sandbox fails
@@ -125,7 +126,7 @@ class Sandbox:
                     labels=self._labels.for_role(f"{spec.role}-out"))
                 warden_id = self._start_warden(spec, name, volume_name)
                 worker_id = self._create_worker(spec, name, volume_name, warden_id)
-                exit_code, timed_out = self._start_and_wait(spec, worker_id)
+                exit_code, timed_out = self._start_and_wait(spec, worker_id, warden_id)
                 duration = time.monotonic() - started
                 log: bytes = api.logs(worker_id, stdout=True, stderr=True)
                 # The worker is stopped; remove it before reading its outputs so nothing
@@ -155,9 +156,9 @@ class Sandbox:
     def _start_warden(self, spec: SandboxSpec, name: str, volume: str) -> str:
         """Start the trusted namespace owner: the egress trap, or an idle ``sleep``.
 
-        With the trap, the build is started only after the agent printed READY (its rules
-        are in place and self-tested); if it never does, this raises and the build never
-        runs: the sandbox fails closed.
+        With the trap, the source is handed to the worker only after the agent printed
+        READY (its rules are in place and self-tested; see :meth:`_start_and_wait`); if it
+        never does, no untrusted code ever runs: the sandbox fails closed.
         """
         api = self._client.api
         common: dict[str, Any] = {
@@ -184,8 +185,6 @@ class Sandbox:
             labels=self._labels.for_role(f"{spec.role}-warden"), host_config=host_config)
         warden_id: str = created["Id"]
         api.start(warden_id)
-        if spec.trap:
-            self._await_trap(warden_id)
         return warden_id
 
     def _await_trap(self, warden_id: str) -> None:
@@ -257,14 +256,23 @@ class Sandbox:
         worker_id: str = created["Id"]
         return worker_id
 
-    def _start_and_wait(self, spec: SandboxSpec, worker_id: str) -> tuple[int | None, bool]:
-        """Start the worker, stream stdin, and wait against our own deadline."""
+    def _start_and_wait(self, spec: SandboxSpec, worker_id: str,
+                        warden_id: str) -> tuple[int | None, bool]:
+        """Start the worker, stream stdin, and wait against our own deadline.
+
+        The worker's first command is our ``tar`` reading stdin, so it can start while the
+        trap is still configuring the namespace: nothing untrusted runs before the source
+        arrives, and the source is sent only after the trap said READY. If it never does,
+        this raises and the worker is removed having run nothing but ``tar``.
+        """
         api = self._client.api
         sock = api.attach_socket(worker_id, params={"stdin": 1, "stream": 1})
         raw: socket.socket = sock._sock
-        deadline = time.monotonic() + spec.limits.timeout_s
         try:
             api.start(worker_id)
+            if spec.trap:
+                self._await_trap(warden_id)
+            deadline = time.monotonic() + spec.limits.timeout_s
             with contextlib.suppress(OSError):  # the build may exit before reading it all
                 raw.settimeout(max(1.0, spec.limits.timeout_s))
                 raw.sendall(spec.stdin)
