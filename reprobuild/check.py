@@ -325,6 +325,9 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
         message = summarize(egress)
     elif fetched is not None and fetched.failure is not None:
         message = f"fetching dependencies failed: {fetched.failure}"
+        if _looks_like_tls_interception(fetched.log):
+            message += ("; the registry's certificate was not trusted: behind a TLS-"
+                        "intercepting proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
     elif no_output:
         message = f"a build produced no output matching {', '.join(recipe.outputs)}"
     elif failed:
@@ -348,6 +351,13 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
         builds=builds, differences=differences, timings=timings, out_dir=str(out),
         egress=tuple(asdict(a) for a in egress), fetch=_fetch_info(fetched),
         warnings=tuple(warnings), message=message)
+
+
+def _looks_like_tls_interception(log: str) -> bool:
+    """pip and npm failing certificate checks (an intercepting proxy without --ca-cert)."""
+    return any(marker in log for marker in (
+        "CERTIFICATE_VERIFY_FAILED", "SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_GET_ISSUER_CERT",
+        "unable to get local issuer certificate", "self-signed certificate"))
 
 
 def _fetch_info(fetched: FetchedDeps | None) -> dict[str, Any] | None:
