@@ -75,6 +75,7 @@ from reprobuild.archive import ExtractLimits, chunk_reader, extract_regular_file
 from reprobuild.engine import RunLabels, translate_docker_errors
 from reprobuild.errors import EnvironmentFailure, InputError, Interrupted, RecipeError
 from reprobuild.images import ToolchainImage
+from reprobuild.node import NPM_LOCKFILES, OTHER_LOCKFILES
 from reprobuild.progress import Progress
 from reprobuild.recipes import Recipe
 from reprobuild.source import EntryKind, SourceTree
@@ -824,8 +825,6 @@ def _contains_or_true(spec: str, version: str) -> bool:
         return True
 
 
-_NPM_LOCKS = ("npm-shrinkwrap.json", "package-lock.json")
-_OTHER_LOCKS = ("pnpm-lock.yaml", "yarn.lock", "bun.lock", "bun.lockb")
 
 
 def _glob_match(path: str, pattern: str) -> bool:
@@ -844,11 +843,11 @@ def _plan_npm(tree: SourceTree, recipe: Recipe) -> FetchPlan:
     root: str | None = None
     lock_name = ""
     for level in levels:
-        lock_name = next((n for n in _NPM_LOCKS if _join(level, n) in files), "")
+        lock_name = next((n for n in NPM_LOCKFILES if _join(level, n) in files), "")
         if lock_name:
             root = level
             break
-        others = [_join(level, n) for n in _OTHER_LOCKS if _join(level, n) in files]
+        others = [_join(level, n) for n in OTHER_LOCKFILES if _join(level, n) in files]
         if others:
             raise RecipeError(
                 f"found {', '.join(others)} but no package-lock.json: only npm lockfiles "

