@@ -72,6 +72,7 @@ import requests
 from docker.types import LogConfig, Ulimit
 
 from reprobuild.archive import ExtractLimits, chunk_reader, extract_regular_files
+from reprobuild.atomic import atomic_file, write_bytes_atomic
 from reprobuild.engine import RunLabels, translate_docker_errors
 from reprobuild.errors import EnvironmentFailure, InputError, Interrupted, RecipeError
 from reprobuild.images import ToolchainImage
@@ -1004,22 +1005,6 @@ def _key_line(log: str) -> str:
 # --------------------------------------------------------------------------- cache
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-
-
 def _sha256_path(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -1129,7 +1114,8 @@ class DepsCache:
         digest, size = self._write_tar(key, members, verify=False)
         full = {**meta, "format": self.FORMAT, "key": key, "tar_sha256": digest,
                 "tar_size": size, "files": [[m.path, m.sha256, m.size] for m in members]}
-        _atomic_write(self.meta_path(key), json.dumps(full, indent=1, sort_keys=True).encode())
+        write_bytes_atomic(json.dumps(full, indent=1, sort_keys=True).encode(),
+                           self.meta_path(key))
         return full
 
     def _open(self, member: _Member, *, verify: bool) -> IO[bytes]:
@@ -1141,20 +1127,9 @@ class DepsCache:
     def _write_tar(self, key: str, members: Sequence[_Member], *,
                    verify: bool) -> tuple[str, int]:
         target = self.tar_path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as raw:
-                hashing = _HashingWriter(raw)
-                write_deps_tar(hashing, members, functools.partial(self._open, verify=verify))
-                raw.flush()
-                os.fsync(raw.fileno())
-            Path(tmp).chmod(0o644)
-            Path(tmp).replace(target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                Path(tmp).unlink()
-            raise
+        with atomic_file(target) as raw:
+            hashing = _HashingWriter(raw)
+            write_deps_tar(hashing, members, functools.partial(self._open, verify=verify))
         return hashing.digest.hexdigest(), hashing.size
 
 

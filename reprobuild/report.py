@@ -8,8 +8,6 @@ Human rendering lives in ``cli.py``; this module never prints.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from reprobuild import __version__
+from reprobuild.atomic import write_bytes_atomic
 from reprobuild.errors import ExitCode
 
 SCHEMA = "reprobuild.report/v1"
@@ -268,12 +267,4 @@ def to_sarif(report: Report) -> dict[str, Any]:
 
 def write_text_atomic(text: str, path: Path) -> None:
     """Write a text file so a reader never sees it half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(text.encode("utf-8"), path)
