@@ -7,6 +7,8 @@ here (one class, one code) means CI jobs can rely on the codes never drifting.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from enum import IntEnum
 
 
@@ -70,3 +72,19 @@ class Interrupted(ReprobuildError):
     """The user pressed Ctrl-C; everything we created has been removed."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+def suggestion(word: str, known: Sequence[str], *, listing: str, empty: str,
+               shown: int = 8) -> str:
+    """A hint for an unknown name: close matches, else a few of the known ones.
+
+    ``listing`` introduces the known names ("known branches/tags"), ``empty`` is the hint
+    when there are none.
+    """
+    close = difflib.get_close_matches(word, known, n=3)
+    if close:
+        return f"did you mean: {', '.join(close)}?"
+    if known:
+        more = "" if len(known) <= shown else f" (+{len(known) - shown} more)"
+        return f"{listing}: {', '.join(known[:shown])}{more}"
+    return empty

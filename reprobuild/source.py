@@ -13,7 +13,6 @@ disabled (``file://`` is allowed explicitly, only where the user asked for it).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import re
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
 
-from reprobuild.errors import EnvironmentFailure, SourceError
+from reprobuild.errors import EnvironmentFailure, SourceError, suggestion
 
 __all__ = [
     "EntryKind",
@@ -382,15 +381,8 @@ def _resolve(repo: Path, ref: str | None, *, remote: bool, allow_file: bool) -> 
                 "the repository has no commits (HEAD does not resolve)",
                 hint="commit something first, or pass --ref",
             )
-        known = _list_refs(repo)
-        close = difflib.get_close_matches(ref, known, n=3)
-        if close:
-            hint = f"did you mean: {', '.join(close)}?"
-        elif known:
-            more = "" if len(known) <= 8 else f" (+{len(known) - 8} more)"
-            hint = f"known branches/tags: {', '.join(known[:8])}{more}"
-        else:
-            hint = "the repository has no branches or tags"
+        hint = suggestion(ref, _list_refs(repo), listing="known branches/tags",
+                          empty="the repository has no branches or tags")
         raise SourceError(f"unknown ref {ref!r}", hint=hint)
     return proc.stdout.decode().strip()
 
@@ -551,15 +543,9 @@ def _check_subdir(entries: Sequence[SourceEntry], subdir: str) -> None:
         parent = str(PurePosixPath(parent).parent)
     level = "" if parent == "." else parent
     siblings = sorted(d for d in dirs if str(PurePosixPath(d).parent) == (level or "."))
-    close = difflib.get_close_matches(subdir, siblings, n=3)
     where = f"under {level!r}" if level else "at the top level"
-    if close:
-        hint = f"did you mean: {', '.join(close)}?"
-    elif siblings:
-        extra = "" if len(siblings) <= 8 else f" (+{len(siblings) - 8} more)"
-        hint = f"directories {where}: {', '.join(siblings[:8])}{extra}"
-    else:
-        hint = f"there are no directories {where}"
+    hint = suggestion(subdir, siblings, listing=f"directories {where}",
+                      empty=f"there are no directories {where}")
     raise SourceError(f"subdir {subdir!r} does not exist in the source", hint=hint)
 
 
