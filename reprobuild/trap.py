@@ -14,9 +14,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reprobuild.errors import EnvironmentFailure
+
+if TYPE_CHECKING:
+    from reprobuild.fetch import FetchRequest
 
 READY_PREFIX = "REPROBUILD-TRAP-READY"
 AGENT_PYTHON = "/usr/bin/python3"
@@ -174,12 +177,8 @@ def mark_one_sided(per_build: Sequence[Sequence[EgressAttempt]]) -> list[EgressA
     return result
 
 
-def blocked_attempts(requests: Iterable[Any]) -> list[EgressAttempt]:
-    """Fetch-phase requests the allow-list proxy refused, as egress attempts.
-
-    ``requests`` are :class:`reprobuild.fetch.FetchRequest` objects (host, port, method,
-    target, allowed, status, time); only the refused ones are evidence.
-    """
+def blocked_attempts(requests: Iterable[FetchRequest]) -> list[EgressAttempt]:
+    """Fetch-phase requests the allow-list proxy refused, as egress attempts."""
     return [EgressAttempt(
         build="fetch", phase="fetch", kind="http" if r.port == 80 else "tls",
         proto="tcp", family=None, dst=r.host, dport=r.port, name=r.host,
