@@ -24,7 +24,7 @@ from typing import Any
 import docker
 
 from reprobuild import images
-from reprobuild.archive import build_tar
+from reprobuild.archive import ExtractedFile, build_tar
 from reprobuild.compare import DiffoscopeLimits, Mismatch, explain, mismatches
 from reprobuild.engine import RunLabels, connect, engine_warnings, remove_run, sweep_stale
 from reprobuild.errors import InputError, Interrupted
@@ -296,14 +296,16 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
             progress.step("building A and B")
             results = run.build_both(specs, out)
             timings["builds_s"] = round(time.monotonic() - t, 3)
-        builds = tuple(_build_info(env, res, out, recipe) for env, res in
-                       zip((env_a, env_b), results, strict=False))
+        # Only what the recipe names as outputs is reported and compared.
+        artifacts = [[f for f in r.outputs if _wanted(f.path, recipe.outputs)]
+                     for r in results]
+        builds = tuple(_build_info(env, res, files, out) for env, res, files in
+                       zip((env_a, env_b), results, artifacts, strict=False))
         failed = not results or any(r.timed_out or r.exit_code != 0 for r in results)
         no_output = not failed and any(not b.outputs for b in builds)
         t = time.monotonic()
         if not failed and not no_output:
-            found = mismatches(*[[f for f in r.outputs if _wanted(f.path, recipe.outputs)]
-                                 for r in results])
+            found = mismatches(*artifacts)
             differences = tuple(_explain_all(run, options, found, out, progress))
         timings["compare_s"] = round(time.monotonic() - t, 3)
 
@@ -373,9 +375,9 @@ def _fetch_info(fetched: FetchedDeps | None) -> dict[str, Any] | None:
     }
 
 
-def _build_info(env: BuildEnv, result: SandboxResult, out: Path, recipe: Recipe) -> BuildInfo:
-    outputs = tuple(OutputInfo(path=f.path, sha256=f.sha256, size=f.size)
-                    for f in result.outputs if _wanted(f.path, recipe.outputs))
+def _build_info(env: BuildEnv, result: SandboxResult, artifacts: Sequence[ExtractedFile],
+                out: Path) -> BuildInfo:
+    outputs = tuple(OutputInfo(path=f.path, sha256=f.sha256, size=f.size) for f in artifacts)
     return BuildInfo(name=env.name, variations=_settings(env), exit_code=result.exit_code,
                      timed_out=result.timed_out, duration_s=round(result.duration_s, 3),
                      outputs=outputs, log=str(result.log_path.relative_to(out)),
