@@ -46,6 +46,10 @@ if [ ! -x .venv/bin/reprobuild ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null
 fi
 .venv/bin/pip install -q -e '.[dev]'
+# An editable install is not byte-compiled, and environments that set
+# PYTHONDONTWRITEBYTECODE never cache it: compile once, as pip does for a normal install,
+# so each run starts in ~0.3 s instead of recompiling ~10k lines.
+.venv/bin/python -m compileall -q reprobuild >/dev/null
 
 # The fetch phase's containers trust only what they are given. Hand them this machine's
 # trust store, which also covers intercepting proxies (corporate, or this CI's).
