@@ -98,6 +98,54 @@ class SandboxResult:
     trap_ready: dict[str, Any] | None = None
 
 
+class _AgentStream:
+    """Follows the trap agent's stdout as the engine delivers it (about a millisecond
+    late), so READY and DONE are seen at once instead of by polling the log."""
+
+    def __init__(self, api: docker.APIClient, warden_id: str) -> None:
+        self._stream = api.logs(warden_id, stdout=True, stderr=False, stream=True,
+                                follow=True)
+        self._chunks: list[bytes] = []
+        self._changed = threading.Condition()
+        self.ended = False
+        threading.Thread(target=self._pump, name="trap-log", daemon=True).start()
+
+    def _pump(self) -> None:
+        try:
+            # The connection drops when the warden is removed: that is the end, not an error.
+            with contextlib.suppress(Exception):
+                for chunk in self._stream:
+                    with self._changed:
+                        self._chunks.append(chunk)
+                        self._changed.notify_all()
+        finally:
+            with self._changed:
+                self.ended = True
+                self._changed.notify_all()
+
+    def text(self) -> str:
+        with self._changed:
+            return b"".join(self._chunks).decode(errors="replace")
+
+    def wait_for(self, marker: str, timeout: float) -> bool:
+        """True once a line starting with ``marker`` arrived; False at EOF or timeout."""
+        deadline = time.monotonic() + timeout
+        needle = marker.encode()
+        with self._changed:
+            while True:
+                data = b"".join(self._chunks)
+                if data.startswith(needle) or b"\n" + needle in data:
+                    return True
+                left = deadline - time.monotonic()
+                if self.ended or left <= 0:
+                    return False
+                self._changed.wait(left)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream.close()
+
+
 class Sandbox:
     """Runs :class:`SandboxSpec` objects for one reprobuild run; thread-safe per spec."""
 
@@ -114,6 +162,7 @@ class Sandbox:
         volume_name = f"{name}-out"
         warden_id: str | None = None
         worker_id: str | None = None
+        agent: _AgentStream | None = None
         started = time.monotonic()
         try:
             with translate_docker_errors(f"the {spec.role} sandbox", image=spec.image,
@@ -125,9 +174,18 @@ class Sandbox:
                                       f"gid={spec.gid},mode=0755"},
                     labels=self._labels.for_role(f"{spec.role}-out"))
                 warden_id = self._start_warden(spec, name, volume_name)
+                if spec.trap:
+                    agent = _AgentStream(api, warden_id)
                 worker_id = self._create_worker(spec, name, volume_name, warden_id)
-                exit_code, timed_out = self._start_and_wait(spec, worker_id, warden_id)
+                exit_code, timed_out = self._start_and_wait(spec, worker_id, warden_id,
+                                                            agent)
                 duration = time.monotonic() - started
+                if agent is not None:
+                    # Every build process is gone (the engine kills the worker's cgroup
+                    # when its first process exits): the agent completes its log while
+                    # we copy, and keeps the namespace and the volume up until removed.
+                    with contextlib.suppress(docker.errors.DockerException):
+                        api.kill(warden_id, signal="SIGUSR1")
                 log: bytes = api.logs(worker_id, stdout=True, stderr=True)
                 # The worker is stopped; remove it before reading its outputs so nothing
                 # untrusted runs while we copy.
@@ -139,13 +197,15 @@ class Sandbox:
                 # The json-file log driver already caps the log; keep its tail.
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 log_path.write_bytes(log[-spec.limits.log_bytes:])
-                trap_log = self._stop_trap(warden_id, spec) if spec.trap else None
+                trap_log = self._finish_trap(warden_id, spec, agent) if agent else None
                 return SandboxResult(role=spec.role, exit_code=exit_code, timed_out=timed_out,
                                      duration_s=duration, log_path=log_path,
                                      output_dir=output_dir, outputs=outputs,
                                      egress=trap_log.attempts if trap_log else (),
                                      trap_ready=trap_log.ready if trap_log else None)
         finally:
+            if agent is not None:
+                agent.close()
             for cid in (worker_id, warden_id):
                 if cid is not None:
                     with contextlib.suppress(docker.errors.DockerException):
@@ -187,31 +247,36 @@ class Sandbox:
         api.start(warden_id)
         return warden_id
 
-    def _await_trap(self, warden_id: str) -> None:
+    def _await_trap(self, warden_id: str, agent: _AgentStream) -> None:
         """Wait for the agent's READY line; raise if it exits or takes too long."""
-        api = self._client.api
         deadline = time.monotonic() + _TRAP_READY_S
-        while True:
+        while not agent.wait_for(trap.READY_PREFIX, 0.1):
             if self._cancel.is_set():
                 raise Interrupted("interrupted; removed this run's containers")
-            text = api.logs(warden_id, stdout=True, stderr=True).decode(errors="replace")
-            running = bool(api.inspect_container(warden_id)["State"].get("Running"))
-            if trap.require_ready(text, exited=not running):
-                return
+            if agent.ended:
+                # Gone without READY: say why (its error event, or a traceback on stderr).
+                text = self._client.api.logs(warden_id, stdout=True, stderr=True)
+                trap.require_ready(text.decode(errors="replace"), exited=True)
+                raise EnvironmentFailure("the egress trap exited before it was ready",
+                                         "the build was not started (fail closed)")
             if time.monotonic() > deadline:
                 raise EnvironmentFailure(
                     f"the egress trap was not ready after {_TRAP_READY_S:.0f}s",
                     "the build was not started (fail closed); is the machine overloaded?")
-            time.sleep(0.02)
 
-    def _stop_trap(self, warden_id: str, spec: SandboxSpec) -> trap.AgentLog:
-        """Stop the agent (it flushes on SIGTERM) and parse what it recorded."""
-        api = self._client.api
-        with contextlib.suppress(docker.errors.DockerException):
-            api.kill(warden_id, signal="SIGTERM")
-            api.wait(warden_id, timeout=_KILL_GRACE_S)
-        text = api.logs(warden_id, stdout=True, stderr=False).decode(errors="replace")
-        return trap.parse_agent_log(text, build=spec.role.removeprefix("build-"))
+    def _finish_trap(self, warden_id: str, spec: SandboxSpec,
+                     agent: _AgentStream) -> trap.AgentLog:
+        """Wait for the agent's DONE (it was sent SIGUSR1) and parse what it recorded.
+
+        An agent that does not answer is stopped the old way (SIGTERM flushes too), so a
+        slow agent costs time, never evidence.
+        """
+        if not agent.wait_for(trap.DONE_LINE, _KILL_GRACE_S):
+            with contextlib.suppress(docker.errors.DockerException):
+                self._client.api.kill(warden_id, signal="SIGTERM")
+                self._client.api.wait(warden_id, timeout=_KILL_GRACE_S)
+            agent.wait_for(trap.DONE_LINE, 1.0)
+        return trap.parse_agent_log(agent.text(), build=spec.role.removeprefix("build-"))
 
     def _create_worker(self, spec: SandboxSpec, name: str, volume: str, warden_id: str) -> str:
         """Create the untrusted container with every hardening option set."""
@@ -256,8 +321,8 @@ class Sandbox:
         worker_id: str = created["Id"]
         return worker_id
 
-    def _start_and_wait(self, spec: SandboxSpec, worker_id: str,
-                        warden_id: str) -> tuple[int | None, bool]:
+    def _start_and_wait(self, spec: SandboxSpec, worker_id: str, warden_id: str,
+                        agent: _AgentStream | None) -> tuple[int | None, bool]:
         """Start the worker, stream stdin, and wait against our own deadline.
 
         The worker's first command is our ``tar`` reading stdin, so it can start while the
@@ -270,8 +335,8 @@ class Sandbox:
         raw: socket.socket = sock._sock
         try:
             api.start(worker_id)
-            if spec.trap:
-                self._await_trap(warden_id)
+            if agent is not None:
+                self._await_trap(warden_id, agent)
             deadline = time.monotonic() + spec.limits.timeout_s
             with contextlib.suppress(OSError):  # the build may exit before reading it all
                 raw.settimeout(max(1.0, spec.limits.timeout_s))

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from reprobuild.fetch import FetchRequest
 
 READY_PREFIX = "REPROBUILD-TRAP-READY"
+# After SIGUSR1 the agent completes its log, prints this, and waits to be removed.
+DONE_LINE = "REPROBUILD-TRAP-DONE"
 AGENT_PYTHON = "/usr/bin/python3"
 # Capabilities of the trusted warden only (the build gets none): NET_ADMIN for addresses,
 # routes, nftables and NFLOG; SYS_PTRACE + DAC_OVERRIDE to read /proc/<pid>/fd of the

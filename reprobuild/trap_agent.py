@@ -39,7 +39,10 @@ READY: exactly one line ``REPROBUILD-TRAP-READY {json}`` with kind="ready", vers
 backend, ipv6, listeners, nflog_group, mark, lo_addresses, resolvers, attribution,
 ruleset_sha256 (of ``nft list ruleset``), selftest, limits, pid. After it, one JSON event per
 line on stdout, until SIGTERM/SIGINT: the agent handles what is queued, logs what is
-pending, checks the ruleset is unchanged, and exits 0.
+pending, checks the ruleset is unchanged, and exits 0. SIGUSR1 ("the build is over") does
+the same but then prints ``REPROBUILD-TRAP-DONE`` and stays alive until the next signal, so
+the host can copy the outputs off the warden while the log is completed; nothing follows
+the DONE line.
 
 How attempts are known: TCP original destination from SO_ORIGINAL_DST; UDP original tuple
 from conntrack (ctnetlink GET by reply tuple, right even when the kernel remapped the source
@@ -97,6 +100,7 @@ from typing import Any, TextIO
 
 VERSION = 1
 READY_PREFIX = "REPROBUILD-TRAP-READY"
+DONE_LINE = "REPROBUILD-TRAP-DONE"
 TABLE = "reprobuild_trap"
 MARK = 0x7E57
 LO4 = "198.18.0.1"
@@ -2173,7 +2177,7 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         stopping.append(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(signum, on_signal)
     try:
         v6 = ipv6_enabled() and cfg.ipv6 != "off"
@@ -2225,6 +2229,13 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     if current_ruleset_digest(backend) != digest:
         log.emit(new_event("error", detail="the ruleset changed after READY"))
     log.tick(final=True)
+    if stopping[0] == signal.SIGUSR1:
+        log.write_line(DONE_LINE)
+        # Keep the namespace (and the warden's output volume) up until we are removed.
+        while len(stopping) < 2:
+            with contextlib.suppress(OSError):
+                select.select([wake_r], [], [], 1.0)
+                os.read(wake_r, 512)
     return 0
 
 

@@ -324,6 +324,38 @@ for i in range(400):
     assert len(events) < 100
 
 
+def test_sigusr1_completes_the_log_and_keeps_the_namespace_up(containers: Containers) -> None:
+    """The host's "build is over": every queued attempt, then DONE last, and the warden
+    (which holds the output volume) stays up until it is told to go."""
+    warden = containers.warden()
+    wait_ready(containers, warden)
+    burst = r'''
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(20):
+    u.sendto(b"late", ("198.51.100.%d" % (1 + i), 2000 + i))
+'''
+    build = containers.build(warden, ["python3", "-c", burst])
+    assert containers.wait_exit(build, timeout=60) == 0, containers.logs(build)
+    containers.client.api.kill(warden, signal="SIGUSR1")
+    deadline = time.monotonic() + 10
+    while trap_agent.DONE_LINE not in containers.logs(warden):
+        assert time.monotonic() < deadline, containers.logs(warden)
+        time.sleep(0.05)
+    lines = containers.logs(warden)
+    assert lines[-1] == trap_agent.DONE_LINE
+    events = [json.loads(line) for line in lines[:-1] if line.startswith("{")]
+    udp = [e for e in events if e["kind"] == "udp" and e["dst"].startswith("198.51.100.")]
+    assert len(udp) == 20, events
+    time.sleep(0.5)
+    assert containers.client.api.inspect_container(warden)["State"]["Running"]
+    assert containers.logs(warden)[-1] == trap_agent.DONE_LINE  # nothing after DONE
+    started = time.monotonic()
+    containers.client.api.stop(warden, timeout=10)
+    assert time.monotonic() - started < 5
+    assert containers.client.api.inspect_container(warden)["State"]["ExitCode"] == 0
+
+
 def test_no_net_admin_means_no_ready(containers: Containers) -> None:
     warden = containers.warden(caps=())
     assert containers.wait_exit(warden, timeout=60) == 1
