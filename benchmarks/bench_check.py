@@ -8,7 +8,9 @@ build dependencies, no hardening, no trap, no second build, no comparison.
     .venv/bin/python benchmarks/bench_check.py [--runs 5] [SOURCE_DIR]
 
 Prints the median of each, the ratio, and what the egress trap costs (the same check
-with ``--no-trap``, same machine, same run). Needs the images built (scripts/setup.sh).
+with ``--no-trap``, same machine, same run). The three are interleaved round by round, so
+a shared machine getting slower or faster mid-run does not favour one of them. Needs the
+images built and the package byte-compiled, as ``scripts/setup.sh`` leaves them.
 """
 
 from __future__ import annotations
@@ -76,15 +78,20 @@ def main() -> None:
             env = dict(build_env(FetchStrategy(fetch["strategy"])))
         command = " && ".join(report["recipe"]["commands"])
         env["SOURCE_DATE_EPOCH"] = str(report["source"]["commit_time"] or 315532800)
-        bare = [bare_build(image.image_id, project, deps, command, env)
-                for _ in range(args.runs)]
-        check = [warm_check(args.source) for _ in range(args.runs)]
-        no_trap = [warm_check(args.source, "--no-trap") for _ in range(args.runs)]
+        # Interleaved, so the drift of a shared machine's speed hits all three alike.
+        bare: list[float] = []
+        check: list[float] = []
+        no_trap: list[float] = []
+        for _ in range(args.runs):
+            bare.append(bare_build(image.image_id, project, deps, command, env))
+            check.append(warm_check(args.source))
+            no_trap.append(warm_check(args.source, "--no-trap"))
     b, c, n = statistics.median(bare), statistics.median(check), statistics.median(no_trap)
     print(f"bare build        median {b:.2f}s  runs {[round(x, 2) for x in bare]}")
     print(f"warm check        median {c:.2f}s  runs {[round(x, 2) for x in check]}")
     print(f"warm check, no trap median {n:.2f}s  runs {[round(x, 2) for x in no_trap]}")
-    print(f"ratio check/bare  {c / b:.2f}x  (goal < 1.5x)")
+    print(f"ratio check/bare  {c / b:.2f}x  (goal < 1.5x); per round "
+          f"{[round(x / y, 2) for x, y in zip(check, bare, strict=True)]}")
     print(f"trap cost         {c - n:+.2f}s per check")
 
 

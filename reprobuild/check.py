@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 
 from reprobuild import images
 from reprobuild.archive import ExtractedFile, build_tar
@@ -45,7 +46,8 @@ from reprobuild.report import (
 )
 from reprobuild.sandbox import OUT_DIR, Sandbox, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
-from reprobuild.trap import blocked_attempts, mark_one_sided, summarize
+from reprobuild.trap import agent_command as trap_agent_command
+from reprobuild.trap import blocked_attempts, image_python, mark_one_sided, summarize
 from reprobuild.variations import (
     BuildEnv,
     Variation,
@@ -124,7 +126,8 @@ def build_spec(env: BuildEnv, *, tree: SourceTree, recipe: Recipe,
         gid=env.gid, hostname=env.hostname, domainname=env.domainname,
         writable=(env.workdir, env.home, "/tmp", *((DEPS_DIR,) if deps else ())),
         stdin=build_tar(tree.entries, order=env.file_order, mtime=mtime) + (deps or b""),
-        cpuset=env.cpuset, limits=limits, trap=trap)
+        cpuset=env.cpuset, limits=limits, trap=trap,
+        image_python=image_python(toolchain.versions))
 
 
 def _settings(env: BuildEnv) -> dict[str, str]:
@@ -215,22 +218,33 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
 
     progress.step("connecting to Docker")
     client = connect()
-    sweep_stale(client)
-    warnings = engine_warnings(client)
+    # Housekeeping (leftovers of killed runs, engine warnings) runs beside the check: it
+    # touches only other runs' objects, and the report waits for its warnings.
+    housekeeping = concurrent.futures.ThreadPoolExecutor(1, "reprobuild-housekeeping")
+    engine_notes = housekeeping.submit(_housekeeping, client)
+    housekeeping.shutdown(wait=False)
     out = options.out_dir or Path(tempfile.mkdtemp(prefix="reprobuild-"))
     try:
-        report = _check(options, client, progress, tree, recipe, out, timings, warnings,
-                        started)
+        report = _check(options, client, progress, tree, recipe, out, timings, [], started)
     except BaseException:
         if not keep:
             shutil.rmtree(out, ignore_errors=True)
         raise
+    report = replace(report, warnings=(*engine_notes.result(), *report.warnings))
     # Without --out, a reproducible run leaves nothing behind; evidence of a problem is
     # kept, and the report says where.
     if not keep and report.verdict is Verdict.REPRODUCIBLE:
         shutil.rmtree(out, ignore_errors=True)
         report = replace(report, out_dir=None)
     return report
+
+
+def _housekeeping(client: docker.DockerClient) -> list[str]:
+    sweep_stale(client)
+    try:
+        return engine_warnings(client)
+    except docker.errors.DockerException:
+        return []
 
 
 def choose_image(tree: SourceTree, recipe: Recipe) -> str:
@@ -292,6 +306,8 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
                                 limits=limits, trap=options.trap, deps=deps,
                                 deps_env=fetched.env if fetched else ())
                      for env in (env_a, env_b)]
+            if options.trap:
+                trap_agent_command(image_python(toolchain.versions))  # once, not per thread
             t = time.monotonic()
             progress.step("building A and B")
             results = run.build_both(specs, out)

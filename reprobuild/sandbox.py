@@ -81,6 +81,8 @@ class SandboxSpec:
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     # Run the egress trap in the warden (builds); False keeps an idle warden (diffoscope).
     trap: bool = False
+    # The image's Python ("3.11"), so the trap agent can go in precompiled when it matches.
+    image_python: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ class Sandbox:
                 pids_limit=64, mem_limit="256m", memswap_limit="256m",
                 log_config=LogConfig(type=LogConfig.types.JSON,
                                      config={"max-size": "50m", "max-file": "1"}))
-            command, user = trap.agent_command(), "0:0"
+            command, user = trap.agent_command(spec.image_python), "0:0"
         else:
             host_config = api.create_host_config(
                 **common, pids_limit=8, mem_limit="64m", memswap_limit="64m",

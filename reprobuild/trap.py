@@ -9,7 +9,13 @@ of the two builds. Nothing here talks to Docker.
 
 from __future__ import annotations
 
+import base64
+import importlib.machinery
 import json
+import marshal
+import re
+import sys
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -42,13 +48,43 @@ ATTEMPT_KINDS = frozenset({"dns", "tcp", "http", "tls", "udp", "icmp", "other", 
 
 @cache
 def agent_source() -> str:
-    """The agent's source text, handed to ``python3 -c`` in the warden."""
+    """The agent's source text (what the warden runs, compiled or not)."""
     return (Path(__file__).with_name("trap_agent.py")).read_text(encoding="utf-8")
 
 
-def agent_command() -> list[str]:
-    """The warden's command line when it runs the trap."""
-    return [AGENT_PYTHON, "-I", "-S", "-c", agent_source()]
+_AGENT_FILENAME = "<reprobuild-trap-agent>"
+_PYTHON_PACKAGE = re.compile(r"python(3\.\d+)(?:-minimal)?")
+
+
+def image_python(versions: Iterable[tuple[str, str]]) -> str | None:
+    """The ``3.N`` of the image's Python, from its pinned package list (pure)."""
+    found = {m.group(1) for name, _ in versions if (m := _PYTHON_PACKAGE.fullmatch(name))}
+    return found.pop() if len(found) == 1 else None
+
+
+@cache
+def agent_command(python: str | None = None) -> list[str]:
+    """The warden's command line when it runs the trap.
+
+    The agent goes in on the command line (the warden has no mounts). When the image's
+    Python is this one's minor version (same bytecode magic), it goes in compiled: the
+    warden skips compiling ~2,000 lines at every start, which sits between the
+    container start and READY. Otherwise the compressed source is compiled there. Either
+    way the argument stays well under the kernel's 128 KiB limit for one argument.
+    """
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if python == here:
+        # The import system's own cached bytecode when it is current, else a compile.
+        path = str(Path(__file__).with_name("trap_agent.py"))
+        code = importlib.machinery.SourceFileLoader("trap_agent", path).get_code("trap_agent")
+        payload, load = marshal.dumps(code), "__import__('marshal').loads({})"
+    else:
+        payload = agent_source().encode()
+        load = f"compile({{}}, {_AGENT_FILENAME!r}, 'exec', dont_inherit=True)"
+    blob = base64.b64encode(zlib.compress(payload, 6)).decode()
+    data = f"__import__('zlib').decompress(__import__('base64').b64decode({blob!r}))"
+    # One expression: the agent runs as __main__ with no names of ours in its globals.
+    return [AGENT_PYTHON, "-I", "-S", "-c", f"exec({load.format(data)})\n"]
 
 
 @dataclass(frozen=True)

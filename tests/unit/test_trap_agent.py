@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from reprobuild import trap
 from reprobuild import trap_agent as ta
 
 AGENT = Path(ta.__file__)
@@ -102,6 +103,27 @@ def test_agent_runs_as_isolated_dash_c_program() -> None:
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "--nflog-group" in proc.stdout
+
+
+@pytest.mark.parametrize("python", [f"{sys.version_info[0]}.{sys.version_info[1]}", "3.99"])
+def test_warden_command_runs_the_agent_precompiled_or_from_source(python: str) -> None:
+    command = trap.agent_command(python)
+    assert command[:4] == [trap.AGENT_PYTHON, "-I", "-S", "-c"] and len(command) == 5
+    # The kernel refuses a single argument over 128 KiB (MAX_ARG_STRLEN).
+    assert len(command[4].encode()) < 120_000
+    precompiled = "marshal" in command[4]
+    assert precompiled == (python != "3.99")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", command[4], "--help"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "--nflog-group" in proc.stdout
+
+
+def test_image_python_comes_from_the_pinned_packages() -> None:
+    assert trap.image_python([("python3", "3.11.2-1+b1"), ("python3.11", "3.11.2-6"),
+                              ("python3.11-minimal", "3.11.2-6"), ("uv", "0.13.8")]) == "3.11"
+    assert trap.image_python([("python3", "3.13.5-1")]) is None  # no minor: compile there
+    assert trap.image_python([("python3.11", "x"), ("python3.13", "y")]) is None
 
 
 def test_args_reject_clashing_ports() -> None:
