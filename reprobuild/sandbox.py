@@ -23,6 +23,7 @@ refuses links, absolute or ``..`` paths, devices and oversize content.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
 import socket
@@ -175,10 +176,17 @@ class Sandbox:
                                  "o": f"size={spec.limits.output_mb}m,uid={spec.uid},"
                                       f"gid={spec.gid},mode=0755"},
                     labels=self._labels.for_role(f"{spec.role}-out"))
-                warden_id = self._start_warden(spec, name, volume_name)
+                warden_id = self._create_warden(spec, name, volume_name)
+                # The engine lets the worker be created against a warden that is not
+                # running yet, so that happens while the warden starts.
+                with concurrent.futures.ThreadPoolExecutor(1, "reprobuild-warden") as pool:
+                    starting = pool.submit(api.start, warden_id)
+                    try:
+                        worker_id = self._create_worker(spec, name, volume_name, warden_id)
+                    finally:
+                        starting.result()
                 if spec.trap:
                     agent = _AgentStream(api, warden_id)
-                worker_id = self._create_worker(spec, name, volume_name, warden_id)
                 exit_code, timed_out = self._start_and_wait(spec, worker_id, warden_id,
                                                             agent)
                 duration = time.monotonic() - started
@@ -215,8 +223,8 @@ class Sandbox:
             with contextlib.suppress(docker.errors.DockerException):
                 self._client.volumes.get(volume_name).remove(force=True)
 
-    def _start_warden(self, spec: SandboxSpec, name: str, volume: str) -> str:
-        """Start the trusted namespace owner: the egress trap, or an idle ``sleep``.
+    def _create_warden(self, spec: SandboxSpec, name: str, volume: str) -> str:
+        """Create the trusted namespace owner: the egress trap, or an idle ``sleep``.
 
         With the trap, the source is handed to the worker only after the agent printed
         READY (its rules are in place and self-tested; see :meth:`_start_and_wait`); if it
@@ -246,7 +254,6 @@ class Sandbox:
             hostname=spec.hostname, domainname=spec.domainname,
             labels=self._labels.for_role(f"{spec.role}-warden"), host_config=host_config)
         warden_id: str = created["Id"]
-        api.start(warden_id)
         return warden_id
 
     def _await_trap(self, warden_id: str, agent: _AgentStream) -> None:
