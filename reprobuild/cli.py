@@ -12,12 +12,9 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from reprobuild import __version__, images, recipes
 from reprobuild.check import CheckOptions, run_check
@@ -43,9 +40,45 @@ images_app = typer.Typer(no_args_is_help=True, help="Pinned toolchain images.")
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(images_app, name="images")
 
-# Wide enough for artifact names and digests when the output goes to a file or a CI log.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+class _LazyConsole:
+    """A rich Console made on first use: a quiet run (CI with --json) never imports rich,
+    which is a sixth of the start-up."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415 - lazy, see class doc
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # Wide enough for artifact names and digests in a file or a CI log.
+            self._console = Console(stderr=self._stderr, highlight=False,
+                                    width=None if stream.isatty() else 140)
+        return getattr(self._console, name)
+
+
+out = _LazyConsole(stderr=False)
+err = _LazyConsole(stderr=True)
+
+
+def escape(text: str) -> str:
+    """Rich markup escaping, imported when something is printed."""
+    from rich.markup import escape as rich_escape  # noqa: PLC0415 - lazy
+
+    return rich_escape(text)
+
+
+def _table() -> Table:
+    from rich.table import Table  # noqa: PLC0415 - lazy
+
+    return Table(show_edge=False, header_style="bold")
 
 _VERDICT_STYLE = {
     Verdict.REPRODUCIBLE: "bold green",
@@ -59,7 +92,7 @@ _VERDICT_STYLE = {
 class RichProgress:
     """Progress observer: a spinner for the current step, a line per detail (stderr)."""
 
-    def __init__(self, console: Console, enabled: bool) -> None:
+    def __init__(self, console: _LazyConsole, enabled: bool) -> None:
         self._console = console
         self._enabled = enabled
         self._status: Any = None
@@ -178,7 +211,7 @@ def _print_summary(report: Report) -> None:
               f"{' (timed out)' if a.timed_out else ''},  B {b.duration_s:.1f}s exit "
               f"{b.exit_code}{' (timed out)' if b.timed_out else ''},  total "
               f"{report.timings.get('total_s', 0):.1f}s")
-    table = Table(show_edge=False, header_style="bold")
+    table = _table()
     table.add_column("artifact", overflow="fold")
     table.add_column("size", justify="right")
     table.add_column("sha256 A")
@@ -221,7 +254,7 @@ def _print_summary(report: Report) -> None:
 def _print_egress(report: Report) -> None:
     """The network attempts as a table: evidence of an injected build step."""
     out.rule("[magenta]network attempts (none left the sandbox)[/magenta]")
-    table = Table(show_edge=False, header_style="bold")
+    table = _table()
     for column in ("build", "protocol", "destination", "name", "detail", "process"):
         table.add_column(column, overflow="fold")
     for attempt in report.egress:
@@ -253,7 +286,7 @@ def _print_egress(report: Report) -> None:
 def list_variations() -> None:
     """Show what build B changes for each variation."""
     a, b = plan_pair(set(Variation), host_cpus=2)
-    table = Table(show_edge=False, header_style="bold")
+    table = _table()
     table.add_column("variation")
     table.add_column("A vs B")
     for variation in Variation:
@@ -265,7 +298,7 @@ def list_variations() -> None:
 @recipes_app.command("list")
 def recipes_list() -> None:
     """List the built-in recipes."""
-    table = Table(show_edge=False, header_style="bold")
+    table = _table()
     for column in ("name", "image", "detects", "description"):
         table.add_column(column)
     for name, item in sorted(recipes.builtin_recipes().items()):
@@ -304,7 +337,7 @@ def images_build(
 def images_list() -> None:
     """List reprobuild images and whether they match the current definitions."""
     client = connect()
-    table = Table(show_edge=False, header_style="bold")
+    table = _table()
     for column in ("name", "tag", "id", "size", "current"):
         table.add_column(column)
     for info in images.list_images(client):
