@@ -106,6 +106,7 @@ class _AgentStream:
     late), so READY and DONE are seen at once instead of by polling the log."""
 
     def __init__(self, api: docker.APIClient, warden_id: str) -> None:
+        self._api = api
         self._stream = api.logs(warden_id, stdout=True, stderr=False, stream=True,
                                 follow=True)
         self._chunks: list[bytes] = []
@@ -143,6 +144,15 @@ class _AgentStream:
                 if self.ended or left <= 0:
                     return False
                 self._changed.wait(left)
+
+    def finish(self, warden_id: str) -> None:
+        """Send the agent SIGUSR1 ("the build is over") without waiting for the engine."""
+
+        def signal_agent() -> None:
+            with contextlib.suppress(docker.errors.DockerException):
+                self._api.kill(warden_id, signal="SIGUSR1")
+
+        threading.Thread(target=signal_agent, name="trap-finish", daemon=True).start()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -194,8 +204,7 @@ class Sandbox:
                     # Every build process is gone (the engine kills the worker's cgroup
                     # when its first process exits): the agent completes its log while
                     # we copy, and keeps the namespace and the volume up until removed.
-                    with contextlib.suppress(docker.errors.DockerException):
-                        api.kill(warden_id, signal="SIGUSR1")
+                    agent.finish(warden_id)
                 log: bytes = api.logs(worker_id, stdout=True, stderr=True)
                 # The worker is stopped; remove it before reading its outputs so nothing
                 # untrusted runs while we copy.
@@ -221,7 +230,7 @@ class Sandbox:
                     with contextlib.suppress(docker.errors.DockerException):
                         api.remove_container(cid, force=True, v=True)
             with contextlib.suppress(docker.errors.DockerException):
-                self._client.volumes.get(volume_name).remove(force=True)
+                api.remove_volume(volume_name, force=True)
 
     def _create_warden(self, spec: SandboxSpec, name: str, volume: str) -> str:
         """Create the trusted namespace owner: the egress trap, or an idle ``sleep``.
