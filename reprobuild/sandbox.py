@@ -352,7 +352,14 @@ class Sandbox:
         sock = api.attach_socket(worker_id, params={"stdin": 1, "stream": 1})
         raw: socket.socket = sock._sock
         try:
-            api.start(worker_id)
+            try:
+                api.start(worker_id)
+            except docker.errors.APIError:
+                if agent is not None:
+                    # The warden is gone ("cannot join network of a non running
+                    # container"): say why the trap gave up, not how Docker noticed.
+                    self._await_trap(warden_id, agent)
+                raise
             if agent is not None:
                 self._await_trap(warden_id, agent)
             deadline = time.monotonic() + spec.limits.timeout_s
@@ -361,8 +368,10 @@ class Sandbox:
                 raw.sendall(spec.stdin)
                 raw.shutdown(socket.SHUT_WR)
         finally:
+            # The engine has everything sent (a unix or TCP close delivers what is queued).
             with contextlib.suppress(OSError):
                 sock.close()
+                raw.close()
         # Block on the engine's wait endpoint (no polling latency) in slices, so a Ctrl-C
         # in the main thread, which removes the containers, is noticed promptly too.
         while True:

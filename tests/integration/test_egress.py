@@ -6,10 +6,20 @@ Attackers use only reserved names and documentation addresses, from inside the s
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
+
+from reprobuild import trap
+from reprobuild.archive import FileOrder, build_tar
+from reprobuild.engine import RunLabels
+from reprobuild.errors import EnvironmentFailure
+from reprobuild.sandbox import Sandbox, SandboxLimits, SandboxSpec
+from reprobuild.source import EntryKind, SourceEntry
+from reprobuild.trap import image_python
 
 from .conftest import make_repo, run_cli
 from .hostcapture import HostCapture, leaks
@@ -116,3 +126,28 @@ def test_no_packet_reaches_the_host(tmp_path: Path) -> None:
     finally:
         packets = capture.stop()
     assert leaks(packets, hosts, ["attacker", "exfil", "c2VjcmV0"]) == []
+
+
+def test_a_trap_that_cannot_come_up_never_lets_the_build_start(
+        tmp_path: Path, client: docker.DockerClient, toolchains: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail closed: without NET_ADMIN the agent cannot set up the namespace, prints no
+    READY, and the build's source (so any untrusted code) is never sent."""
+    monkeypatch.setattr(trap, "WARDEN_CAPS", ())
+    image = toolchains["python"]
+    source = build_tar([SourceEntry("x", EntryKind.FILE, 0o644, b"x")],
+                       order=FileOrder.SORTED, mtime=315532800)
+    spec = SandboxSpec(
+        role="build-a", image=image.image_id, uid=1000, gid=1000, hostname="failclosed",
+        domainname="test", writable=("/build", "/tmp"), stdin=source, trap=True,
+        script="tar -x -f - -C /build && touch /out/the-build-ran",
+        image_python=image_python(image.versions),
+        limits=SandboxLimits(timeout_s=60))
+    started = time.monotonic()
+    with pytest.raises(EnvironmentFailure) as failure:
+        Sandbox(client, RunLabels.new()).run(spec, output_dir=tmp_path / "artifacts",
+                                             log_path=tmp_path / "build.log")
+    assert time.monotonic() - started < 30
+    assert "egress trap did not come up: trap setup failed" in failure.value.message
+    assert not (tmp_path / "artifacts").exists()
+    assert not (tmp_path / "build.log").exists()
