@@ -9,9 +9,11 @@ run id in ``finally``; the next run sweeps objects whose owning process is gone,
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 
 from reprobuild.errors import EnvironmentFailure, Interrupted
 
@@ -161,3 +164,57 @@ def _remove_matching(client: docker.DockerClient, label_filter: list[str],
             except docker.errors.DockerException:
                 pass  # already gone, or being removed by its own run
     return removed
+
+
+def start_with_stdin(api: docker.APIClient, container_id: str, data: bytes, *,
+                     send_timeout_s: float,
+                     before_send: Callable[[], None] | None = None) -> None:
+    """Start a container created with ``stdin_open`` and ``StdinOnce`` and hand it ``data``.
+
+    The attach socket is opened before the start, so no byte is lost; ``before_send`` runs
+    between the start and the send (the sandbox's wait for the trap's READY). Our end is
+    closed afterwards: the engine has everything sent (a unix or TCP close delivers what
+    is queued) and the container sees EOF. A container that exits before reading it all
+    is not an error here; its exit code tells.
+    """
+    sock = api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+    raw: socket.socket = sock._sock
+    try:
+        api.start(container_id)
+        if before_send is not None:
+            before_send()
+        with contextlib.suppress(OSError):
+            raw.settimeout(send_timeout_s)
+            raw.sendall(data)
+            raw.shutdown(socket.SHUT_WR)
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+        with contextlib.suppress(OSError):
+            raw.close()
+
+
+def wait_or_kill(api: docker.APIClient, container_id: str, *, deadline: float,
+                 cancel: threading.Event, interrupted: str,
+                 kill_grace_s: int = 10) -> tuple[int | None, bool]:
+    """Wait for the container to exit, or kill it at ``deadline``: (exit code, timed out).
+
+    Blocks on the engine's wait endpoint (no polling latency) in short slices, so a
+    cancelled run (Ctrl-C removes its containers) raises :class:`Interrupted` promptly.
+    """
+    while True:
+        if cancel.is_set():
+            raise Interrupted(interrupted)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            with contextlib.suppress(docker.errors.DockerException):
+                api.kill(container_id)
+                api.wait(container_id, timeout=kill_grace_s)
+            return None, True
+        try:
+            status = api.wait(container_id, timeout=max(1, math.ceil(min(remaining, 2.0))))
+        except requests.exceptions.RequestException:
+            continue  # our slice ended; the deadline decides
+        if cancel.is_set():
+            raise Interrupted(interrupted)
+        return int(status.get("StatusCode", -1)), False

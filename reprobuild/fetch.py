@@ -49,11 +49,9 @@ import functools
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import shutil
-import socket
 import sys
 import tarfile
 import tempfile
@@ -68,12 +66,11 @@ from typing import IO, Any, BinaryIO, cast
 
 import docker
 import docker.errors
-import requests
 from docker.types import LogConfig, Ulimit
 
 from reprobuild.archive import ExtractLimits, chunk_reader, extract_regular_files
 from reprobuild.atomic import atomic_file, write_bytes_atomic
-from reprobuild.engine import RunLabels, translate_docker_errors
+from reprobuild.engine import RunLabels, start_with_stdin, translate_docker_errors, wait_or_kill
 from reprobuild.errors import EnvironmentFailure, InputError, Interrupted, RecipeError
 from reprobuild.images import ToolchainImage
 from reprobuild.node import NPM_LOCKFILES, OTHER_LOCKFILES
@@ -1405,34 +1402,10 @@ class _Runner:
         return fetch_id
 
     def _start_and_wait(self, fetch_id: str, stdin: bytes) -> tuple[int | None, bool]:
-        sock = self.api.attach_socket(fetch_id, params={"stdin": 1, "stream": 1})
-        raw: socket.socket = sock._sock
         deadline = time.monotonic() + self.limits.timeout_s
-        try:
-            self.api.start(fetch_id)
-            with contextlib.suppress(OSError):
-                raw.settimeout(60)
-                raw.sendall(stdin)
-                raw.shutdown(socket.SHUT_WR)
-        finally:
-            with contextlib.suppress(OSError):
-                sock.close()
-            with contextlib.suppress(OSError):
-                raw.close()
-        while True:
-            if self.cancel.is_set():
-                raise Interrupted("interrupted; removed the fetch containers")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                with contextlib.suppress(docker.errors.DockerException):
-                    self.api.kill(fetch_id)
-                return None, True
-            try:
-                status = self.api.wait(fetch_id,
-                                       timeout=max(1, math.ceil(min(remaining, 2.0))))
-            except requests.exceptions.RequestException:
-                continue
-            return int(status.get("StatusCode", -1)), False
+        start_with_stdin(self.api, fetch_id, stdin, send_timeout_s=60)
+        return wait_or_kill(self.api, fetch_id, deadline=deadline, cancel=self.cancel,
+                            interrupted="interrupted; removed the fetch containers")
 
 
 # --------------------------------------------------------------------------- verification

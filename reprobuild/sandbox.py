@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import math
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,12 +33,11 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests
 from docker.types import LogConfig, Ulimit
 
 from reprobuild import trap
 from reprobuild.archive import ExtractedFile, ExtractLimits, chunk_reader, extract_regular_files
-from reprobuild.engine import RunLabels, translate_docker_errors
+from reprobuild.engine import RunLabels, start_with_stdin, translate_docker_errors, wait_or_kill
 from reprobuild.errors import EnvironmentFailure, Interrupted
 from reprobuild.trap import EgressAttempt
 
@@ -349,47 +346,25 @@ class Sandbox:
         this raises and the worker is removed having run nothing but ``tar``.
         """
         api = self._client.api
-        sock = api.attach_socket(worker_id, params={"stdin": 1, "stream": 1})
-        raw: socket.socket = sock._sock
-        try:
-            try:
-                api.start(worker_id)
-            except docker.errors.APIError:
-                if agent is not None:
-                    # The warden is gone ("cannot join network of a non running
-                    # container"): say why the trap gave up, not how Docker noticed.
-                    self._await_trap(warden_id, agent)
-                raise
+
+        def await_trap() -> None:
             if agent is not None:
                 self._await_trap(warden_id, agent)
-            deadline = time.monotonic() + spec.limits.timeout_s
-            with contextlib.suppress(OSError):  # the build may exit before reading it all
-                raw.settimeout(max(1.0, spec.limits.timeout_s))
-                raw.sendall(spec.stdin)
-                raw.shutdown(socket.SHUT_WR)
-        finally:
-            # The engine has everything sent (a unix or TCP close delivers what is queued).
-            with contextlib.suppress(OSError):
-                sock.close()
-                raw.close()
-        # Block on the engine's wait endpoint (no polling latency) in slices, so a Ctrl-C
-        # in the main thread, which removes the containers, is noticed promptly too.
-        while True:
-            if self._cancel.is_set():
-                raise Interrupted("interrupted; removed this run's containers")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                with contextlib.suppress(docker.errors.DockerException):
-                    api.kill(worker_id)
-                    api.wait(worker_id, timeout=_KILL_GRACE_S)
-                return None, True
-            try:
-                status = api.wait(worker_id, timeout=max(1, math.ceil(min(remaining, 5.0))))
-            except requests.exceptions.RequestException:
-                continue  # our slice ended; the deadline decides
-            if self._cancel.is_set():
-                raise Interrupted("interrupted; removed this run's containers")
-            return int(status.get("StatusCode", -1)), False
+
+        try:
+            start_with_stdin(api, worker_id, spec.stdin,
+                             send_timeout_s=max(1.0, spec.limits.timeout_s),
+                             before_send=await_trap)
+        except docker.errors.APIError:
+            # The warden is gone ("cannot join network of a non running container"):
+            # say why the trap gave up, not how Docker noticed.
+            await_trap()
+            raise
+        return wait_or_kill(api, worker_id,
+                            deadline=time.monotonic() + spec.limits.timeout_s,
+                            cancel=self._cancel,
+                            interrupted="interrupted; removed this run's containers",
+                            kill_grace_s=_KILL_GRACE_S)
 
     def _collect(self, warden_id: str, output_dir: Path,
                  limits: SandboxLimits) -> tuple[ExtractedFile, ...]:
