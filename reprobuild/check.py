@@ -46,7 +46,6 @@ from reprobuild.report import (
 )
 from reprobuild.sandbox import OUT_DIR, Sandbox, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
-from reprobuild.trap import agent_command as trap_agent_command
 from reprobuild.trap import blocked_attempts, image_python, mark_one_sided, summarize
 from reprobuild.variations import (
     BuildEnv,
@@ -306,8 +305,6 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
                                 limits=limits, trap=options.trap, deps=deps,
                                 deps_env=fetched.env if fetched else ())
                      for env in (env_a, env_b)]
-            if options.trap:
-                trap_agent_command(image_python(toolchain.versions))  # once, not per thread
             t = time.monotonic()
             progress.step("building A and B")
             results = run.build_both(specs, out)

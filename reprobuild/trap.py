@@ -15,6 +15,7 @@ import json
 import marshal
 import re
 import sys
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -62,9 +63,19 @@ def image_python(versions: Iterable[tuple[str, str]]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-@cache
+_AGENT_COMMAND_LOCK = threading.Lock()
+
+
 def agent_command(python: str | None = None) -> list[str]:
-    """The warden's command line when it runs the trap.
+    """The warden's command line when it runs the trap (built once per Python version,
+    also when both builds' threads ask at the same moment)."""
+    with _AGENT_COMMAND_LOCK:
+        return _agent_command(python)
+
+
+@cache
+def _agent_command(python: str | None) -> list[str]:
+    """Build :func:`agent_command`.
 
     The agent goes in on the command line (the warden has no mounts). When the image's
     Python is this one's minor version (same bytecode magic), it goes in compiled: the
