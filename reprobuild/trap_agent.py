@@ -335,12 +335,9 @@ class FakeAddresses:
 
     def name_for(self, address: str) -> str | None:
         """The name a fake address was handed out for, if it was."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        ip = plain_ip(address)
+        if ip is None:
             return None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         if isinstance(ip, ipaddress.IPv4Address):
             index = int(ip) - self.V4_FIRST
         else:
@@ -923,15 +920,21 @@ def parse_proc_net(text: str) -> list[ProcSocket]:
     return out
 
 
-def same_address(a: str, b: str) -> bool:
+def plain_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, with an IPv4-mapped IPv6 one as plain IPv4; None if it is not one."""
     try:
-        ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
+        ip = ipaddress.ip_address(address)
     except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def same_address(a: str, b: str) -> bool:
+    ia, ib = plain_ip(a), plain_ip(b)
+    if ia is None or ib is None:
         return False
-    if isinstance(ia, ipaddress.IPv6Address) and ia.ipv4_mapped is not None:
-        ia = ia.ipv4_mapped
-    if isinstance(ib, ipaddress.IPv6Address) and ib.ipv4_mapped is not None:
-        ib = ib.ipv4_mapped
     return ia == ib or ia.is_unspecified
 
 
@@ -1424,12 +1427,9 @@ def original_dst(sock: socket.socket, family: int) -> tuple[str, int] | None:
 
 
 def is_local_address(address: str, cfg: Config) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    ip = plain_ip(address)
+    if ip is None:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     return ip.is_loopback or str(ip) in (cfg.lo4, cfg.lo6) or ip.is_unspecified
 
 
