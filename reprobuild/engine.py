@@ -32,7 +32,8 @@ HOST = "org.reprobuild.host"
 ROLE = "org.reprobuild.role"
 
 # Engines older than this have known archive-API escapes (NOTES.md §3); we only warn,
-# because reprobuild never uses the archive API on untrusted containers' root filesystems.
+# because reprobuild reads only its output volume through the archive API, and only once
+# no untrusted process is left in the container (its trusted PID 1 killed them all).
 _SAFE_ENGINE = (29, 5, 1)
 
 
@@ -97,7 +98,8 @@ def engine_warnings(client: docker.DockerClient) -> list[str]:
         numbers.append(int(part) if part.isdigit() else 0)
     if tuple(numbers) < _SAFE_ENGINE:
         return [f"Docker Engine {version} predates 29.5.1 (archive API fixes); "
-                "reprobuild copies only from its own trusted containers, but upgrade when you can"]
+                "reprobuild copies outputs only once no untrusted process is left, "
+                "but upgrade when you can"]
     return []
 
 

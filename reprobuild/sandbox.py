@@ -1,29 +1,31 @@
-"""Run untrusted work (a build, diffoscope) in a hardened, network-less container pair.
+"""Run untrusted work (a build, diffoscope) in one hardened, network-less container.
 
-Each run uses two containers and one volume, all labelled with the run id:
+Each run uses one container and one volume, both labelled with the run id:
 
-* the **warden**, trusted, owns the network namespace (only ``lo``), the UTS namespace
-  (hostname and domain name) and holds the output volume mounted, so the volume's tmpfs
-  outlives the untrusted container. For builds it runs the egress trap
-  (:mod:`reprobuild.trap_agent`), and the source (so any untrusted code) goes in only
-  after the trap said READY;
-  for diffoscope it just sleeps;
-* the **worker**, untrusted, joins the warden's network (and, with the trap, pid)
-  namespace (if the warden is gone, Docker refuses to create it: the sandbox fails
-  closed), runs as a non-root uid with no
-  capabilities, ``no-new-privileges``, the default seccomp profile, a read-only root,
-  size-limited tmpfs for its workspace, ``/tmp`` and ``HOME``, and pids/memory/CPU limits;
-* the **output volume** is a size-limited tmpfs mounted at ``/out``.
+* the **container**'s PID 1 is the trusted agent (:mod:`reprobuild.trap_agent`), root with
+  only SETUID, SETGID, SETPCAP and KILL (+ NET_ADMIN for the egress trap): all in Docker's
+  default set, so the seccomp profile stays Docker's default. With the trap it owns the
+  network namespace (only ``lo``) and sets up, verifies and self-tests the trap before
+  printing READY. Then it starts the untrusted work with ``setpriv``: a non-root uid,
+  no supplementary groups, no capabilities in any set (bounding set included),
+  ``no_new_privs``. The host sends the source (so any untrusted code runs) only after
+  READY. The build's output goes through the agent (capped) to the container's stderr;
+  the agent's stdout is the evidence. When the build exits the agent kills everything it
+  left, prints the exit line, completes its log and waits to be removed;
+* the container has a read-only root, size-limited tmpfs for the workspace, ``/tmp`` and
+  ``HOME`` (``/run`` is the agent's, root-only), pids/memory/CPU limits, no host mounts,
+  no Docker socket, ``no-new-privileges`` and the default seccomp profile;
+* the **output volume** is a size-limited tmpfs mounted at ``/out``; it lives as long as
+  the container, whose PID 1 stays up until the outputs are copied.
 
-The source goes in as a tar on the worker's stdin (no host mounts, no archive API on an
-untrusted container). Outputs come out only after the worker has stopped and been removed,
-from the trusted warden, through :func:`reprobuild.archive.extract_regular_files`, which
+The source goes in as a tar on the container's stdin (no host mounts, no archive API on
+the way in). Outputs come out only after every build process is gone (only the agent
+runs), from the volume, through :func:`reprobuild.archive.extract_regular_files`, which
 refuses links, absolute or ``..`` paths, devices and oversize content.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import threading
 import time
@@ -37,7 +39,7 @@ from docker.types import LogConfig, Ulimit
 
 from reprobuild import trap
 from reprobuild.archive import ExtractedFile, ExtractLimits, chunk_reader, extract_regular_files
-from reprobuild.engine import RunLabels, start_with_stdin, translate_docker_errors, wait_or_kill
+from reprobuild.engine import RunLabels, start_with_stdin, translate_docker_errors
 from reprobuild.errors import EnvironmentFailure, Interrupted
 from reprobuild.trap import EgressAttempt
 
@@ -77,7 +79,7 @@ class SandboxSpec:
     stdin: bytes
     cpuset: str | None = None
     limits: SandboxLimits = field(default_factory=SandboxLimits)
-    # Run the egress trap in the warden (builds); False keeps an idle warden (diffoscope).
+    # Run the egress trap around the work (builds); False: the agent only supervises.
     trap: bool = False
     # The image's Python ("3.11"), so the trap agent can go in precompiled when it matches.
     image_python: str | None = None
@@ -102,9 +104,9 @@ class _AgentStream:
     """Follows the trap agent's stdout as the engine delivers it (about a millisecond
     late), so READY and DONE are seen at once instead of by polling the log."""
 
-    def __init__(self, api: docker.APIClient, warden_id: str) -> None:
+    def __init__(self, api: docker.APIClient, container_id: str) -> None:
         self._api = api
-        self._stream = api.logs(warden_id, stdout=True, stderr=False, stream=True,
+        self._stream = api.logs(container_id, stdout=True, stderr=False, stream=True,
                                 follow=True)
         self._chunks: list[bytes] = []
         self._changed = threading.Condition()
@@ -113,7 +115,7 @@ class _AgentStream:
 
     def _pump(self) -> None:
         try:
-            # The connection drops when the warden is removed: that is the end, not an error.
+            # The connection drops when the container is removed: that is the end, not an error.
             with contextlib.suppress(Exception):
                 for chunk in self._stream:
                     with self._changed:
@@ -142,15 +144,6 @@ class _AgentStream:
                     return False
                 self._changed.wait(left)
 
-    def finish(self, warden_id: str) -> None:
-        """Send the agent SIGUSR1 ("the build is over") without waiting for the engine."""
-
-        def signal_agent() -> None:
-            with contextlib.suppress(docker.errors.DockerException):
-                self._api.kill(warden_id, signal="SIGUSR1")
-
-        threading.Thread(target=signal_agent, name="trap-finish", daemon=True).start()
-
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._stream.close()
@@ -170,9 +163,8 @@ class Sandbox:
         api = self._client.api
         name = f"reprobuild-{self._labels.run_id}-{spec.role}"
         volume_name = f"{name}-out"
-        warden_id: str | None = None
-        worker_id: str | None = None
-        agent: _AgentStream | None = None
+        container_id: str | None = None
+        agents: list[_AgentStream] = []
         started = time.monotonic()
         try:
             with translate_docker_errors(f"the {spec.role} sandbox", image=spec.image,
@@ -183,118 +175,66 @@ class Sandbox:
                                  "o": f"size={spec.limits.output_mb}m,uid={spec.uid},"
                                       f"gid={spec.gid},mode=0755"},
                     labels=self._labels.for_role(f"{spec.role}-out"))
-                warden_id = self._create_warden(spec, name, volume_name)
-                # The engine lets the worker be created against a warden that is not
-                # running yet, so that happens while the warden starts.
-                with concurrent.futures.ThreadPoolExecutor(1, "reprobuild-warden") as pool:
-                    starting = pool.submit(api.start, warden_id)
-                    try:
-                        worker_id = self._create_worker(spec, name, volume_name, warden_id)
-                    finally:
-                        starting.result()
-                if spec.trap:
-                    agent = _AgentStream(api, warden_id)
-                exit_code, timed_out = self._start_and_wait(spec, worker_id, warden_id,
-                                                            agent)
+                container_id = self._create(spec, name, volume_name)
+                cid = container_id
+
+                def await_ready() -> None:
+                    # Following the log needs a started container: between start and send.
+                    agents.append(_AgentStream(api, cid))
+                    self._await_ready(cid, agents[0])
+
+                try:
+                    start_with_stdin(api, cid, spec.stdin,
+                                     send_timeout_s=max(1.0, spec.limits.timeout_s),
+                                     before_send=await_ready)
+                except docker.errors.APIError:
+                    if agents:
+                        raise
+                    await_ready()  # the start failed: say so in the agent's words if it can
+                    raise
+                agent = agents[0]
+                ended, timed_out = self._wait_build(cid, agent, spec,
+                                                    time.monotonic() + spec.limits.timeout_s)
                 duration = time.monotonic() - started
-                if agent is not None:
-                    # Every build process is gone (the engine kills the worker's cgroup
-                    # when its first process exits): the agent completes its log while
-                    # we copy, and keeps the namespace and the volume up until removed.
-                    agent.finish(warden_id)
-                log: bytes = api.logs(worker_id, stdout=True, stderr=True)
-                # The worker is stopped; remove it before reading its outputs so nothing
-                # untrusted runs while we copy.
-                api.remove_container(worker_id, force=True)
-                worker_id = None
+                if ended.error:
+                    raise EnvironmentFailure(f"the {spec.role} sandbox could not end the build: "
+                                             f"{ended.error}", "nothing was copied out of it")
+                # Every process of the build is gone (the agent killed what it left): only
+                # the trusted agent runs while the outputs are read off the volume.
                 outputs: tuple[ExtractedFile, ...] = ()
                 if not timed_out:
-                    outputs = self._collect(warden_id, output_dir, spec.limits)
-                # The json-file log driver already caps the log; keep its tail.
+                    outputs = self._collect(cid, output_dir, spec.limits)
+                if not agent.wait_for(trap.DONE_LINE, _KILL_GRACE_S):
+                    raise EnvironmentFailure(f"the {spec.role} sandbox's agent did not finish "
+                                             "its log", "rerun with --debug")
+                log: bytes = api.logs(cid, stdout=False, stderr=True)
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 log_path.write_bytes(log[-spec.limits.log_bytes:])
-                trap_log = self._finish_trap(warden_id, spec, agent) if agent else None
-                return SandboxResult(role=spec.role, exit_code=exit_code, timed_out=timed_out,
+                trap_log = trap.parse_agent_log(agent.text(),
+                                                build=spec.role.removeprefix("build-"))
+                return SandboxResult(role=spec.role, timed_out=timed_out,
+                                     exit_code=None if timed_out else ended.code,
                                      duration_s=duration, log_path=log_path,
                                      output_dir=output_dir, outputs=outputs,
-                                     egress=trap_log.attempts if trap_log else (),
-                                     trap_ready=trap_log.ready if trap_log else None)
+                                     egress=trap_log.attempts if spec.trap else (),
+                                     trap_ready=trap_log.ready if spec.trap else None)
         finally:
-            if agent is not None:
+            for agent in agents:
                 agent.close()
-            for cid in (worker_id, warden_id):
-                if cid is not None:
-                    with contextlib.suppress(docker.errors.DockerException):
-                        api.remove_container(cid, force=True, v=True)
+            if container_id is not None:
+                with contextlib.suppress(docker.errors.DockerException):
+                    api.remove_container(container_id, force=True, v=True)
             with contextlib.suppress(docker.errors.DockerException):
                 api.remove_volume(volume_name, force=True)
 
-    def _create_warden(self, spec: SandboxSpec, name: str, volume: str) -> str:
-        """Create the trusted namespace owner: the egress trap, or an idle ``sleep``.
+    def _create(self, spec: SandboxSpec, name: str, volume: str) -> str:
+        """Create the sandbox: the trusted agent as PID 1, everything else hardened.
 
-        With the trap, the source is handed to the worker only after the agent printed
-        READY (its rules are in place and self-tested; see :meth:`_start_and_wait`); if it
-        never does, no untrusted code ever runs: the sandbox fails closed.
+        The agent sets up (and self-tests) the trap, prints READY, and only then starts the
+        build as ``spec.uid`` with no capabilities at all (``setpriv`` empties even the
+        bounding set); the host sends the source (so any untrusted code runs) only after
+        READY. If the trap never comes up, nothing untrusted ever runs: fail closed.
         """
-        api = self._client.api
-        common: dict[str, Any] = {
-            "network_mode": "none", "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges:true"], "read_only": True,
-            "binds": {volume: {"bind": OUT_DIR, "mode": "ro"}},
-        }
-        if spec.trap:
-            host_config = api.create_host_config(
-                **common, cap_add=list(trap.WARDEN_CAPS), sysctls=trap.WARDEN_SYSCTLS,
-                tmpfs={"/tmp": "size=16m,noexec,nosuid,nodev", "/run": "size=1m,noexec"},
-                pids_limit=64, mem_limit="256m", memswap_limit="256m",
-                log_config=LogConfig(type=LogConfig.types.JSON,
-                                     config={"max-size": "50m", "max-file": "1"}))
-            command, user = trap.agent_command(spec.image_python), "0:0"
-        else:
-            host_config = api.create_host_config(
-                **common, pids_limit=8, mem_limit="64m", memswap_limit="64m",
-                log_config=LogConfig(type=LogConfig.types.NONE))
-            command, user = ["sleep", "infinity"], f"{spec.uid}:{spec.gid}"
-        created = api.create_container(
-            spec.image, command=command, name=f"{name}-warden", user=user,
-            hostname=spec.hostname, domainname=spec.domainname,
-            labels=self._labels.for_role(f"{spec.role}-warden"), host_config=host_config)
-        warden_id: str = created["Id"]
-        return warden_id
-
-    def _await_trap(self, warden_id: str, agent: _AgentStream) -> None:
-        """Wait for the agent's READY line; raise if it exits or takes too long."""
-        deadline = time.monotonic() + _TRAP_READY_S
-        while not agent.wait_for(trap.READY_PREFIX, 0.1):
-            if self._cancel.is_set():
-                raise Interrupted("interrupted; removed this run's containers")
-            if agent.ended:
-                # Gone without READY: say why (its error event, or a traceback on stderr).
-                text = self._client.api.logs(warden_id, stdout=True, stderr=True)
-                trap.require_ready(text.decode(errors="replace"), exited=True)
-                raise EnvironmentFailure("the egress trap exited before it was ready",
-                                         "the build was not started (fail closed)")
-            if time.monotonic() > deadline:
-                raise EnvironmentFailure(
-                    f"the egress trap was not ready after {_TRAP_READY_S:.0f}s",
-                    "the build was not started (fail closed); is the machine overloaded?")
-
-    def _finish_trap(self, warden_id: str, spec: SandboxSpec,
-                     agent: _AgentStream) -> trap.AgentLog:
-        """Wait for the agent's DONE (it was sent SIGUSR1) and parse what it recorded.
-
-        An agent that does not answer is stopped the old way (SIGTERM flushes too), so a
-        slow agent costs time, never evidence.
-        """
-        if not agent.wait_for(trap.DONE_LINE, _KILL_GRACE_S):
-            with contextlib.suppress(docker.errors.DockerException):
-                self._client.api.kill(warden_id, signal="SIGTERM")
-                self._client.api.wait(warden_id, timeout=_KILL_GRACE_S)
-            agent.wait_for(trap.DONE_LINE, 1.0)
-        return trap.parse_agent_log(agent.text(), build=spec.role.removeprefix("build-"))
-
-    def _create_worker(self, spec: SandboxSpec, name: str, volume: str, warden_id: str) -> str:
-        """Create the untrusted container with every hardening option set."""
         api = self._client.api
         limits = spec.limits
         tmpfs: dict[str, str] = {}
@@ -302,12 +242,17 @@ class Sandbox:
             size = limits.tmp_mb if path == "/tmp" else limits.workspace_mb
             tmpfs[path] = (f"size={size}m,exec,nosuid,nodev,uid={spec.uid},gid={spec.gid},"
                            "mode=0755")
+        # The agent's own scratch space; root-only, so the build cannot reach it.
+        tmpfs["/run"] = "size=8m,noexec,nosuid,nodev,mode=0700"
+        caps = [*trap.SUPERVISOR_CAPS, *(trap.TRAP_CAPS if spec.trap else ())]
         host_config = api.create_host_config(
-            network_mode=f"container:{warden_id}",
+            network_mode="none",
             cap_drop=["ALL"],
+            cap_add=caps,
             security_opt=["no-new-privileges:true"],
             read_only=True,
             tmpfs=tmpfs,
+            sysctls=dict(trap.TRAP_SYSCTLS) if spec.trap else None,
             binds={volume: {"bind": OUT_DIR, "mode": "rw"}},
             pids_limit=limits.pids,
             mem_limit=f"{limits.memory_mb}m",
@@ -316,60 +261,82 @@ class Sandbox:
             cpuset_cpus=spec.cpuset,
             ulimits=[Ulimit(name="core", soft=0, hard=0),
                      Ulimit(name="nofile", soft=4096, hard=4096)],
+            # The agent caps the build's output at log_bytes, so with room for the agent's
+            # own (capped) log the json-file never rotates away evidence.
             log_config=LogConfig(type=LogConfig.types.JSON,
-                                 config={"max-size": f"{max(1, limits.log_bytes // MiB)}m",
+                                 config={"max-size": f"{limits.log_bytes // MiB + 64}m",
                                          "max-file": "1"}),
             ipc_mode="private",
-            # Sharing the warden's pid namespace lets the trap name the process behind each
-            # attempt; the build (non-root, no capabilities) cannot signal or trace it.
-            pid_mode=f"container:{warden_id}" if spec.trap else None,
         )
+        command = [*trap.agent_command(spec.image_python),
+                   *trap.agent_arguments(script=spec.script, uid=spec.uid, gid=spec.gid,
+                                         log_bytes=limits.log_bytes, trap=spec.trap)]
         config = api.create_container_config(
-            spec.image, ["/bin/sh", "-c", spec.script], user=f"{spec.uid}:{spec.gid}",
-            working_dir="/", stdin_open=True, labels=self._labels.for_role(spec.role),
-            host_config=host_config)
+            spec.image, command, user="0:0", working_dir="/", hostname=spec.hostname,
+            domainname=spec.domainname, stdin_open=True,
+            labels=self._labels.for_role(spec.role), host_config=host_config)
         # StdinOnce closes the container's stdin when we finish sending the source tar,
         # which the models API does not expose.
         config["StdinOnce"] = True
         created = api.create_container_from_config(  # type: ignore[no-untyped-call]
-            config, name=f"{name}-worker")
-        worker_id: str = created["Id"]
-        return worker_id
+            config, name=name)
+        container_id: str = created["Id"]
+        return container_id
 
-    def _start_and_wait(self, spec: SandboxSpec, worker_id: str, warden_id: str,
-                        agent: _AgentStream | None) -> tuple[int | None, bool]:
-        """Start the worker, stream stdin, and wait against our own deadline.
+    def _await_ready(self, container_id: str, agent: _AgentStream) -> None:
+        """Wait for the agent's READY line; raise if it exits or takes too long."""
+        deadline = time.monotonic() + _TRAP_READY_S
+        while not agent.wait_for(trap.READY_PREFIX, 0.1):
+            if self._cancel.is_set():
+                raise Interrupted("interrupted; removed this run's containers")
+            if agent.ended:
+                # Gone without READY: say why (its error event, or a traceback on stderr).
+                text = self._client.api.logs(container_id, stdout=True, stderr=True)
+                trap.require_ready(text.decode(errors="replace"), exited=True)
+                raise EnvironmentFailure("the egress trap exited before it was ready",
+                                         "the build was not started (fail closed)")
+            if time.monotonic() > deadline:
+                raise EnvironmentFailure(
+                    f"the egress trap was not ready after {_TRAP_READY_S:.0f}s",
+                    "the build was not started (fail closed); is the machine overloaded?")
 
-        The worker's first command is our ``tar`` reading stdin, so it can start while the
-        trap is still configuring the namespace: nothing untrusted runs before the source
-        arrives, and the source is sent only after the trap said READY. If it never does,
-        this raises and the worker is removed having run nothing but ``tar``.
+    def _wait_build(self, container_id: str, agent: _AgentStream, spec: SandboxSpec,
+                    deadline: float) -> tuple[trap.BuildExit, bool]:
+        """Wait for the agent's exit line: (how the build ended, whether it timed out).
+
+        At the deadline the agent is told to stop the build (SIGUSR1: it kills the build,
+        then completes its log as usual); an agent that does not answer is killed with the
+        container. Waiting blocks on the log stream, so the end is seen at once.
         """
-        api = self._client.api
+        while True:
+            if self._cancel.is_set():
+                raise Interrupted("interrupted; removed this run's containers")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if agent.wait_for(trap.BUILD_EXIT_PREFIX, min(remaining, 0.5)):
+                ended = trap.build_exit(agent.text())
+                assert ended is not None
+                return ended, False
+            if agent.ended:
+                raise EnvironmentFailure(
+                    f"the {spec.role} sandbox's agent exited while the build ran",
+                    "the build's log may say why (out of memory?); rerun with --debug")
+        with contextlib.suppress(docker.errors.DockerException):
+            self._client.api.kill(container_id, signal="SIGUSR1")
+        if agent.wait_for(trap.BUILD_EXIT_PREFIX, _KILL_GRACE_S):
+            ended = trap.build_exit(agent.text())
+            assert ended is not None
+            return ended, True
+        with contextlib.suppress(docker.errors.DockerException):
+            self._client.api.kill(container_id)
+        raise EnvironmentFailure(f"the {spec.role} sandbox did not stop at its deadline",
+                                 "its container was killed; rerun with --debug")
 
-        def await_trap() -> None:
-            if agent is not None:
-                self._await_trap(warden_id, agent)
-
-        try:
-            start_with_stdin(api, worker_id, spec.stdin,
-                             send_timeout_s=max(1.0, spec.limits.timeout_s),
-                             before_send=await_trap)
-        except docker.errors.APIError:
-            # The warden is gone ("cannot join network of a non running container"):
-            # say why the trap gave up, not how Docker noticed.
-            await_trap()
-            raise
-        return wait_or_kill(api, worker_id,
-                            deadline=time.monotonic() + spec.limits.timeout_s,
-                            cancel=self._cancel,
-                            interrupted="interrupted; removed this run's containers",
-                            kill_grace_s=_KILL_GRACE_S)
-
-    def _collect(self, warden_id: str, output_dir: Path,
+    def _collect(self, container_id: str, output_dir: Path,
                  limits: SandboxLimits) -> tuple[ExtractedFile, ...]:
-        """Copy regular files out of the output volume through the trusted warden."""
-        chunks, _stat = self._client.api.get_archive(warden_id, f"{OUT_DIR}/.")
+        """Copy regular files out of the output volume (only the agent runs by now)."""
+        chunks, _stat = self._client.api.get_archive(container_id, f"{OUT_DIR}/.")
         reader = chunk_reader(chunks)
         output_dir.mkdir(parents=True, exist_ok=True)
         extract_limits = ExtractLimits(max_files=limits.max_output_files,

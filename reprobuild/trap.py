@@ -1,10 +1,11 @@
-"""Host side of the egress trap: how the warden runs the agent, and what its log means.
+"""Host side of the egress trap: how the sandbox runs the agent, and what its log means.
 
-The agent (:mod:`reprobuild.trap_agent`, stdlib only) runs as the warden container's only
-process and owns the build's network namespace. This module holds the pure parts the
-sandbox needs: the warden's container settings, the READY handshake, parsing the agent's
-JSON-lines log into :class:`EgressAttempt` records, and marking attempts seen in only one
-of the two builds. Nothing here talks to Docker.
+The agent (:mod:`reprobuild.trap_agent`, stdlib only) is PID 1 of each sandbox container:
+it owns the network namespace, then starts the build with every privilege dropped. This
+module holds the pure parts the sandbox needs: the agent's capabilities and arguments, the
+READY and exit handshakes, parsing the agent's JSON-lines log into :class:`EgressAttempt`
+records, and marking attempts seen in only one of the two builds. Nothing here talks to
+Docker.
 """
 
 from __future__ import annotations
@@ -29,15 +30,21 @@ if TYPE_CHECKING:
     from reprobuild.fetch import FetchRequest
 
 READY_PREFIX = "REPROBUILD-TRAP-READY"
-# After SIGUSR1 the agent completes its log, prints this, and waits to be removed.
+# When the build has ended and every process it left is killed: one JSON object follows.
+BUILD_EXIT_PREFIX = "REPROBUILD-BUILD-EXIT"
+# After the exit line the agent completes its log, prints this, and waits to be removed.
 DONE_LINE = "REPROBUILD-TRAP-DONE"
 AGENT_PYTHON = "/usr/bin/python3"
-# Capabilities of the trusted warden only (the build gets none): NET_ADMIN for addresses,
-# routes, nftables and NFLOG; SYS_PTRACE + DAC_OVERRIDE to read /proc/<pid>/fd of the
-# build's processes for attribution (see the agent's docstring for why not DAC_READ_SEARCH).
-WARDEN_CAPS = ("NET_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE")
+# Capabilities of the agent, PID 1 of the sandbox; the build it starts keeps none (setpriv
+# empties its bounding set). SETUID/SETGID to become the build's uid (and, per thread, its
+# fs uid to read the build's /proc/<pid>/fd for attribution), SETPCAP to drop the bounding
+# set, KILL to kill whatever the build left before the outputs are copied. All four are in
+# Docker's default set, so its seccomp profile is not widened for the build. NET_ADMIN
+# only with the trap: addresses, routes, nftables, NFLOG.
+SUPERVISOR_CAPS = ("SETUID", "SETGID", "SETPCAP", "KILL")
+TRAP_CAPS = ("NET_ADMIN",)
 # Docker disables IPv6 in "none" namespaces; the trap needs it on to see IPv6 attempts.
-WARDEN_SYSCTLS = {
+TRAP_SYSCTLS = {
     "net.ipv6.conf.all.disable_ipv6": "0",
     "net.ipv6.conf.default.disable_ipv6": "0",
     "net.ipv6.conf.lo.disable_ipv6": "0",
@@ -49,7 +56,7 @@ ATTEMPT_KINDS = frozenset({"dns", "tcp", "http", "tls", "udp", "icmp", "other", 
 
 @cache
 def agent_source() -> str:
-    """The agent's source text (what the warden runs, compiled or not)."""
+    """The agent's source text (what the sandbox runs, compiled or not)."""
     return (Path(__file__).with_name("trap_agent.py")).read_text(encoding="utf-8")
 
 
@@ -67,8 +74,8 @@ _AGENT_COMMAND_LOCK = threading.Lock()
 
 
 def agent_command(python: str | None = None) -> list[str]:
-    """The warden's command line when it runs the trap (built once per Python version,
-    also when both builds' threads ask at the same moment)."""
+    """The command that runs the agent, before :func:`agent_arguments` (built once per
+    Python version, also when both builds' threads ask at the same moment)."""
     with _AGENT_COMMAND_LOCK:
         return _agent_command(python)
 
@@ -77,9 +84,9 @@ def agent_command(python: str | None = None) -> list[str]:
 def _agent_command(python: str | None) -> list[str]:
     """Build :func:`agent_command`.
 
-    The agent goes in on the command line (the warden has no mounts). When the image's
+    The agent goes in on the command line (the sandbox has no host mounts). When the image's
     Python is this one's minor version (same bytecode magic), it goes in compiled: the
-    warden skips compiling ~2,000 lines at every start, which sits between the
+    sandbox skips compiling ~2,000 lines at every start, which sits between the
     container start and READY. Otherwise the compressed source is compiled there. Either
     way the argument stays well under the kernel's 128 KiB limit for one argument.
     """
@@ -88,14 +95,61 @@ def _agent_command(python: str | None) -> list[str]:
         # The import system's own cached bytecode when it is current, else a compile.
         path = str(Path(__file__).with_name("trap_agent.py"))
         code = importlib.machinery.SourceFileLoader("trap_agent", path).get_code("trap_agent")
-        payload, load = marshal.dumps(code), "__import__('marshal').loads({})"
-    else:
-        payload = agent_source().encode()
-        load = f"compile({{}}, {_AGENT_FILENAME!r}, 'exec', dont_inherit=True)"
-    blob = base64.b64encode(zlib.compress(payload, 6)).decode()
-    data = f"__import__('zlib').decompress(__import__('base64').b64decode({blob!r}))"
+        compiled = _python_command(marshal.dumps(code), "__import__('marshal').loads({})")
+        if len(compiled[-1]) <= _AGENT_ARG_MAX:
+            return compiled
+    return _python_command(agent_source().encode(),
+                           f"compile({{}}, {_AGENT_FILENAME!r}, 'exec', dont_inherit=True)")
+
+
+# The kernel refuses one argument over 128 KiB (MAX_ARG_STRLEN); the build's script, a
+# separate argument, does not count against it. Bytecode is ~2x the source, so a much
+# larger agent falls back to the (smaller) compressed source.
+_AGENT_ARG_MAX = 112 * 1024
+
+
+def _python_command(payload: bytes, load: str) -> list[str]:
+    """``python3 -c`` running ``payload`` (zlib + base85: ~100 KB for the bytecode, ~7 ms
+    here and ~1 ms in the sandbox; lzma would save 10 KB for ~100 ms of compressing)."""
+    blob = base64.b85encode(zlib.compress(payload, 6)).decode()
+    data = f"__import__('zlib').decompress(__import__('base64').b85decode({blob!r}))"
     # One expression: the agent runs as __main__ with no names of ours in its globals.
     return [AGENT_PYTHON, "-I", "-S", "-c", f"exec({load.format(data)})\n"]
+
+
+def agent_arguments(*, script: str, uid: int, gid: int, log_bytes: int,
+                    trap: bool) -> list[str]:
+    """The agent's options for one sandbox: the build it starts after READY (pure)."""
+    return ["--build-uid", str(uid), "--build-gid", str(gid), "--log-bytes", str(log_bytes),
+            *([] if trap else ["--no-trap"]), "--build-script", script]
+
+
+@dataclass(frozen=True)
+class BuildExit:
+    """How the build ended, as the agent saw it (its ``REPROBUILD-BUILD-EXIT`` line)."""
+
+    code: int | None
+    stopped: bool
+    leftovers: int
+    output_dropped: int
+    error: str | None
+
+
+def build_exit(text: str) -> BuildExit | None:
+    """The agent's exit line from its stdout, once it is there (pure)."""
+    for line in text.splitlines():
+        if line.startswith(BUILD_EXIT_PREFIX):
+            try:
+                data = json.loads(line[len(BUILD_EXIT_PREFIX):].strip())
+            except json.JSONDecodeError:
+                data = None
+            if not isinstance(data, dict):
+                return BuildExit(None, False, 0, 0, "unreadable exit line from the agent")
+            return BuildExit(code=_as_int(data.get("code")), stopped=bool(data.get("stopped")),
+                             leftovers=_as_int(data.get("leftovers")) or 0,
+                             output_dropped=_as_int(data.get("output_dropped")) or 0,
+                             error=_as_str(data.get("error")))
+    return None
 
 
 @dataclass(frozen=True)
@@ -152,7 +206,7 @@ def parse_agent_log(text: str, *, build: str, phase: str = "build") -> AgentLog:
     """Parse the agent's stdout: one READY line, then one JSON object per line.
 
     Lines that are not JSON objects are ignored (they cannot come from the build: only the
-    agent writes to the warden's stdout).
+    agent writes to the container's stdout; the build's output goes to its stderr).
     """
     ready: dict[str, Any] | None = None
     attempts: list[EgressAttempt] = []

@@ -954,6 +954,59 @@ class Attribution:
         event["parents"] = self.parents
 
 
+def fd_links(fd_dir: Path) -> list[str]:
+    """Where a process's open descriptors point (those that vanish meanwhile are skipped)."""
+    links: list[str] = []
+    try:
+        fds = list(fd_dir.iterdir())
+    except OSError:
+        return links
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            links.append(str(fd.readlink()))
+    return links
+
+
+def proc_ids(status: str) -> tuple[int, int] | None:
+    """The real uid and gid from a ``/proc/<pid>/status`` text."""
+    found: dict[str, int] = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid") and value.split():
+            with contextlib.suppress(ValueError):
+                found[key] = int(value.split()[0])
+    return (found["Uid"], found["Gid"]) if len(found) == 2 else None
+
+
+class FsIds:
+    """Switches this thread's filesystem uid/gid (``setfsuid``/``setfsgid``).
+
+    Listing ``/proc/<pid>/fd`` and resolving ``exe`` of another uid's process needs ptrace
+    read access: either CAP_SYS_PTRACE plus a DAC override, or the same uid and gid. The
+    agent takes the second way (CAP_SETUID/SETGID, which it needs anyway to start the build
+    as its uid), because SYS_PTRACE would widen Docker's seccomp profile for the build that
+    shares its container. The fs ids are per thread and nothing else is done meanwhile.
+    """
+
+    def __init__(self) -> None:
+        import ctypes  # noqa: PLC0415 - only where attribution is possible (costs ms)
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._setfsuid, self._setfsgid = libc.setfsuid, libc.setfsgid
+
+    @contextlib.contextmanager
+    def acting_as(self, uid: int, gid: int) -> Iterator[None]:
+        if uid == os.geteuid():
+            yield
+            return
+        self._setfsgid(gid)
+        self._setfsuid(uid)
+        try:
+            yield
+        finally:
+            self._setfsuid(os.geteuid())
+            self._setfsgid(os.getegid())
+
+
 class Attributor:
     """Finds the process owning a local socket: /proc/net/* gives the inode, then
     /proc/*/fd is scanned for ``socket:[inode]`` within a time budget."""
@@ -961,10 +1014,11 @@ class Attributor:
     SCAN_SHARE = 0.3  # at most this fraction of wall time goes to /proc scans
 
     def __init__(self, proc: Path = Path("/proc"), budget_s: float = 0.15,
-                 pids: bool = True) -> None:
+                 pids: bool = True, fs_ids: FsIds | None = None) -> None:
         self.proc = proc
         self.budget_s = budget_s
         self.pids = pids
+        self.fs_ids = fs_ids
         self._owners: dict[int, int] = {}   # socket inode -> pid, from the last scan
         self._allowance = 0.3               # seconds of scanning we may still spend
         self._last = time.monotonic()
@@ -993,7 +1047,7 @@ class Attributor:
         pid = self._pid_for_inode(found.inode) if self.pids else None
         if pid is None:
             result.note = ("owning process not found (no shared pid namespace?)" if self.pids
-                           else "pid unknown: the agent lacks SYS_PTRACE/DAC_OVERRIDE")
+                           else "pid unknown: the agent lacks SETUID/SETGID")
             return result
         result.pid = pid
         result.exe, result.cmdline = self.describe(pid)
@@ -1026,25 +1080,30 @@ class Attributor:
         for pid in pids:
             if time.monotonic() > deadline or wanted in owners:
                 break
-            try:
-                fds = list((self.proc / str(pid) / "fd").iterdir())
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    link = str(fd.readlink())
-                except OSError:
-                    continue
+            with self._as_owner(pid):
+                links = fd_links(self.proc / str(pid) / "fd")
+            for link in links:
                 if link.startswith("socket:["):
                     owners.setdefault(int(link[8:-1]), pid)
         return owners
 
+    def _as_owner(self, pid: int) -> contextlib.AbstractContextManager[None]:
+        """Read ``pid``'s private /proc entries as its own uid and gid (see :class:`FsIds`)."""
+        if self.fs_ids is None:
+            return contextlib.nullcontext()
+        try:
+            ids = proc_ids((self.proc / str(pid) / "status").read_text())
+        except OSError:
+            ids = None
+        return self.fs_ids.acting_as(*ids) if ids else contextlib.nullcontext()
+
     def describe(self, pid: int) -> tuple[str | None, str | None]:
         exe: str | None
-        try:
-            exe = str((self.proc / str(pid) / "exe").readlink())
-        except OSError:
-            exe = None
+        with self._as_owner(pid):
+            try:
+                exe = str((self.proc / str(pid) / "exe").readlink())
+            except OSError:
+                exe = None
         try:
             raw = (self.proc / str(pid) / "cmdline").read_bytes()[:2048]
             args = [a.decode("utf-8", "backslashreplace") for a in raw.rstrip(b"\0").split(b"\0")]
@@ -1093,6 +1152,13 @@ class Config:
     ipv6: str = "auto"
     backend: str = "auto"
     selftest: bool = True
+    # False: no network setup at all (diffoscope, --no-trap); the agent only supervises.
+    trap: bool = True
+    # The build the agent starts after READY, as this non-root uid/gid (none: just the trap).
+    build_script: str = ""
+    build_uid: int = -1
+    build_gid: int = -1
+    log_bytes: int = 10 * 1024 * 1024
 
     @property
     def listener_ports(self) -> frozenset[int]:
@@ -1213,7 +1279,7 @@ def run(argv: list[str], stdin: str | None = None, timeout: float = 10.0) -> str
     exe = shutil.which(argv[0])
     if exe is None:
         raise SetupError(f"{argv[0]} is not installed in the warden image")
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "XTABLES_LOCKFILE": "/tmp/xtables.lock"}
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "XTABLES_LOCKFILE": "/run/xtables.lock"}
     try:
         proc = subprocess.run([exe, *argv[1:]], input=stdin, capture_output=True, text=True,
                               timeout=timeout, check=False, env=env)
@@ -1351,7 +1417,7 @@ def effective_caps() -> int:
     return 0
 
 
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE = 1, 2, 19
+CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP = 5, 6, 7, 8
 
 
 # --------------------------------------------------------------------------- NFLOG socket
@@ -1567,6 +1633,8 @@ class Trap:
         self.listeners: list[socket.socket] = []
         self.overruns_reported = 0
         self.last_reap = 0.0
+        # The supervisor's reaper once a build runs (it must see its child's exit status).
+        self.reaper: Callable[[], None] = reap_children
         self.sel.register(nflog.sock, selectors.EVENT_READ, self._on_nflog)
 
     # ---- listeners
@@ -1631,7 +1699,7 @@ class Trap:
             self.udp_flows.popitem(last=False)
         if os.getpid() == 1 and now - self.last_reap > 1.0:
             self.last_reap = now
-            reap_children()
+            self.reaper()
         self.log.tick()
 
     # ---- NFLOG
@@ -2009,6 +2077,188 @@ def reap_children() -> None:
             return
 
 
+# --------------------------------------------------------------------------- the build
+
+SETPRIV = "/usr/bin/setpriv"
+BUILD_EXIT_PREFIX = "REPROBUILD-BUILD-EXIT"
+# Signals Python changes that the build must get back at their defaults.
+CHILD_DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in (
+    "SIGPIPE", "SIGXFSZ", "SIGTERM", "SIGINT", "SIGUSR1", "SIGCHLD") if hasattr(signal, name))
+
+
+def build_argv(cfg: Config) -> list[str]:
+    """The build's command: ``setpriv`` drops every privilege, then ``sh`` runs the script.
+
+    The uid/gid become the build's (real, effective, saved), supplementary groups are
+    cleared, and the inheritable, ambient and bounding capability sets are emptied, so
+    nothing the build executes can ever regain a capability; ``no_new_privs`` is set on the
+    container already and again here.
+    """
+    return [SETPRIV, f"--reuid={cfg.build_uid}", f"--regid={cfg.build_gid}",
+            "--clear-groups", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
+            "--no-new-privs", "--", "/bin/sh", "-c", cfg.build_script]
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + the signal."""
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+class OutputRelay:
+    """Caps the build's output on its way to the container's stderr: the first half of the
+    budget passes as it comes, the last half is held back and written at the end, with a
+    note of what was left out between. The container's log therefore never rotates, so
+    the agent's own lines on stdout (the evidence) cannot be pushed out by a noisy build."""
+
+    def __init__(self, limit: int) -> None:
+        self.head_left = max(0, limit // 2)
+        self.tail_limit = max(0, limit - limit // 2)
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """What to write now; the rest is kept for :meth:`finish` or dropped."""
+        now = data[:self.head_left]
+        self.head_left -= len(now)
+        rest = data[len(now):]
+        if rest:
+            self.tail += rest
+            excess = len(self.tail) - self.tail_limit
+            if excess > 0:
+                self.dropped += excess
+                del self.tail[:excess]
+        return now
+
+    def finish(self) -> bytes:
+        note = (f"\n[reprobuild: {self.dropped} bytes of build output left out here]\n"
+                .encode() if self.dropped else b"")
+        rest = note + bytes(self.tail)
+        self.tail.clear()
+        return rest
+
+
+class Supervisor:
+    """Starts the untrusted build as the agent's child with every privilege dropped,
+    relays its output, learns its exit status and, at the end, kills whatever it left.
+
+    Everything the build runs lives in this pid namespace, where the agent is PID 1: it
+    reaps orphans here (the build's exit status must not be lost to a generic reaper) and
+    can kill them all (CAP_KILL) before the host copies the outputs, so no untrusted
+    process runs while the archive API reads the container.
+    """
+
+    def __init__(self, cfg: Config, out_fd: int = 2) -> None:
+        self.cfg = cfg
+        self.out_fd = out_fd
+        self.relay = OutputRelay(cfg.log_bytes)
+        self.pid: int | None = None
+        self.code: int | None = None
+        self.fd: int | None = None
+
+    def start(self) -> int:
+        """Spawn the build; its stdin is ours (the host sends the source only after READY)."""
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ)
+        env["HOME"] = "/"  # what Docker gives a uid without a passwd entry, not /root
+        try:
+            self.pid = os.posix_spawn(
+                SETPRIV, build_argv(self.cfg), env,
+                file_actions=[(os.POSIX_SPAWN_DUP2, write_fd, 1),
+                              (os.POSIX_SPAWN_DUP2, write_fd, 2)],
+                setsid=True, setsigdef=CHILD_DEFAULT_SIGNALS, setsigmask=())
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.fd = read_fd
+        return self.pid
+
+    def pump(self, _fileobj: Any = None) -> bool:
+        """Relay what the build wrote; False at end of file (every writer is gone)."""
+        if self.fd is None:
+            return False
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                data = b""
+            if not data:
+                os.close(self.fd)
+                self.fd = None
+                return False
+            self._write(self.relay.feed(data))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.out_fd, view):]
+            except BlockingIOError:
+                select.select([], [self.out_fd], [], 1.0)
+            except OSError:
+                return
+
+    def reap(self) -> None:
+        """Collect every exited child (PID 1 inherits the build's orphans)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid:
+                self.code = exit_code(status)
+
+    def exited(self) -> bool:
+        self.reap()
+        return self.code is not None
+
+    def kill_all(self, timeout: float = 10.0) -> int:
+        """SIGKILL every other process in the namespace until none is left; how many."""
+        me = os.getpid()
+        killed: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while True:
+            if me != 1:  # not a container's init (tests): only the build's own session
+                others = [self.pid] if self.pid is not None and self.code is None else []
+            else:
+                others = [int(p.name) for p in Path("/proc").iterdir()
+                          if p.name.isdigit() and int(p.name) != me]
+            for pid in others:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+            self.reap()
+            if not others:
+                break
+            if time.monotonic() > deadline:
+                raise SetupError(f"build processes survived SIGKILL: {sorted(others)[:10]}")
+            time.sleep(0.005)
+        if self.pid is not None:
+            killed.discard(self.pid)
+        return len(killed)
+
+    def finish(self, log: EventLog, *, stopped: bool) -> None:
+        """End the build (it exited, or the host said stop): kill what is left, relay the
+        rest of its output, and print the exit line the host waits for."""
+        leftovers = 0
+        error: str | None = None
+        try:
+            leftovers = self.kill_all()
+        except (SetupError, OSError) as exc:
+            error = str(exc)
+        while self.fd is not None and error is None:
+            if self.pump():
+                select.select([self.fd], [], [], 1.0)
+        self._write(self.relay.finish())
+        summary = {"code": self.code, "stopped": stopped, "leftovers": leftovers,
+                   "output_dropped": self.relay.dropped, "error": error}
+        log.write_line(f"{BUILD_EXIT_PREFIX} {json.dumps(summary, sort_keys=True)}")
+
+
 # --------------------------------------------------------------------------- self-test
 
 def _selftest_client(cfg: Config, v6: bool, results: dict[str, str]) -> None:
@@ -2160,7 +2410,74 @@ def parse_args(argv: list[str]) -> Config:
     ports = (cfg.tcp_port, cfg.udp_port, cfg.dns_port)
     if len(set(ports)) != 3 or not all(1024 <= port < 65536 for port in ports):
         parser.error("listener ports must be distinct, 1024..65535")
+    if cfg.build_script and (cfg.build_uid <= 0 or cfg.build_gid <= 0):
+        parser.error("the build must run as a non-root uid and gid (--build-uid/--build-gid)")
+    if not cfg.trap and not cfg.build_script:
+        parser.error("--no-trap needs --build-script: there would be nothing to do")
     return cfg
+
+
+def setup_trap(cfg: Config, log: EventLog) -> tuple[Trap, dict[str, Any]]:
+    """Configure, verify and self-test the namespace; the READY fields (raises on failure)."""
+    v6 = ipv6_enabled() and cfg.ipv6 != "off"
+    if cfg.ipv6 == "require" and not v6:
+        raise SetupError("IPv6 is disabled in this namespace; start the warden with "
+                         "sysctl net.ipv6.conf.{all,default,lo}.disable_ipv6=0")
+    check_only_loopback()
+    caps = effective_caps()
+    can_attr = all(caps & (1 << cap) for cap in (CAP_SETUID, CAP_SETGID))
+    fs_ids: FsIds | None = None
+    if can_attr:
+        try:
+            fs_ids = FsIds()
+        except (ImportError, OSError, AttributeError):
+            can_attr = False
+    attributor = Attributor(pids=can_attr, fs_ids=fs_ids)
+    nflog = Nflog(cfg.nflog_group)
+    trap = Trap(cfg, log, nflog, attributor, FakeAddresses(), v6, Conntrack())
+    trap.open_listeners()
+    configure_addresses(cfg, v6)
+    backend, digest = install_rules(cfg, v6)
+    verify_addresses(cfg, v6)
+    results: dict[str, str] = {}
+    if cfg.selftest:
+        results = selftest(trap, cfg, v6)
+        failed = {k: v for k, v in results.items()
+                  if v.startswith("failed") and not k.startswith("icmp")}
+        if failed:
+            raise SetupError(f"self-test failed: {failed}")
+        trap.fakes = FakeAddresses()
+    trap.drain_nflog(0.0)
+    trap.close_pending()
+    ready = {"kind": "ready", "version": VERSION, "trap": True, "backend": backend, "ipv6": v6,
+             "listeners": {"tcp": cfg.tcp_port, "udp": cfg.udp_port, "dns": cfg.dns_port},
+             "nflog_group": cfg.nflog_group, "mark": f"{MARK:#x}",
+             "lo_addresses": [cfg.lo4] + ([cfg.lo6] if v6 else []),
+             "resolvers": read_resolvers(),
+             "attribution": "pid" if can_attr else "uid", "ruleset_sha256": digest,
+             "selftest": results,
+             "limits": {"rate": cfg.rate, "burst": cfg.burst, "max_events": cfg.max_events,
+                        "max_forged": cfg.max_forged},
+             "pid": os.getpid()}
+    return trap, ready
+
+
+def supervise_only(sup: Supervisor, wake_r: int, stopping: list[int]) -> None:
+    """Without the trap: relay the build's output until it exits or we are told to stop."""
+    sel = selectors.DefaultSelector()
+    if sup.fd is not None:
+        sel.register(sup.fd, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    while not stopping and not sup.exited():
+        for key, _mask in sel.select(1.0):
+            if key.fd == wake_r:
+                with contextlib.suppress(OSError):
+                    os.read(wake_r, 512)
+            elif not sup.pump():
+                sel.unregister(key.fd)
+    with contextlib.suppress(KeyError, ValueError):
+        sel.unregister(sup.fd)  # type: ignore[arg-type]
+    sel.close()
 
 
 def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
@@ -2179,60 +2496,63 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(signum, on_signal)
+    # A handler (doing nothing) so a child's exit wakes the loop through the wake-up fd.
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    trap: Trap | None = None
+    digest = backend = ""
     try:
-        v6 = ipv6_enabled() and cfg.ipv6 != "off"
-        if cfg.ipv6 == "require" and not v6:
-            raise SetupError("IPv6 is disabled in this namespace; start the warden with "
-                             "sysctl net.ipv6.conf.{all,default,lo}.disable_ipv6=0")
-        check_only_loopback()
-        caps = effective_caps()
-        can_attr = bool(caps & (1 << CAP_SYS_PTRACE)) and bool(
-            caps & ((1 << CAP_DAC_OVERRIDE) | (1 << CAP_DAC_READ_SEARCH)))
-        attributor = Attributor(pids=can_attr)
-        nflog = Nflog(cfg.nflog_group)
-        trap = Trap(cfg, log, nflog, attributor, FakeAddresses(), v6, Conntrack())
-        trap.open_listeners()
-        configure_addresses(cfg, v6)
-        backend, digest = install_rules(cfg, v6)
-        verify_addresses(cfg, v6)
-        results: dict[str, str] = {}
-        if cfg.selftest:
-            results = selftest(trap, cfg, v6)
-            failed = {k: v for k, v in results.items()
-                      if v.startswith("failed") and not k.startswith("icmp")}
-            if failed:
-                raise SetupError(f"self-test failed: {failed}")
-            trap.fakes = FakeAddresses()
-        trap.drain_nflog(0.0)
-        trap.close_pending()
+        if cfg.trap:
+            trap, ready = setup_trap(cfg, log)
+            backend, digest = ready["backend"], ready["ruleset_sha256"]
+        else:
+            ready = {"kind": "ready", "version": VERSION, "trap": False, "pid": os.getpid()}
     except (SetupError, OSError) as exc:
         log.write_event(new_event("error", detail=f"trap setup failed: {exc}"[:2000]))
         return 1
     if stopping:
         return 0
-    ready = {"kind": "ready", "version": VERSION, "backend": backend, "ipv6": v6,
-             "listeners": {"tcp": cfg.tcp_port, "udp": cfg.udp_port, "dns": cfg.dns_port},
-             "nflog_group": cfg.nflog_group, "mark": f"{MARK:#x}",
-             "lo_addresses": [cfg.lo4] + ([cfg.lo6] if v6 else []),
-             "resolvers": read_resolvers(),
-             "attribution": "pid" if can_attr else "uid", "ruleset_sha256": digest,
-             "selftest": results,
-             "limits": {"rate": cfg.rate, "burst": cfg.burst, "max_events": cfg.max_events,
-                        "max_forged": cfg.max_forged},
-             "pid": os.getpid()}
     log.t0 = time.monotonic()
     log.write_line(f"{READY_PREFIX} {json.dumps(ready, sort_keys=True)}")
-    trap.sel.register(wake_r, selectors.EVENT_READ, trap._wake)
-    trap.serve(until=lambda: bool(stopping))
-    trap.drain()
-    trap.close()
-    if current_ruleset_digest(backend) != digest:
-        log.emit(new_event("error", detail="the ruleset changed after READY"))
+    sup: Supervisor | None = None
+    if cfg.build_script:
+        sup = Supervisor(cfg)
+        try:
+            sup.start()
+        except OSError as exc:
+            log.write_event(new_event("error", detail=f"could not start the build: {exc}"))
+            return 1
+    build_over: Callable[[], bool] = sup.exited if sup is not None else (lambda: False)
+    if trap is not None:
+        trap.sel.register(wake_r, selectors.EVENT_READ, trap._wake)
+        if sup is not None and sup.fd is not None:
+            trap.reaper = sup.reap
+
+            def relay(fileobj: Any) -> None:
+                if not sup.pump():
+                    trap.sel.unregister(fileobj)
+
+            trap.sel.register(sup.fd, selectors.EVENT_READ, relay)
+        trap.serve(until=lambda: bool(stopping) or build_over())
+        if sup is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                trap.sel.unregister(sup.fd)  # type: ignore[arg-type]
+    elif sup is not None:
+        supervise_only(sup, wake_r, stopping)
+    if sup is not None:
+        sup.finish(log, stopped=bool(stopping))
+    if trap is not None:
+        trap.drain()
+        trap.close()
+        if current_ruleset_digest(backend) != digest:
+            log.emit(new_event("error", detail="the ruleset changed after READY"))
     log.tick(final=True)
-    if stopping[0] == signal.SIGUSR1:
+    if sup is not None or stopping[0] == signal.SIGUSR1:
+        if sup is not None and stopping and stopping[0] != signal.SIGUSR1:
+            return 0  # SIGTERM/SIGINT: the host is not waiting for DONE
         log.write_line(DONE_LINE)
-        # Keep the namespace (and the warden's output volume) up until we are removed.
-        while len(stopping) < 2:
+        # Keep the namespace (and the output volume) up until we are removed.
+        seen = len(stopping)
+        while len(stopping) <= seen:
             with contextlib.suppress(OSError):
                 select.select([wake_r], [], [], 1.0)
                 os.read(wake_r, 512)

@@ -155,6 +155,13 @@ def test_sandbox_hardening_seen_from_inside(tmp_path: Path) -> None:
         assert facts["uid"] == facts["euid"] == uid
         assert facts["CapEff"] == "0000000000000000"
         assert facts["CapPrm"] == "0000000000000000"
+        # setpriv emptied every set, the bounding set included: nothing can be regained.
+        assert facts["CapBnd"] == facts["CapInh"] == facts["CapAmb"] == "0000000000000000"
+        assert facts["groups"] == []
+        # The trusted agent (PID 1 of the sandbox) is out of the build's reach.
+        assert facts["signal_pid1"] == "PermissionError"
+        assert facts["read_pid1_fds"] == "PermissionError"
+        assert facts["become_root"] == "PermissionError"
         assert facts["NoNewPrivs"] == "1"
         assert facts["Seccomp"] == "2"
         assert facts["writable_system_dirs"] == []

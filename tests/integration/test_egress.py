@@ -60,6 +60,10 @@ def test_pipe_download_into_shell(tmp_path: Path) -> None:
                         dport=80)
         assert http and "GET /payload.sh" in http[0]["detail"]
         assert http[0]["uid"] in (1000, 2000)
+        # Named down to the executable: the agent reads the build's /proc/<pid>/fd and exe
+        # as the build's own uid (setfsuid), not with SYS_PTRACE.
+        assert http[0]["pid"] is not None, http[0]
+        assert (http[0]["exe"] or "").startswith("/usr/bin/python3"), http[0]
 
 
 def test_setup_hook_fetches_http_and_https(tmp_path: Path) -> None:
@@ -133,7 +137,7 @@ def test_a_trap_that_cannot_come_up_never_lets_the_build_start(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail closed: without NET_ADMIN the agent cannot set up the namespace, prints no
     READY, and the build's source (so any untrusted code) is never sent."""
-    monkeypatch.setattr(trap, "WARDEN_CAPS", ())
+    monkeypatch.setattr(trap, "TRAP_CAPS", ())
     image = toolchains["python"]
     source = build_tar([SourceEntry("x", EntryKind.FILE, 0o644, b"x")],
                        order=FileOrder.SORTED, mtime=315532800)
@@ -151,3 +155,38 @@ def test_a_trap_that_cannot_come_up_never_lets_the_build_start(
     assert "egress trap did not come up: trap setup failed" in failure.value.message
     assert not (tmp_path / "artifacts").exists()
     assert not (tmp_path / "build.log").exists()
+
+
+def test_what_the_build_leaves_is_killed_and_its_noise_cannot_push_out_evidence(
+        tmp_path: Path, client: docker.DockerClient, toolchains: dict[str, Any]) -> None:
+    """When the build's main process exits, the agent kills everything it left before the
+    outputs are copied (a background process holding the log open would otherwise keep
+    the sandbox waiting forever), and a build that floods its output gets it capped on
+    the way to the container log, so the attempt it makes after the flood is still there."""
+    image = toolchains["python"]
+    source = build_tar([SourceEntry("x", EntryKind.FILE, 0o644, b"x")],
+                       order=FileOrder.SORTED, mtime=315532800)
+    script = "\n".join([
+        "tar -x -f - -C /build",
+        "sleep 600 &",
+        "(sleep 3; echo late > /out/late.txt) &",
+        "head -c 3000000 /dev/zero | tr '\\0' x",
+        "python3 -c \"import socket; socket.create_connection(('192.0.2.7', 8080), 5)\"",
+        "echo built > /out/result.txt",
+        ""])
+    spec = SandboxSpec(
+        role="build-a", image=image.image_id, uid=1000, gid=1000, hostname="leftovers",
+        domainname="test", writable=("/build", "/tmp"), stdin=source, trap=True,
+        script=script, image_python=image_python(image.versions),
+        limits=SandboxLimits(timeout_s=120, log_bytes=64 * 1024))
+    started = time.monotonic()
+    result = Sandbox(client, RunLabels.new()).run(spec, output_dir=tmp_path / "artifacts",
+                                                  log_path=tmp_path / "build.log")
+    assert time.monotonic() - started < 60
+    assert (result.exit_code, result.timed_out) == (0, False)
+    assert [f.path for f in result.outputs] == ["result.txt"]
+    log = (tmp_path / "build.log").read_bytes()
+    assert b"bytes of build output left out here" in log
+    assert 60 * 1024 < len(log) < 66 * 1024
+    assert [(a.kind, a.dst, a.dport, a.uid) for a in result.egress] == [
+        ("tcp", "192.0.2.7", 8080, 1000)]

@@ -25,7 +25,7 @@ import docker.errors
 import pytest
 from docker.types import LogConfig
 
-from reprobuild import trap_agent
+from reprobuild import trap, trap_agent
 
 from .hostcapture import HostCapture, leaks
 
@@ -122,14 +122,14 @@ class Containers:
         self.ids: list[str] = []
         self.prefix = f"reprobuild-trap-test-{uuid.uuid4().hex[:8]}"
 
-    def warden(self, *args: str, caps: tuple[str, ...] = ("NET_ADMIN", "SYS_PTRACE",
-                                                          "DAC_OVERRIDE"),
+    def warden(self, *args: str, caps: tuple[str, ...] = (*trap.TRAP_CAPS,
+                                                          *trap.SUPERVISOR_CAPS),
                ipv6: bool = True) -> str:
         api = self.client.api
         host_config = api.create_host_config(
             network_mode="none", cap_drop=["ALL"], cap_add=list(caps),
             security_opt=["no-new-privileges:true"], read_only=True,
-            tmpfs={"/tmp": "size=8m"}, sysctls=IPV6_SYSCTLS if ipv6 else None,
+            tmpfs={"/run": "size=8m,mode=0700"}, sysctls=IPV6_SYSCTLS if ipv6 else None,
             pids_limit=64, mem_limit="128m", memswap_limit="128m",
             log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "1"}))
         created = api.create_container(
