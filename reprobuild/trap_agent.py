@@ -1,27 +1,41 @@
-"""reprobuild egress trap agent: the trusted owner of a build's network namespace.
+"""reprobuild egress trap agent: PID 1 of a build's sandbox, owner of its network namespace.
 
-Standalone, stdlib-only (never imports ``reprobuild``), one file: the host runs it in the
-*warden* container as ``python3 -I -S -c "<this source>" [--option value ...]`` (one argv
-string, so it must stay well under Linux's 128 KiB MAX_ARG_STRLEN). Options mirror
-:class:`Config` (``--tcp-port``, ``--rate``, ``--ipv6 auto|require|off``, ``--backend
-auto|nft|iptables``, ``--no-selftest``...); the defaults are meant to be used.
+Standalone, stdlib-only (never imports ``reprobuild``), one file: the host runs it as the
+sandbox container's command, ``python3 -I -S -c "<this source>" [--option value ...]``
+(one argv string, so it must stay well under Linux's 128 KiB MAX_ARG_STRLEN). Options
+mirror :class:`Config` (``--tcp-port``, ``--rate``, ``--ipv6 auto|require|off``,
+``--backend auto|nft|iptables``, ``--no-selftest``, ``--build-script/--build-uid/
+--build-gid``, ``--no-trap``...); the defaults are meant to be used.
 
-Warden settings: ``network_mode="none"``, user root, ``cap_drop=["ALL"]``,
-``cap_add=["NET_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE"]``, ``no-new-privileges``, read-only
-root, ``tmpfs={"/tmp": "size=8m"}``, ``sysctls`` setting ``net.ipv6.conf.{all,default,lo}.
-disable_ipv6=0`` (Docker disables IPv6 in ``none`` namespaces; without it IPv6 attempts fail
-closed with ENETUNREACH but leave no evidence), stdout kept by a capped json-file log driver.
-Image: ``python3``, ``nftables``, ``iproute2`` (``iptables`` for the fallback only). The
-build joins with ``network_mode`` and ``pid_mode`` ``"container:<warden>"``, a non-root uid,
-``cap_drop=ALL`` and never NET_ADMIN/NET_RAW. As PID 1 the agent reaps the build's orphans;
-if it dies, the kernel kills the build (fail closed).
+Container settings: ``network_mode="none"``, user root, ``cap_drop=["ALL"]``,
+``cap_add=["SETUID", "SETGID", "SETPCAP", "KILL"]`` + ``"NET_ADMIN"`` for the trap (all in
+Docker's default set, so Docker's seccomp profile is not widened), ``no-new-privileges``,
+read-only root, a root-only tmpfs on ``/run``, ``sysctls`` setting ``net.ipv6.conf.{all,
+default,lo}.disable_ipv6=0`` (Docker disables IPv6 in ``none`` namespaces; without it IPv6
+attempts fail closed with ENETUNREACH but leave no evidence), a json-file log. Image:
+``python3``, ``setpriv`` (util-linux), ``nftables``, ``iproute2`` (``iptables`` for the
+fallback only). The agent may also run without a build, with the build in a second
+container joining its ``network_mode``/``pid_mode`` (the integration tests do).
 
 Capabilities: NET_ADMIN for addresses, routes, nftables, the NFLOG and conntrack netlink
-sockets and SO_MARK. SYS_PTRACE + DAC_OVERRIDE only for naming the process: listing
-``/proc/<pid>/fd`` of another uid needs a DAC override (mode 0500) and resolving its links
-needs ptrace read access. DAC_OVERRIDE rather than DAC_READ_SEARCH, which would unlock
-``open_by_handle_at`` (the "shocker" escape) in Docker's seccomp profile. Without the two,
-events carry the uid only (READY: ``"attribution": "uid"``).
+sockets and SO_MARK. SETUID/SETGID to start the build as its uid and, for naming the
+process behind an attempt, to read another uid's ``/proc/<pid>/fd`` and ``exe`` as that
+uid (``setfsuid``/``setfsgid`` on the reading thread) instead of with SYS_PTRACE, which
+would widen the build's seccomp profile. SETPCAP to empty the build's bounding set, KILL to
+kill what it leaves. Without SETUID/SETGID, events carry the uid only (READY:
+``"attribution": "uid"``).
+
+The build (``--build-script``): after READY, ``setpriv --reuid --regid --clear-groups
+--inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs -- /bin/sh -c
+SCRIPT``, in its own session, with our stdin (the host sends the source only after READY)
+and its stdout/stderr on a pipe the agent relays to the container's stderr, capped to
+``--log-bytes`` (head and tail; the container log never rotates the agent's stdout away).
+When it exits, or at SIGUSR1 ("stop the build": the host's deadline), the agent SIGKILLs
+every other process in the pid namespace until none is left, prints ``REPROBUILD-BUILD-
+EXIT {"code", "stopped", "leftovers", "output_dropped", "error"}``, completes its log (see
+below), prints ``REPROBUILD-TRAP-DONE`` and stays up, holding the output volume, until it
+is removed; the host copies the outputs meanwhile. With ``--no-trap`` none of the network
+setup happens: READY at once, then the same supervision.
 
 Setup (before READY): refuse a namespace with any interface but ``lo``; bind NFLOG group 7
 and open the listeners on 127.0.0.1/::1 (TCP catch-all 47001, UDP catch-all 47002, DNS
@@ -35,14 +49,14 @@ that table, routes and addresses are right) and self-test through the live rules
 HTTP, UDP, a forged connection, ICMP; IPv4 and IPv6) to reserved addresses. Any failure
 prints an ``error`` event and exits 1 without READY, so the build never starts.
 
-READY: exactly one line ``REPROBUILD-TRAP-READY {json}`` with kind="ready", version,
+READY: exactly one line ``REPROBUILD-TRAP-READY {json}`` with kind="ready", version, trap,
 backend, ipv6, listeners, nflog_group, mark, lo_addresses, resolvers, attribution,
 ruleset_sha256 (of ``nft list ruleset``), selftest, limits, pid. After it, one JSON event per
-line on stdout, until SIGTERM/SIGINT: the agent handles what is queued, logs what is
-pending, checks the ruleset is unchanged, and exits 0. SIGUSR1 ("the build is over") does
-the same but then prints ``REPROBUILD-TRAP-DONE`` and stays alive until the next signal, so
-the host can copy the outputs off the warden while the log is completed; nothing follows
-the DONE line.
+line on stdout. At the end (the build's exit, SIGUSR1 or SIGTERM/SIGINT) the agent handles
+what is queued, logs what is pending and checks the ruleset is unchanged. SIGTERM/SIGINT
+then exit 0; otherwise DONE follows and the agent waits for the next signal (the SIGUSR1
+form also serves a trap without a build, whose host copies off it meanwhile); nothing
+follows the DONE line.
 
 How attempts are known: TCP original destination from SO_ORIGINAL_DST; UDP original tuple
 from conntrack (ctnetlink GET by reply tuple, right even when the kernel remapped the source
@@ -1121,7 +1135,7 @@ class Attributor:
                 current = int(stat.rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 break
-            # 0: the parent is outside this pid namespace; 1: the warden's init (us or tini).
+            # 0: the parent is outside this pid namespace; 1: the namespace's init (us).
             if current <= 1 or current == os.getpid():
                 break
             exe, cmdline = self.describe(current)
@@ -1278,7 +1292,7 @@ def run(argv: list[str], stdin: str | None = None, timeout: float = 10.0) -> str
     """Run a setup tool; raises :class:`SetupError` with its stderr on failure."""
     exe = shutil.which(argv[0])
     if exe is None:
-        raise SetupError(f"{argv[0]} is not installed in the warden image")
+        raise SetupError(f"{argv[0]} is not installed in the sandbox image")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "XTABLES_LOCKFILE": "/run/xtables.lock"}
     try:
         proc = subprocess.run([exe, *argv[1:]], input=stdin, capture_output=True, text=True,
@@ -1305,7 +1319,7 @@ def check_only_loopback(sys_net: Path = Path("/sys/class/net")) -> None:
     except OSError as exc:
         raise SetupError(f"cannot list network interfaces: {exc}") from exc
     if names != ["lo"]:
-        raise SetupError(f"the namespace must have only lo (start the warden with "
+        raise SetupError(f"the namespace must have only lo (start the container with "
                          f"network_mode=none); found {names}")
 
 
@@ -1322,7 +1336,7 @@ def verify_addresses(cfg: Config, v6: bool) -> None:
     links = json.loads(run(["ip", "-j", "link", "show"]))
     names = sorted(link.get("ifname", "?") for link in links)
     if names != ["lo"]:
-        raise SetupError(f"the namespace must have only lo (start the warden with "
+        raise SetupError(f"the namespace must have only lo (start the container with "
                          f"network_mode=none); found {names}")
     families = [("4", cfg.lo4)] + ([("6", cfg.lo6)] if v6 else [])
     for fam, src in families:
@@ -2421,7 +2435,7 @@ def setup_trap(cfg: Config, log: EventLog) -> tuple[Trap, dict[str, Any]]:
     """Configure, verify and self-test the namespace; the READY fields (raises on failure)."""
     v6 = ipv6_enabled() and cfg.ipv6 != "off"
     if cfg.ipv6 == "require" and not v6:
-        raise SetupError("IPv6 is disabled in this namespace; start the warden with "
+        raise SetupError("IPv6 is disabled in this namespace; start the container with "
                          "sysctl net.ipv6.conf.{all,default,lo}.disable_ipv6=0")
     check_only_loopback()
     caps = effective_caps()
