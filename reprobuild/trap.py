@@ -95,26 +95,26 @@ def _agent_command(python: str | None) -> list[str]:
         # The import system's own cached bytecode when it is current, else a compile.
         path = str(Path(__file__).with_name("trap_agent.py"))
         code = importlib.machinery.SourceFileLoader("trap_agent", path).get_code("trap_agent")
-        compiled = _python_command(marshal.dumps(code), "__import__('marshal').loads({})")
-        if len(compiled[-1]) <= _AGENT_ARG_MAX:
-            return compiled
+        return _python_command(marshal.dumps(code), "__import__('marshal').loads({})")
     return _python_command(agent_source().encode(),
                            f"compile({{}}, {_AGENT_FILENAME!r}, 'exec', dont_inherit=True)")
 
 
-# The kernel refuses one argument over 128 KiB (MAX_ARG_STRLEN); the build's script, a
-# separate argument, does not count against it. Bytecode is ~2x the source, so a much
-# larger agent falls back to the (smaller) compressed source.
-_AGENT_ARG_MAX = 112 * 1024
+# The kernel refuses one argument over 128 KiB (MAX_ARG_STRLEN), so the payload is split
+# over as many arguments as it needs (the whole command line may be ~1/4 of the stack).
+_AGENT_CHUNK = 96 * 1024
 
 
 def _python_command(payload: bytes, load: str) -> list[str]:
-    """``python3 -c`` running ``payload`` (zlib + base85: ~100 KB for the bytecode, ~7 ms
-    here and ~1 ms in the sandbox; lzma would save 10 KB for ~100 ms of compressing)."""
-    blob = base64.b85encode(zlib.compress(payload, 6)).decode()
-    data = f"__import__('zlib').decompress(__import__('base64').b85decode({blob!r}))"
+    """``python3 -c LOADER CHUNK...``: the loader takes the zlib+base64 payload off
+    ``sys.argv`` (so the agent sees only its own options) and runs it. base64, not base85:
+    the stdlib's base85 decoder is pure Python and costs the sandbox ~40 ms."""
+    blob = base64.b64encode(zlib.compress(payload, 6)).decode()
+    chunks = [blob[i:i + _AGENT_CHUNK] for i in range(0, len(blob), _AGENT_CHUNK)]
+    data = (f"__import__('zlib').decompress(__import__('base64').b64decode(''.join("
+            f"[__import__('sys').argv.pop(1) for _ in range({len(chunks)})])))")
     # One expression: the agent runs as __main__ with no names of ours in its globals.
-    return [AGENT_PYTHON, "-I", "-S", "-c", f"exec({load.format(data)})\n"]
+    return [AGENT_PYTHON, "-I", "-S", "-c", f"exec({load.format(data)})\n", *chunks]
 
 
 def agent_arguments(*, script: str, uid: int, gid: int, log_bytes: int,

@@ -112,15 +112,17 @@ def test_agent_runs_as_isolated_dash_c_program() -> None:
 @pytest.mark.parametrize("python", [f"{sys.version_info[0]}.{sys.version_info[1]}", "3.99"])
 def test_agent_command_runs_the_agent_precompiled_or_from_source(python: str) -> None:
     command = trap.agent_command(python)
-    assert command[:4] == [trap.AGENT_PYTHON, "-I", "-S", "-c"] and len(command) == 5
+    assert command[:4] == [trap.AGENT_PYTHON, "-I", "-S", "-c"] and len(command) >= 6
     # The kernel refuses a single argument over 128 KiB (MAX_ARG_STRLEN).
-    assert len(command[4].encode()) < 120_000
+    assert all(len(arg.encode()) < 128 * 1024 for arg in command)
+    assert len(command[4]) < 1000  # the loader; the agent itself is in the chunks after it
     precompiled = "marshal" in command[4]
     assert precompiled == (python != "3.99")
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", command[4], "--help"],
+    proc = subprocess.run([sys.executable, *command[1:], "--help"],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "--nflog-group" in proc.stdout
+    assert "usage: reprobuild-trap-agent [-h]" in proc.stdout  # the chunks left sys.argv
 
 
 def test_image_python_comes_from_the_pinned_packages() -> None:
