@@ -319,8 +319,10 @@ class Sandbox:
                 assert ended is not None
                 return ended, False
             if agent.ended:
+                errors = trap.parse_agent_log(agent.text(), build="?").errors
+                why = f": {errors[-1][:300]}" if errors else ""
                 raise EnvironmentFailure(
-                    f"the {spec.role} sandbox's agent exited while the build ran",
+                    f"the {spec.role} sandbox's agent exited while the build ran{why}",
                     "the build's log may say why (out of memory?); rerun with --debug")
         with contextlib.suppress(docker.errors.DockerException):
             self._client.api.kill(container_id, signal="SIGUSR1")

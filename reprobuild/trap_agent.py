@@ -2175,6 +2175,15 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         env = dict(os.environ)
         env["HOME"] = "/"  # what Docker gives a uid without a passwd entry, not /root
+        # The build inherits the OOM killer's first choice, so a build that runs the
+        # container out of memory is killed, not the agent; raising needs no privilege and
+        # going back to where we were is allowed, so only the build keeps it.
+        adj = Path("/proc/self/oom_score_adj")
+        try:
+            before = adj.read_text().strip()
+            adj.write_text("1000")
+        except OSError:
+            before = None
         try:
             self.pid = os.posix_spawn(
                 SETPRIV, build_argv(self.cfg), env,
@@ -2183,6 +2192,9 @@ class Supervisor:
                 setsid=True, setsigdef=CHILD_DEFAULT_SIGNALS, setsigmask=())
         finally:
             os.close(write_fd)
+            if before is not None:
+                with contextlib.suppress(OSError):
+                    adj.write_text(before)
         os.set_blocking(read_fd, False)
         self.fd = read_fd
         return self.pid

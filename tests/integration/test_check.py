@@ -158,6 +158,7 @@ def test_sandbox_hardening_seen_from_inside(tmp_path: Path) -> None:
         # setpriv emptied every set, the bounding set included: nothing can be regained.
         assert facts["CapBnd"] == facts["CapInh"] == facts["CapAmb"] == "0000000000000000"
         assert facts["groups"] == []
+        assert facts["oom_score_adj"] == "1000"  # out of memory: the build goes, not the agent
         # The trusted agent (PID 1 of the sandbox) is out of the build's reach.
         assert facts["signal_pid1"] == "PermissionError"
         assert facts["read_pid1_fds"] == "PermissionError"

@@ -201,8 +201,10 @@ def test_build_exit_line_is_parsed() -> None:
 def test_supervisor_runs_the_build_unprivileged_and_relays_its_output() -> None:
     """The real supervisor on the host (not PID 1 here, so it only kills its own child)."""
     script = ("id -u; id -G; grep -E '^Cap(Eff|Prm|Bnd|Inh|Amb)' /proc/self/status; "
+              "cat /proc/self/oom_score_adj; "
               "echo to-stderr >&2; read -r line || true; echo \"stdin=$line\"; exit 3")
     cfg = ta.Config(build_script=script, build_uid=65534, build_gid=65534, log_bytes=1 << 20)
+    our_adj = Path("/proc/self/oom_score_adj").read_text()
     read_fd, write_fd = os.pipe()
     stdin_r, stdin_w = os.pipe()
     saved = os.dup(0)
@@ -229,6 +231,8 @@ def test_supervisor_runs_the_build_unprivileged_and_relays_its_output() -> None:
     lines = relayed.splitlines()
     assert lines[:2] == ["65534", "65534"]
     assert all(line.split()[1] == "0000000000000000" for line in lines[2:7]), relayed
+    # The OOM killer takes the build before the agent; the agent went back to its own.
+    assert lines[7] == "1000" and Path("/proc/self/oom_score_adj").read_text() == our_adj
     assert "to-stderr" in relayed and "stdin=hello" in relayed
     assert trap.build_exit(out.getvalue()) == trap.BuildExit(
         code=3, stopped=False, leftovers=0, output_dropped=0, error=None)
