@@ -181,17 +181,11 @@ class Sandbox:
                 def await_ready() -> None:
                     # Following the log needs a started container: between start and send.
                     agents.append(_AgentStream(api, cid))
-                    self._await_ready(cid, agents[0])
+                    self._await_ready(cid, agents[0], trap_on=spec.trap)
 
-                try:
-                    start_with_stdin(api, cid, spec.stdin,
-                                     send_timeout_s=max(1.0, spec.limits.timeout_s),
-                                     before_send=await_ready)
-                except docker.errors.APIError:
-                    if agents:
-                        raise
-                    await_ready()  # the start failed: say so in the agent's words if it can
-                    raise
+                start_with_stdin(api, cid, spec.stdin,
+                                 send_timeout_s=max(1.0, spec.limits.timeout_s),
+                                 before_send=await_ready)
                 agent = agents[0]
                 ended, timed_out = self._wait_build(cid, agent, spec,
                                                     time.monotonic() + spec.limits.timeout_s)
@@ -283,8 +277,9 @@ class Sandbox:
         container_id: str = created["Id"]
         return container_id
 
-    def _await_ready(self, container_id: str, agent: _AgentStream) -> None:
+    def _await_ready(self, container_id: str, agent: _AgentStream, *, trap_on: bool) -> None:
         """Wait for the agent's READY line; raise if it exits or takes too long."""
+        what = "the egress trap" if trap_on else "the sandbox's agent"
         deadline = time.monotonic() + _TRAP_READY_S
         while not agent.wait_for(trap.READY_PREFIX, 0.1):
             if self._cancel.is_set():
@@ -292,13 +287,13 @@ class Sandbox:
             if agent.ended:
                 # Gone without READY: say why (its error event, or a traceback on stderr).
                 text = self._client.api.logs(container_id, stdout=True, stderr=True)
-                trap.require_ready(text.decode(errors="replace"), exited=True)
-                raise EnvironmentFailure("the egress trap exited before it was ready",
-                                         "the build was not started (fail closed)")
+                trap.require_ready(text.decode(errors="replace"), exited=True, what=what)
+                raise EnvironmentFailure(f"{what} exited before it was ready",
+                                         "nothing was started (fail closed)")
             if time.monotonic() > deadline:
                 raise EnvironmentFailure(
-                    f"the egress trap was not ready after {_TRAP_READY_S:.0f}s",
-                    "the build was not started (fail closed); is the machine overloaded?")
+                    f"{what} was not ready after {_TRAP_READY_S:.0f}s",
+                    "nothing was started (fail closed); is the machine overloaded?")
 
     def _wait_build(self, container_id: str, agent: _AgentStream, spec: SandboxSpec,
                     deadline: float) -> tuple[trap.BuildExit, bool]:

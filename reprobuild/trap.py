@@ -251,14 +251,14 @@ def ready_line(text: str) -> str | None:
     return None
 
 
-def require_ready(text: str, *, exited: bool) -> bool:
+def require_ready(text: str, *, exited: bool, what: str = "the egress trap") -> bool:
     """True once READY is there; raise if the agent gave up (the build must not start)."""
     if ready_line(text) is not None:
         return True
     if exited:
         log = parse_agent_log(text, build="?")
         reason = log.errors[-1] if log.errors else (text.strip().splitlines() or ["no output"])[-1]
-        raise EnvironmentFailure(f"the egress trap did not come up: {reason[:300]}",
+        raise EnvironmentFailure(f"{what} did not come up: {reason[:300]}",
                                  "the build was not started (fail closed); rerun with --debug "
                                  "or check that the engine allows NET_ADMIN for containers")
     return False

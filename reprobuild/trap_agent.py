@@ -1295,8 +1295,10 @@ def run(argv: list[str], stdin: str | None = None, timeout: float = 10.0) -> str
         raise SetupError(f"{argv[0]} is not installed in the sandbox image")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "XTABLES_LOCKFILE": "/run/xtables.lock"}
     try:
-        proc = subprocess.run([exe, *argv[1:]], input=stdin, capture_output=True, text=True,
-                              timeout=timeout, check=False, env=env)
+        # Our stdin is the build's (the source tar): a setup tool never reads it.
+        proc = subprocess.run([exe, *argv[1:]], input=stdin if stdin is not None else "",
+                              capture_output=True, text=True, timeout=timeout, check=False,
+                              env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SetupError(f"{' '.join(argv)}: {exc}") from exc
     if proc.returncode != 0:
