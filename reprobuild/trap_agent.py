@@ -2082,15 +2082,18 @@ class Trap:
                 sock.close()
 
 
-def reap_children() -> None:
-    """As PID 1 of a shared pid namespace the agent inherits the build's orphans."""
+def reap_children(exited: Callable[[int, int], None] | None = None) -> None:
+    """As PID 1 of the namespace the agent inherits the build's orphans; ``exited`` hears
+    of each (pid, wait status) collected."""
     while True:
         try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        if exited is not None:
+            exited(pid, status)
 
 
 # --------------------------------------------------------------------------- the build
@@ -2229,16 +2232,12 @@ class Supervisor:
                 return
 
     def reap(self) -> None:
-        """Collect every exited child (PID 1 inherits the build's orphans)."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if pid == self.pid:
-                self.code = exit_code(status)
+        """Collect every exited child, keeping the build's own exit status."""
+        reap_children(self._exited)
+
+    def _exited(self, pid: int, status: int) -> None:
+        if pid == self.pid:
+            self.code = exit_code(status)
 
     def exited(self) -> bool:
         self.reap()
