@@ -2277,8 +2277,12 @@ class Supervisor:
             leftovers = self.kill_all()
         except (SetupError, OSError) as exc:
             error = str(exc)
+        # Every writer is dead, so the pipe ends at once; the bound is only a backstop.
+        deadline = time.monotonic() + 10.0
         while self.fd is not None and error is None:
-            if self.pump():
+            if time.monotonic() > deadline:
+                error = "the build's output did not end after its processes were killed"
+            elif self.pump():
                 select.select([self.fd], [], [], 1.0)
         self._write(self.relay.finish())
         summary = {"code": self.code, "stopped": stopped, "leftovers": leftovers,
