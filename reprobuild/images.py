@@ -155,6 +155,13 @@ f=/opt/reprobuild/lib/libfaketime.so.1
 now=$(date +%s)
 shifted=$(LD_PRELOAD=$f FAKETIME=+398d date +%s)
 [ $((shifted - now)) -gt 34000000 ] || fail "libfaketime does not shift the clock"
+# The sandbox's agent (PID 1 of every build) and how it drops the build's privileges;
+# the egress trap's tools.
+[ -x /usr/bin/python3 ] || fail "/usr/bin/python3 (the sandbox's agent) is missing"
+[ -x /usr/bin/setpriv ] || fail "/usr/bin/setpriv (util-linux) is missing"
+for tool in nft ip; do
+    command -v "$tool" >/dev/null || fail "$tool (the egress trap) is missing"
+done
 """
 
 _VERSIONS_SCRIPT = rf"""

@@ -94,6 +94,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import pwd
 import re
 import select
 import selectors
@@ -2118,6 +2119,14 @@ def build_argv(cfg: Config) -> list[str]:
             "--no-new-privs", "--", "/bin/sh", "-c", cfg.build_script]
 
 
+def build_home(uid: int) -> str:
+    """The uid's home from the image's passwd, or ``/`` (what Docker gives a user)."""
+    try:
+        return pwd.getpwuid(uid).pw_dir or "/"
+    except KeyError:
+        return "/"
+
+
 def exit_code(status: int) -> int:
     """A wait status as a shell reports it: the exit code, or 128 + the signal."""
     code = os.waitstatus_to_exitcode(status)
@@ -2179,7 +2188,7 @@ class Supervisor:
         """Spawn the build; its stdin is ours (the host sends the source only after READY)."""
         read_fd, write_fd = os.pipe()
         env = dict(os.environ)
-        env["HOME"] = "/"  # what Docker gives a uid without a passwd entry, not /root
+        env["HOME"] = build_home(self.cfg.build_uid)  # as Docker would set it, not /root
         # The build inherits the OOM killer's first choice, so a build that runs the
         # container out of memory is killed, not the agent; raising needs no privilege and
         # going back to where we were is allowed, so only the build keeps it.

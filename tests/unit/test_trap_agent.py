@@ -163,6 +163,11 @@ def test_the_build_command_drops_every_privilege() -> None:
             "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"} <= set(argv)
 
 
+def test_the_build_gets_its_own_home() -> None:
+    assert ta.build_home(0) == "/root"
+    assert ta.build_home(987_654_321) == "/"  # no passwd entry: what Docker would give
+
+
 def test_exit_codes_read_like_a_shell() -> None:
     assert ta.exit_code(3 << 8) == 3
     assert ta.exit_code(9) == 137  # killed by SIGKILL
