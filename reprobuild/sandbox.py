@@ -3,8 +3,8 @@
 Each run uses one container and one volume, both labelled with the run id:
 
 * the **container**'s PID 1 is the trusted agent (:mod:`reprobuild.trap_agent`), root with
-  only SETUID, SETGID, SETPCAP and KILL (+ NET_ADMIN for the egress trap): all in Docker's
-  default set, so the seccomp profile stays Docker's default. With the trap it owns the
+  only SETUID, SETGID, SETPCAP and KILL (+ NET_ADMIN for the egress trap); none of them
+  makes Docker's default seccomp profile open more syscalls. With the trap it owns the
   network namespace (only ``lo``) and sets up, verifies and self-tests the trap before
   printing READY. Then it starts the untrusted work with ``setpriv``: a non-root uid,
   no supplementary groups, no capabilities in any set (bounding set included),

@@ -38,9 +38,10 @@ AGENT_PYTHON = "/usr/bin/python3"
 # Capabilities of the agent, PID 1 of the sandbox; the build it starts keeps none (setpriv
 # empties its bounding set). SETUID/SETGID to become the build's uid (and, per thread, its
 # fs uid to read the build's /proc/<pid>/fd for attribution), SETPCAP to drop the bounding
-# set, KILL to kill whatever the build left before the outputs are copied. All four are in
-# Docker's default set, so its seccomp profile is not widened for the build. NET_ADMIN
-# only with the trap: addresses, routes, nftables, NFLOG.
+# set, KILL to kill whatever the build left before the outputs are copied; NET_ADMIN only
+# with the trap: addresses, routes, nftables, NFLOG. Docker's default seccomp profile opens
+# extra syscalls for some capabilities (SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH, SYS_CHROOT,
+# ...): none of these five is one, so the build keeps the profile of a capless container.
 SUPERVISOR_CAPS = ("SETUID", "SETGID", "SETPCAP", "KILL")
 TRAP_CAPS = ("NET_ADMIN",)
 # Docker disables IPv6 in "none" namespaces; the trap needs it on to see IPv6 attempts.

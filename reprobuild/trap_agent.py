@@ -8,8 +8,8 @@ mirror :class:`Config` (``--tcp-port``, ``--rate``, ``--ipv6 auto|require|off``,
 --build-gid``, ``--no-trap``...); the defaults are meant to be used.
 
 Container settings: ``network_mode="none"``, user root, ``cap_drop=["ALL"]``,
-``cap_add=["SETUID", "SETGID", "SETPCAP", "KILL"]`` + ``"NET_ADMIN"`` for the trap (all in
-Docker's default set, so Docker's seccomp profile is not widened), ``no-new-privileges``,
+``cap_add=["SETUID", "SETGID", "SETPCAP", "KILL"]`` + ``"NET_ADMIN"`` for the trap (none of
+them makes Docker's default seccomp profile open more syscalls), ``no-new-privileges``,
 read-only root, a root-only tmpfs on ``/run``, ``sysctls`` setting ``net.ipv6.conf.{all,
 default,lo}.disable_ipv6=0`` (Docker disables IPv6 in ``none`` namespaces; without it IPv6
 attempts fail closed with ENETUNREACH but leave no evidence), a json-file log. Image:

@@ -163,6 +163,9 @@ def test_sandbox_hardening_seen_from_inside(tmp_path: Path) -> None:
         assert facts["signal_pid1"] == "PermissionError"
         assert facts["read_pid1_fds"] == "PermissionError"
         assert facts["become_root"] == "PermissionError"
+        # The agent's capabilities did not widen Docker's seccomp profile (SYS_PTRACE would
+        # let kcmp through).
+        assert facts["kcmp"] == "EPERM"
         assert facts["NoNewPrivs"] == "1"
         assert facts["Seccomp"] == "2"
         assert facts["writable_system_dirs"] == []
