@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -48,6 +47,7 @@ from reprobuild.report import (
 from reprobuild.sandbox import OUT_DIR, Sandbox, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
 from reprobuild.trap import (
+    HOST_PYTHON,
     agent_command,
     blocked_attempts,
     image_python,
@@ -213,9 +213,8 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
     # Every sandbox runs the agent; packing it (bytecode, compressed: ~15 ms) happens while
     # git exports the source. The guess (the images' Python is ours) holds for the pinned
     # bookworm images on a 3.11 host; otherwise the work is wasted, not waited for.
-    threading.Thread(target=agent_command,
-                     args=(f"{sys.version_info[0]}.{sys.version_info[1]}",),
-                     name="reprobuild-agent-pack", daemon=True).start()
+    threading.Thread(target=agent_command, args=(HOST_PYTHON,), name="reprobuild-agent-pack",
+                     daemon=True).start()
     progress.step(f"fetching {options.source}")
     with tempfile.TemporaryDirectory(prefix="reprobuild-src-") as workdir:
         tree = acquire(options.source, ref=options.ref, subdir=options.subdir,

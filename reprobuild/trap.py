@@ -35,6 +35,8 @@ BUILD_EXIT_PREFIX = "REPROBUILD-BUILD-EXIT"
 # After the exit line the agent completes its log, prints this, and waits to be removed.
 DONE_LINE = "REPROBUILD-TRAP-DONE"
 AGENT_PYTHON = "/usr/bin/python3"
+# This interpreter's ``3.N``: the agent goes in precompiled to images with the same one.
+HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 # Capabilities of the agent, PID 1 of the sandbox; the build it starts keeps none (setpriv
 # empties its bounding set). SETUID/SETGID to become the build's uid (and, per thread, its
 # fs uid to read the build's /proc/<pid>/fd for attribution), SETPCAP to drop the bounding
@@ -91,8 +93,7 @@ def _agent_command(python: str | None) -> list[str]:
     container start and READY. Otherwise the compressed source is compiled there. Either
     way the argument stays well under the kernel's 128 KiB limit for one argument.
     """
-    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    if python == here:
+    if python == HOST_PYTHON:
         # The import system's own cached bytecode when it is current, else a compile.
         path = str(Path(__file__).with_name("trap_agent.py"))
         code = importlib.machinery.SourceFileLoader("trap_agent", path).get_code("trap_agent")

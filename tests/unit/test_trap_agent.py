@@ -109,7 +109,7 @@ def test_agent_runs_as_isolated_dash_c_program() -> None:
     assert "--nflog-group" in proc.stdout
 
 
-@pytest.mark.parametrize("python", [f"{sys.version_info[0]}.{sys.version_info[1]}", "3.99"])
+@pytest.mark.parametrize("python", [trap.HOST_PYTHON, "3.99"])
 def test_agent_command_runs_the_agent_precompiled_or_from_source(python: str) -> None:
     command = trap.agent_command(python)
     assert command[:4] == [trap.AGENT_PYTHON, "-I", "-S", "-c"] and len(command) >= 6
