@@ -1434,7 +1434,7 @@ def effective_caps() -> int:
     return 0
 
 
-CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP = 5, 6, 7, 8
+CAP_SETGID, CAP_SETUID = 6, 7
 
 
 # --------------------------------------------------------------------------- NFLOG socket
