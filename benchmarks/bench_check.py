@@ -26,10 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from reprobuild import images
-from reprobuild.engine import connect
-from reprobuild.fetch import FetchStrategy, build_env
+from reprobuild import ecosystems, images
 from reprobuild.progress import SilentProgress
+from reprobuild.sandbox.engine import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +88,7 @@ def main() -> None:
         if fetch is not None:
             archive = images.cache_root() / "deps" / f"{fetch['key']}.tar"
             subprocess.run(["tar", "-x", "-f", str(archive), "-C", str(deps)], check=True)
-            env = dict(build_env(FetchStrategy(fetch["strategy"])))
+            env = dict(ecosystems.get(fetch["strategy"]).build_env())
         command = " && ".join(report["recipe"]["commands"])
         env["SOURCE_DATE_EPOCH"] = str(report["source"]["commit_time"] or 315532800)
         # Interleaved, so the drift of a shared machine's speed hits all alike.

@@ -1,4 +1,4 @@
-"""Deterministic tar building (sources in) and paranoid tar parsing (outputs out).
+"""Deterministic tar writing (sources and dependencies in) and paranoid parsing (outputs out).
 
 Sources go into the sandbox as a tar streamed on stdin and unpacked into a tmpfs; the member
 order of that stream becomes the directory order there, which is how the file-ordering
@@ -15,7 +15,7 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -29,9 +29,11 @@ __all__ = [
     "ExtractLimits",
     "ExtractedFile",
     "FileOrder",
+    "StreamedFile",
     "build_tar",
     "extract_regular_files",
-    "sha256_file",
+    "files_tar",
+    "write_tar",
 ]
 
 GiB = 1024 * 1024 * 1024
@@ -73,9 +75,23 @@ class ExtractedFile:
 # --------------------------------------------------------------------------- building
 
 
+@dataclass(frozen=True)
+class StreamedFile:
+    """A regular file whose bytes are read only while the tar is written (cached blobs),
+    so a large archive never sits in memory."""
+
+    path: str
+    size: int
+    open: Callable[[], IO[bytes]]
+    mode: int = 0o644
+
+
+_Leaf = SourceEntry | StreamedFile
+
+
 @dataclass
 class _Dir:
-    children: dict[str, _Dir | SourceEntry]
+    children: dict[str, _Dir | _Leaf]
 
 
 def _split_clean(path: str, what: str) -> list[str]:
@@ -90,11 +106,25 @@ def _split_clean(path: str, what: str) -> list[str]:
 def build_tar(
     entries: Sequence[SourceEntry], *, order: FileOrder, mtime: int, prefix: str = ""
 ) -> bytes:
-    """An uncompressed PAX tar of ``entries``, byte-identical for identical inputs.
+    """An uncompressed PAX tar of ``entries`` in memory (see :func:`write_tar`)."""
+    buf = io.BytesIO()
+    write_tar(buf, entries, order=order, mtime=mtime, prefix=prefix)
+    return buf.getvalue()
 
-    Owner is 0:0 with empty user/group names, every mtime is ``mtime``, directories are
-    emitted explicitly (0o755, including those of ``prefix``), files are 0o644 or 0o755
-    (only the executable bit is kept), symlinks stay symlinks (only unpacked in a sandbox).
+
+def write_tar(
+    out: IO[bytes] | io.RawIOBase, entries: Sequence[_Leaf], *, order: FileOrder, mtime: int,
+    prefix: str = "",
+) -> None:
+    """Write an uncompressed PAX tar of ``entries``, byte-identical for identical inputs.
+
+    The one deterministic tar writer (sources into the sandbox, the fetched-dependencies
+    archive, files for image build steps). Owner is 0:0 with empty user/group names, every
+    mtime is ``mtime``, directories are emitted explicitly before their contents (0o755,
+    including those of ``prefix``), files are 0o644 or 0o755 (only the executable bit is
+    kept), symlinks stay symlinks (only unpacked in a sandbox). tarfile pads the archive
+    to whole 10240-byte records, so it can follow another such tar on one stream and be
+    unpacked by a second ``tar -x -f -``.
     """
     root = _Dir({})
     for entry in entries:
@@ -110,24 +140,20 @@ def build_tar(
         node.children[parts[-1]] = entry
 
     prefix_parts = _split_clean(prefix.strip("/"), "prefix") if prefix.strip("/") else []
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+    with tarfile.open(fileobj=cast(IO[bytes], out), mode="w", format=tarfile.PAX_FORMAT,
+                      encoding="utf-8") as tar:
 
-        def add(name: str, info_type: bytes, mode: int, data: bytes = b"") -> None:
+        def add(name: str, info_type: bytes, mode: int, *, link: str = "", size: int = 0,
+                handle: IO[bytes] | None = None) -> None:
             info = tarfile.TarInfo(name)
             info.type = info_type
             info.mode = mode
             info.mtime = mtime
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            if info_type == tarfile.SYMTYPE:
-                info.linkname = data.decode("utf-8", "surrogateescape")
-                tar.addfile(info)
-            elif info_type == tarfile.REGTYPE:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
+            info.linkname = link
+            info.size = size
+            tar.addfile(info, handle)
 
         for i in range(len(prefix_parts)):
             add("/".join(prefix_parts[: i + 1]), tarfile.DIRTYPE, 0o755)
@@ -140,13 +166,24 @@ def build_tar(
                 if isinstance(child, _Dir):
                     add(path, tarfile.DIRTYPE, 0o755)
                     walk(child, path)
+                elif isinstance(child, StreamedFile):
+                    with child.open() as handle:
+                        add(path, tarfile.REGTYPE, 0o755 if child.mode & 0o111 else 0o644,
+                            size=child.size, handle=handle)
                 elif child.kind is EntryKind.SYMLINK:
-                    add(path, tarfile.SYMTYPE, 0o777, child.data)
+                    add(path, tarfile.SYMTYPE, 0o777,
+                        link=child.data.decode("utf-8", "surrogateescape"))
                 else:
-                    add(path, tarfile.REGTYPE, 0o755 if child.mode & 0o111 else 0o644, child.data)
+                    add(path, tarfile.REGTYPE, 0o755 if child.mode & 0o111 else 0o644,
+                        size=len(child.data), handle=io.BytesIO(child.data))
 
         walk(root, "/".join(prefix_parts))
-    return buf.getvalue()
+
+
+def files_tar(files: Mapping[str, bytes], *, mtime: int = 0) -> bytes:
+    """A deterministic tar of plain files by relative path (mode 0o644, parents included)."""
+    return build_tar([SourceEntry(path=path, kind=EntryKind.FILE, mode=0o644, data=data)
+                      for path, data in files.items()], order=FileOrder.SORTED, mtime=mtime)
 
 
 # --------------------------------------------------------------------------- extraction
@@ -459,12 +496,3 @@ class _ChunkReader(io.RawIOBase):
 def chunk_reader(chunks: Iterable[bytes]) -> BinaryIO:
     """Wrap a stream of byte chunks (``get_archive``) for :func:`extract_regular_files`."""
     return cast(BinaryIO, io.BufferedReader(_ChunkReader(iter(chunks)), buffer_size=_CHUNK))
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (outputs can be large)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

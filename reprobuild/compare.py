@@ -15,7 +15,7 @@ from pathlib import Path
 
 from reprobuild.archive import ExtractedFile, FileOrder, build_tar
 from reprobuild.report import DiffoscopeInfo
-from reprobuild.sandbox import OUT_DIR, Sandbox, SandboxLimits, SandboxSpec
+from reprobuild.sandbox.container import OUT_DIR, Sandbox, SandboxLimits, SandboxSpec
 from reprobuild.source import EntryKind, SourceEntry
 
 _IN_DIR = "/in"

@@ -52,6 +52,21 @@ class RecipeError(InputError):
     """A recipe file is malformed, or no recipe fits the project."""
 
 
+class DependencyIntegrityError(InputError):
+    """A file a registry serves does not match the hash its lock pins."""
+
+    def __init__(self, package: str, expected: str, actual: str, *,
+                 source: str = "the lockfile") -> None:
+        super().__init__(
+            f"dependency {package} does not match {source}: expected {expected}, "
+            f"the registry served {actual}",
+            "the lockfile hash was edited, or the registry serves a different file than when "
+            "it was locked; regenerate the lock from a trusted machine and review the diff")
+        self.package = package
+        self.expected = expected
+        self.actual = actual
+
+
 class BuildFailure(ReprobuildError):
     """The untrusted build failed, timed out, or produced output we refuse to copy."""
 

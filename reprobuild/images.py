@@ -20,7 +20,6 @@ import difflib
 import fcntl
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import re
@@ -40,12 +39,15 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.models.containers import Container
 from docker.models.images import Image
 
-from reprobuild.engine import HOST, MANAGED, PID, ROLE, RUN, RunLabels
+from reprobuild.archive import files_tar
 from reprobuild.errors import EnvironmentFailure, InputError
+from reprobuild.hashing import sha256_file
+from reprobuild.hashlock import normalise_name, parse_hashed_lock
 from reprobuild.progress import Progress
+from reprobuild.sandbox.engine import HOST, MANAGED, PID, ROLE, RUN, RunLabels
+from reprobuild.sandbox.hardening import Hardening, container_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,8 +110,7 @@ _MIRROR = re.compile(r"deb (\[[^\]]*\] )?\S+ \S+( \S+)+")
 _HOOK = re.compile(r"[a-z0-9][a-z0-9-]*")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PY_VERSION = re.compile(r"3\.[0-9]+")
-_PIP_PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)")
-_PIP_HASH = re.compile(r"--hash=sha256:(?P<hex>[0-9a-f]{64})")
+_PYTHON_PACKAGE = re.compile(r"python(3\.\d+)(?:-minimal)?")
 _OUR_TAG = re.compile(r"reprobuild/(?P<name>[a-z0-9][a-z0-9._-]*):(?P<hex>[0-9a-f]{16})")
 
 # The runtime contract the sandbox relies on, applied to every base after its packages.
@@ -189,6 +190,9 @@ rm -rf /tmp/* /root/.cache
 _ErrorPicker = Callable[[list[str]], tuple[str, str]]
 """Picks the key line of a failed tool's output and a hint for the user."""
 
+IMAGE_BUILD_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "KILL")
+"""What a root install step needs (files owned by others; apt dropping to ``_apt``)."""
+
 _RECIPE_VERSION = "2"
 """Bump when the way images are assembled changes in a way the scripts above do not show."""
 
@@ -207,7 +211,7 @@ class LockedRequirement:
     @property
     def key(self) -> str:
         """The normalised project name (PEP 503)."""
-        return _normalise(self.name)
+        return normalise_name(self.name)
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,15 @@ class ToolchainImage:
     definition_sha256: str
     versions: tuple[tuple[str, str], ...]
     path_env: str
+    architecture: str = "amd64"
+    """The engine's name of the image's CPU (``amd64``, ``arm64``)."""
+
+    @property
+    def python(self) -> str | None:
+        """The ``3.N`` of the image's Python, from its pinned package list."""
+        found = {m.group(1) for name, _ in self.versions
+                 if (m := _PYTHON_PACKAGE.fullmatch(name))}
+        return found.pop() if len(found) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -469,9 +482,9 @@ def _toolchain(path: Path, name: str, v: dict[str, Any]) -> ImageDefinition:
         raise InputError(f"{lock_path}: must pin pip (it installs everything else offline)")
     sdists: tuple[str, ...] = v.get("sdists", ())
     for index, sdist in enumerate(sdists):
-        if _normalise(sdist) not in keys:
+        if normalise_name(sdist) not in keys:
             raise InputError(f"{path}: sdists[{index}]: {sdist!r} is not in {lock}")
-        if _normalise(sdist) == "pip":
+        if normalise_name(sdist) == "pip":
             raise InputError(f"{path}: sdists[{index}]: pip must come as a wheel")
     return ImageDefinition(
         name=name, kind="toolchain", source=path, description=v.get("description", ""),
@@ -482,54 +495,12 @@ def _toolchain(path: Path, name: str, v: dict[str, Any]) -> ImageDefinition:
 
 
 def parse_lock(text: str, source: Path) -> tuple[LockedRequirement, ...]:
-    """Parse a pip lock strictly: only ``name==version`` plus ``--hash=sha256:`` options."""
-    logical: list[tuple[int, str]] = []
-    pending = ""
-    start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split(" #", 1)[0] if not raw.lstrip().startswith("#") else ""
-        if not pending:
-            start = number
-        if line.rstrip().endswith("\\"):
-            pending += line.rstrip()[:-1] + " "
-            continue
-        pending += line
-        if pending.strip():
-            logical.append((start, pending.strip()))
-        pending = ""
-    if pending.strip():
-        logical.append((start, pending.strip()))
-    seen: dict[str, int] = {}
-    result: list[LockedRequirement] = []
-    for number, line in logical:
-        first, *options = line.split()
-        pin = _PIP_PIN.fullmatch(first)
-        if pin is None:
-            raise InputError(f"{source}:{number}: {first!r} is not pinned as name==version",
-                             "locks take exact versions only, no extras, markers or URLs")
-        hashes: list[str] = []
-        for option in options:
-            match = _PIP_HASH.fullmatch(option)
-            if match is None:
-                raise InputError(f"{source}:{number}: unexpected {option!r}",
-                                 "only --hash=sha256:<64 hex> may follow a requirement")
-            hashes.append(match["hex"])
-        if not hashes:
-            raise InputError(f"{source}:{number}: {first} has no --hash=sha256:",
-                             "every requirement needs the sha256 of its wheel")
-        requirement = LockedRequirement(pin["name"], pin["version"], tuple(hashes))
-        if requirement.key in seen:
-            raise InputError(f"{source}:{number}: {requirement.name} is pinned twice "
-                             f"(also on line {seen[requirement.key]})")
-        seen[requirement.key] = number
-        result.append(requirement)
-    if not result:
-        raise InputError(f"{source}: the lock pins nothing")
-    return tuple(result)
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """Parse an image lock: :mod:`reprobuild.hashlock`'s grammar, sha256 only, no options,
+    markers or extras (an image is one known environment)."""
+    lock = parse_hashed_lock(text, str(source), algorithms=frozenset({"sha256"}))
+    return tuple(LockedRequirement(p.name, p.version,
+                                   tuple(h.removeprefix("sha256:") for h in p.hashes))
+                 for p in lock.pins)
 
 
 def _did_you_mean(word: str, options: list[str]) -> str | None:
@@ -744,7 +715,8 @@ def _lookup(client: docker.DockerClient, name: str, tag: str,
                      if e.startswith("PATH=")), "")
     return ToolchainImage(name=name, tag=tag, image_id=str(image.id), definition_sha256=digest,
                           versions=tuple(sorted((str(k), str(v)) for k, v in versions.items())),
-                          path_env=path_env)
+                          path_env=path_env,
+                          architecture=str(image.attrs.get("Architecture") or "amd64"))
 
 
 @contextlib.contextmanager
@@ -819,7 +791,7 @@ def _bootstrap_mmdebstrap(client: docker.DockerClient, defn: ImageDefinition,
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(defn.source_date_epoch)}
         _run_host(argv, env=env, progress=progress, what="mmdebstrap",
                   on_error=_apt_failure)
-        tar_sha = _sha256_file(output)
+        tar_sha = sha256_file(output)
         progress.detail(f"rootfs.tar sha256 {tar_sha}")
         versions = _dpkg_versions_from_tar(output)
         labels = _labels(defn, digest, versions, "base-image")
@@ -953,10 +925,10 @@ def _build_layer(client: docker.DockerClient, defn: ImageDefinition,
 
 def _cached_file(wheels_dir: Path, requirement: LockedRequirement) -> Path:
     """The downloaded file of a requirement: right name prefix and a locked hash."""
-    prefix = _normalise(f"{requirement.name}-{requirement.version}") + "-"
+    prefix = normalise_name(f"{requirement.name}-{requirement.version}") + "-"
     for path in sorted(wheels_dir.iterdir()):
-        if _normalise(path.name).startswith(prefix) and path.is_file() \
-                and _sha256_file(path) in requirement.hashes:
+        if normalise_name(path.name).startswith(prefix) and path.is_file() \
+                and sha256_file(path) in requirement.hashes:
             return path
     raise EnvironmentFailure(
         f"pip download left no file for {requirement.name}=={requirement.version} "
@@ -1000,19 +972,25 @@ def _build_in_container(client: docker.DockerClient, defn: ImageDefinition,
     have no network, and nothing from the host is ever bind-mounted.
     """
     env = _env_of(defn, definitions)
-    container: Container | None = None
+    api = client.api
+    # Root, because it installs into the image, and a writable root filesystem, because
+    # it is committed; otherwise the same baseline as every container reprobuild makes.
+    hardening = Hardening(network_mode=network_mode, cap_add=IMAGE_BUILD_CAPS,
+                          read_only=False, pids=1024, memory_mb=4096, log_mb=64)
+    container_id: str | None = None
     try:
         try:
-            container = client.containers.create(
-                image, command=["/bin/sh", "-euc", script],
-                network_mode=network_mode, environment=env, working_dir="/",
+            config = container_config(
+                api, image, ["/bin/sh", "-euc", script], hardening=hardening,
                 labels={**RunLabels.new().for_role("image-build"), IMAGE_LABEL: defn.name},
-                detach=True)
+                user="0:0", environment=env)
+            created = api.create_container_from_config(config)  # type: ignore[no-untyped-call]
+            container_id = str(created["Id"])
             if files:
-                container.put_archive(_UPLOAD, _tar_bytes(files))
+                api.put_archive(container_id, _UPLOAD, files_tar(files))
         except docker.errors.DockerException as exc:
             raise _docker_failure(f"creating the build container for {tag}", exc) from exc
-        code, stdout, stderr = _run_container(container, _BUILD_DEADLINE_S)
+        code, stdout, stderr = _run_container(api, container_id, _BUILD_DEADLINE_S)
         lines = (stdout + stderr).splitlines()
         if code != 0:
             key, hint = on_error(stderr.splitlines() or lines)
@@ -1023,33 +1001,34 @@ def _build_in_container(client: docker.DockerClient, defn: ImageDefinition,
         conf = {"Env": [f"{k}={v}" for k, v in env.items()], "Cmd": ["/bin/sh"],
                 "WorkingDir": "/", "User": "", "Labels": _labels(defn, digest, versions, role)}
         try:
-            committed = container.commit(conf=conf)
+            committed = api.commit(container_id, conf=conf)
         except docker.errors.DockerException as exc:
             raise _docker_failure(f"committing {tag}", exc) from exc
-        _tag_if_absent(client, str(committed.id), tag, digest)
+        _tag_if_absent(client, str(committed["Id"]), tag, digest)
     finally:
-        if container is not None:
+        if container_id is not None:
             with contextlib.suppress(docker.errors.DockerException):
-                container.remove(force=True, v=True)
+                api.remove_container(container_id, force=True, v=True)
 
 
-def _run_container(container: Container, deadline_s: float) -> tuple[int, str, str]:
+def _run_container(api: docker.APIClient, container_id: str,
+                   deadline_s: float) -> tuple[int, str, str]:
     """Start, poll against our own deadline (SDK waits are only HTTP timeouts), collect logs."""
     try:
-        container.start()
+        api.start(container_id)
         end = time.monotonic() + deadline_s
         while True:
-            container.reload()
-            if container.status in ("exited", "dead"):
+            state = api.inspect_container(container_id).get("State", {})
+            if state.get("Status") in ("exited", "dead"):
                 break
             if time.monotonic() > end:
-                container.kill()
+                api.kill(container_id)
                 raise EnvironmentFailure(f"image build step exceeded {deadline_s:.0f} s",
                                          "is the machine overloaded?")
             time.sleep(_POLL_S)
-        code = int(container.attrs.get("State", {}).get("ExitCode", -1))
-        stdout = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
-        stderr = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
+        code = int(state.get("ExitCode", -1))
+        stdout = api.logs(container_id, stdout=True, stderr=False).decode("utf-8", "replace")
+        stderr = api.logs(container_id, stdout=False, stderr=True).decode("utf-8", "replace")
     except docker.errors.DockerException as exc:
         raise _docker_failure("running an image build step", exc) from exc
     return code, stdout, stderr
@@ -1065,7 +1044,7 @@ def _parse_versions(stdout: str) -> dict[str, str]:
         if len(parts) == 3 and parts[0] == "deb":
             deb[parts[1]] = parts[2]
         elif len(parts) == 3 and parts[0] == "pypi":
-            pypi[_normalise(parts[1])] = parts[2]
+            pypi[normalise_name(parts[1])] = parts[2]
     if not deb:
         raise EnvironmentFailure("the build step reported no package versions")
     versions = dict(deb)
@@ -1161,31 +1140,6 @@ def _run_host(argv: list[str], *, env: Mapping[str, str], progress: Progress, wh
         shown = "\n".join(lines[-_TAIL_LINES:])
         raise EnvironmentFailure(f"{what} failed (exit {code}): {key}\n--- last output ---\n"
                                  f"{shown}", hint)
-
-
-def _tar_bytes(files: Mapping[str, bytes]) -> bytes:
-    """An uncompressed, deterministic tar of relative paths (with their directories)."""
-    buffer = io.BytesIO()
-    directories = sorted({str(parent) for name in files for parent in Path(name).parents
-                          if str(parent) != "."})
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for directory in directories:
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            archive.addfile(info)
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,8 +5,9 @@ its own ``.reprobuild.toml`` that either defines a full recipe or extends a buil
 Repository recipes are untrusted input, so validation is strict and every error names the
 file, the dotted key and, where it can, the key that was probably meant.
 
-The legal keys live in one place, :data:`SCHEMA`, which drives validation,
-:func:`recipe_to_toml` and :func:`schema_reference` alike, so docs cannot drift.
+The legal keys live in one place, :data:`SCHEMA`, which drives validation and
+:func:`recipe_to_toml` alike; the legal fetch strategies come from the ecosystem registry
+(:mod:`reprobuild.ecosystems`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+from reprobuild.ecosystems import ECOSYSTEMS, strategy_names
 from reprobuild.errors import RecipeError
 
 if sys.version_info >= (3, 11):
@@ -44,7 +46,6 @@ __all__ = [
     "recipe_to_toml",
     "recipes_dir",
     "render_env",
-    "schema_reference",
     "select_recipe",
 ]
 
@@ -83,8 +84,8 @@ PLACEHOLDERS: Mapping[str, str] = {
 }
 """The only ``{name}`` placeholders allowed in ``[env]`` values."""
 
-FETCH_STRATEGIES = ("none", "python-build", "npm")
-"""Legal ``[fetch].strategy`` values (:class:`reprobuild.fetch.FetchStrategy` mirrors them)."""
+FETCH_STRATEGIES = strategy_names()
+"""Legal ``[fetch].strategy`` values: ``none`` and one per registered ecosystem."""
 
 _T = TypeVar("_T")
 _U = TypeVar("_U")
@@ -166,8 +167,7 @@ SCHEMA: Mapping[str, Mapping[str, KeySpec]] = {
             False,
             "how dependencies are fetched, through a logging allow-list proxy, before the "
             "offline build: " + ", ".join(f"'{s}'" for s in FETCH_STRATEGIES) + " ('none' by "
-            "default; 'python-build' fetches [build-system] requires as wheels, 'npm' runs "
-            "`npm ci --ignore-scripts` from package-lock.json)",
+            "default; " + ", ".join(f"'{e.strategy}' {e.summary}" for e in ECOSYSTEMS) + ")",
         ),
         "lock": KeySpec(
             Kind.STR,
@@ -733,16 +733,4 @@ def recipe_to_toml(recipe: Recipe) -> str:
     if recipe.env:
         lines += ["", "[env]"]
         lines += [f"{key} = {_toml_str(value)}" for key, value in recipe.env]
-    return "\n".join(lines) + "\n"
-
-
-def schema_reference() -> str:
-    """A Markdown description of every legal key, generated from :data:`SCHEMA`."""
-    lines = ["| key | type | required | meaning |", "|---|---|---|---|"]
-    for table, keys in SCHEMA.items():
-        for key, spec in keys.items():
-            shown = f"[{table}] <NAME>" if key == ANY_KEY else _where(table, key)
-            kind = spec.kind.value.removeprefix("a ").removeprefix("an ")
-            required = "yes" if spec.required else "no"
-            lines.append(f"| `{shown}` | {kind} | {required} | {spec.doc} |")
     return "\n".join(lines) + "\n"

@@ -239,3 +239,14 @@ def build_script(env: BuildEnv, *, project_dir: str, commands: Sequence[str],
         f"exec env -i {assignments} /usr/bin/python3 -I -S -c {shlex.quote(LAUNCHER)} {quoted}",
         "",
     ])
+
+
+def settings(env: BuildEnv) -> dict[str, str]:
+    """The concrete value of every variation in one build, for the report."""
+    return {
+        "build_path": env.workdir, "hostname": f"{env.hostname}.{env.domainname}",
+        "user": f"{env.user} ({env.uid}:{env.gid})", "umask": env.umask,
+        "timezone": env.timezone, "locale": env.locale, "home": env.home,
+        "clock": env.faketime or "real", "cpus": env.cpuset or "all",
+        "env_order": env.env_order.value, "file_order": env.file_order.value,
+    }

@@ -21,8 +21,8 @@ import docker
 import pytest
 
 from reprobuild import images
-from reprobuild.engine import MANAGED, RUN
 from reprobuild.progress import SilentProgress
+from reprobuild.sandbox.engine import MANAGED, RUN
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parents[2]

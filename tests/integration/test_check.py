@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from reprobuild import images
-from reprobuild.engine import MANAGED, ROLE
+from reprobuild.sandbox.engine import MANAGED, ROLE
 
 from .conftest import REPO_ROOT, make_repo, managed_objects, run_cli
 

@@ -13,13 +13,12 @@ from typing import Any
 import docker
 import pytest
 
-from reprobuild import trap
 from reprobuild.archive import FileOrder, build_tar
-from reprobuild.engine import RunLabels
 from reprobuild.errors import EnvironmentFailure
-from reprobuild.sandbox import Sandbox, SandboxLimits, SandboxSpec
+from reprobuild.sandbox import agent as trap
+from reprobuild.sandbox.container import Sandbox, SandboxLimits, SandboxSpec
+from reprobuild.sandbox.engine import RunLabels
 from reprobuild.source import EntryKind, SourceEntry
-from reprobuild.trap import image_python
 
 from .conftest import make_repo, run_cli
 from .hostcapture import HostCapture, leaks
@@ -145,7 +144,7 @@ def test_a_trap_that_cannot_come_up_never_lets_the_build_start(
         role="build-a", image=image.image_id, uid=1000, gid=1000, hostname="failclosed",
         domainname="test", writable=("/build", "/tmp"), stdin=source, trap=True,
         script="tar -x -f - -C /build && touch /out/the-build-ran",
-        image_python=image_python(image.versions),
+        image_python=image.python,
         limits=SandboxLimits(timeout_s=60))
     started = time.monotonic()
     with pytest.raises(EnvironmentFailure) as failure:
@@ -177,7 +176,7 @@ def test_what_the_build_leaves_is_killed_and_its_noise_cannot_push_out_evidence(
     spec = SandboxSpec(
         role="build-a", image=image.image_id, uid=1000, gid=1000, hostname="leftovers",
         domainname="test", writable=("/build", "/tmp"), stdin=source, trap=True,
-        script=script, image_python=image_python(image.versions),
+        script=script, image_python=image.python,
         limits=SandboxLimits(timeout_s=120, log_bytes=64 * 1024))
     started = time.monotonic()
     result = Sandbox(client, RunLabels.new()).run(spec, output_dir=tmp_path / "artifacts",

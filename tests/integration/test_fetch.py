@@ -21,20 +21,15 @@ from typing import cast
 import docker
 import pytest
 
-from reprobuild import fetch, images
+from reprobuild import ecosystems, fetch, images
 from reprobuild.archive import FileOrder, build_tar
-from reprobuild.engine import ROLE, RUN, RunLabels
-from reprobuild.errors import Interrupted
-from reprobuild.fetch import (
-    ALLOW_LISTS,
-    DependencyIntegrityError,
-    FetchedDeps,
-    FetchLimits,
-    FetchStrategy,
-    Version,
-)
+from reprobuild.ecosystems.interface import FetchPlan
+from reprobuild.ecosystems.python.pep import parse_version
+from reprobuild.errors import DependencyIntegrityError, Interrupted
+from reprobuild.fetch import FetchedDeps, FetchLimits, plan_fetch, runner
 from reprobuild.progress import SilentProgress
 from reprobuild.recipes import Recipe, builtin_recipes
+from reprobuild.sandbox.engine import ROLE, RUN, RunLabels
 from reprobuild.source import SourceTree, acquire
 
 from .conftest import FIXTURES, git
@@ -111,9 +106,15 @@ def run_fetch(client: docker.DockerClient, tree: SourceTree, rec: Recipe,
               toolchain: images.ToolchainImage, cache: Path, *,
               cancel: threading.Event | None = None,
               limits: FetchLimits | None = None) -> FetchedDeps:
-    return fetch.fetch(client, RunLabels.new(), tree=tree, recipe=rec, toolchain=toolchain,
-                       ca_cert=CA, cache_dir=cache, progress=SilentProgress(),
-                       cancel=cancel or threading.Event(), limits=limits)
+    return fetch.fetch(client, RunLabels.new(), plan=plan_of(tree, rec, toolchain),
+                       toolchain=toolchain, ca_cert=CA, cache_dir=cache,
+                       progress=SilentProgress(), cancel=cancel or threading.Event(),
+                       limits=limits)
+
+
+def plan_of(tree: SourceTree, rec: Recipe, toolchain: images.ToolchainImage) -> FetchPlan:
+    return plan_fetch(tree, strategy=rec.fetch_strategy, origin=rec.origin,
+                      lock=rec.fetch_lock, toolchain=toolchain)
 
 
 def run_offline(client: docker.DockerClient, toolchain: images.ToolchainImage, stdin: bytes,
@@ -180,15 +181,15 @@ def test_python_build_fetch_resolves_as_of_the_commit_and_builds_offline(
     assert {"hatchling", "packaging", "pathspec", "pluggy", "trove-classifiers"} <= set(pins)
     # Resolved as of 2026-01-02: older than the hatchling the toolchain image locked later.
     newest = dict(python_image.versions)["hatchling"]
-    assert Version.parse(pins["hatchling"]) < Version.parse(newest)
+    assert parse_version(pins["hatchling"]) < parse_version(newest)
     files = wheels_in(cold.archive)
     assert files and all(n.startswith("wheels/") and n.endswith(".whl") for n in files)
     hashes = dict(cold.hashes)
     assert len(hashes) == len(files) == len(pins)
     assert sorted(f"sha256:{h}" for h in files.values()) == sorted(hashes.values())
-    assert cold.env == fetch.build_env(FetchStrategy.PYTHON_BUILD)
+    assert cold.env == ecosystems.get("python-build").build_env()
     assert ("PIP_FIND_LINKS", "/deps/wheels") in cold.env
-    allowed = {h for h, _ in ALLOW_LISTS[FetchStrategy.PYTHON_BUILD]}
+    allowed = {h for h, _ in ecosystems.get("python-build").allow_list}
     assert cold.requests and all(r.allowed and r.status == 200 and r.host in allowed
                                  for r in cold.requests)
     assert fetch.replay_lock(cold).count("--hash=sha256:") == len(files)
@@ -369,7 +370,8 @@ exit 7
 def test_the_fetch_container_has_no_network_but_the_proxy(
         tmp_path: Path, client: docker.DockerClient, python_image: images.ToolchainImage,
         monkeypatch: pytest.MonkeyPatch, no_leftovers: None) -> None:
-    monkeypatch.setattr(fetch, "fetch_script", lambda _plan: fetch.script_head() + PROBE)
+    monkeypatch.setattr(runner, "fetch_script",
+                        lambda _eco, _plan: runner.script_head() + PROBE)
     repo = commit(tmp_path / "repo", HATCH_PROJECT)
     result = run_fetch(client, source(repo, tmp_path / "w"),
                        recipe("python-build", image="python"), python_image,
@@ -388,7 +390,8 @@ def test_the_fetch_container_has_no_network_but_the_proxy(
 def test_cancel_and_timeout_remove_everything(
         tmp_path: Path, client: docker.DockerClient, python_image: images.ToolchainImage,
         monkeypatch: pytest.MonkeyPatch, no_leftovers: None) -> None:
-    monkeypatch.setattr(fetch, "fetch_script", lambda _plan: fetch.script_head() + "sleep 120")
+    monkeypatch.setattr(runner, "fetch_script",
+                        lambda _eco, _plan: runner.script_head() + "sleep 120")
     repo = commit(tmp_path / "repo", HATCH_PROJECT)
     tree = source(repo, tmp_path / "w")
     rec = recipe("python-build", image="python")
@@ -403,9 +406,9 @@ def test_cancel_and_timeout_remove_everything(
 
     def work() -> None:
         try:
-            fetch.fetch(client, labels, tree=tree, recipe=rec, toolchain=python_image,
-                        ca_cert=None, cache_dir=tmp_path / "cache", progress=SilentProgress(),
-                        cancel=cancel)
+            fetch.fetch(client, labels, plan=plan_of(tree, rec, python_image),
+                        toolchain=python_image, ca_cert=None, cache_dir=tmp_path / "cache",
+                        progress=SilentProgress(), cancel=cancel)
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             errors.append(exc)
 

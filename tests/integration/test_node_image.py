@@ -13,7 +13,7 @@ import docker
 import pytest
 
 from reprobuild import images
-from reprobuild.node import NODE_WHEEL, node_images
+from reprobuild.ecosystems.node.toolchain import NODE_WHEEL, node_images
 from reprobuild.progress import SilentProgress
 
 from .conftest import run_probe

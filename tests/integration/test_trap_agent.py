@@ -25,7 +25,8 @@ import docker.errors
 import pytest
 from docker.types import LogConfig
 
-from reprobuild import trap, trap_agent
+from reprobuild.incontainer import trap_agent
+from reprobuild.sandbox import agent as trap
 
 from .hostcapture import HostCapture, leaks
 

@@ -17,9 +17,9 @@ from reprobuild.archive import (
     FileOrder,
     build_tar,
     extract_regular_files,
-    sha256_file,
 )
 from reprobuild.errors import UnsafeArchiveError
+from reprobuild.hashing import sha256_file
 from reprobuild.source import EntryKind, SourceEntry
 
 ENTRIES = (

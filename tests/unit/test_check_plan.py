@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.check import (
+from reprobuild import ecosystems
+from reprobuild.errors import InputError
+from reprobuild.images import ToolchainImage
+from reprobuild.pipeline.phases import (
     build_spec,
-    choose_image,
     prepare_out_dir,
     project_files,
     repo_recipe_bytes,
+    select,
 )
-from reprobuild.errors import InputError
-from reprobuild.images import ToolchainImage
 from reprobuild.recipes import builtin_recipes
-from reprobuild.sandbox import SandboxLimits
+from reprobuild.sandbox.container import SandboxLimits
 from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
 from reprobuild.variations import Variation, plan_pair
 
@@ -102,12 +103,13 @@ def _node_tree(files: dict[str, bytes], subdir: str) -> SourceTree:
 
 
 def test_node_projects_get_the_image_their_nvmrc_asks_for() -> None:
-    node = builtin_recipes()["node"]
     files = {"package.json": b'{"workspaces": ["src/*"]}', ".nvmrc": b"v22.11.0\n",
              "src/s/package.json": b'{"name": "s"}'}
-    assert choose_image(_node_tree(files, "src/s"), node) == "node-22"
+    assert select(_node_tree(files, "src/s"), "node").image == "node-22"
     del files[".nvmrc"]
     files["src/s/package.json"] = b'{"name": "s", "engines": {"node": ">=24"}}'
-    assert choose_image(_node_tree(files, "src/s"), node) == "node"
-    python = builtin_recipes()["python"]
-    assert choose_image(_node_tree(files, "src/s"), python) == "python"
+    assert select(_node_tree(files, "src/s"), "node").image == "node"
+    assert select(_node_tree(files, "src/s"), "python").image == "python"
+    # Detection picks the same: the npm recipe, refined by its ecosystem.
+    assert select(_node_tree(files, "src/s"), None).image == "node"
+    assert ecosystems.for_image("node") is ecosystems.get("npm")

@@ -11,8 +11,10 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from reprobuild.archive import ExtractedFile
+from reprobuild.atomic import write_bytes_atomic
 from reprobuild.compare import DiffoscopeLimits, diffoscope_script, mismatches
 from reprobuild.errors import ExitCode
+from reprobuild.evidence import EgressAttempt
 from reprobuild.report import (
     BuildInfo,
     DifferenceInfo,
@@ -21,12 +23,13 @@ from reprobuild.report import (
     SourceInfo,
     ToolchainInfo,
     Verdict,
-    error_dict,
+    decide_verdict,
     exit_code_for,
-    to_junit,
-    to_sarif,
-    write_json_atomic,
 )
+from reprobuild.report.formats import FORMATS, by_name, write_error, write_report
+from reprobuild.report.json import error_dict, to_dict
+from reprobuild.report.junit import to_junit
+from reprobuild.report.sarif import to_sarif
 
 
 def f(path: str, digest: str, size: int = 1) -> ExtractedFile:
@@ -68,9 +71,13 @@ def test_exit_codes_are_stable() -> None:
     assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 130]
 
 
+def write_json_atomic(data: object, path: Path) -> None:
+    write_bytes_atomic(json.dumps(data).encode(), path)
+
+
 def test_atomic_json_replaces_whole_file(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "r.json"
-    write_json_atomic(error_dict("boom", 2), target)
+    assert write_error(by_name("json"), "boom", 2, target)
     data = json.loads(target.read_text())
     assert data["verdict"] == "error" and data["exit_code"] == 2 and data["message"] == "boom"
     write_json_atomic({"x": 1}, target)
@@ -103,8 +110,11 @@ def _report(verdict: Verdict, *, exit_b: int | None = 0, diffs: int = 0,
         differences=tuple(DifferenceInfo(path=f"p{i}.whl", sha256_a="1", sha256_b="2",
                                          diffoscope=None) for i in range(diffs)),
         timings={"total_s": 2.5}, out_dir=None,
-        egress=tuple({"build": "a", "kind": "http", "name": "x.example", "dport": 80,
-                      "detail": "GET / HTTP/1.1"} for _ in range(egress)))
+        egress=tuple(EgressAttempt(
+            build="a", phase="build", kind="http", proto="tcp", family=4, dst="198.18.0.1",
+            dport=80, name="x.example", qtype=None, detail="GET / HTTP/1.1", uid=1000,
+            pid=None, exe=None, cmdline=None, forged=False, count=None, time=0.1)
+            for _ in range(egress)))
 
 
 def _cases(xml: str) -> dict[str, ET.Element]:
@@ -152,3 +162,34 @@ def test_sarif_has_one_result_per_finding() -> None:
 
 def test_sarif_clean_run_has_no_results() -> None:
     assert to_sarif(_report(Verdict.REPRODUCIBLE))["runs"][0]["results"] == []
+
+
+@pytest.mark.parametrize(("found", "verdict"), [
+    ({"egress": True, "built": False, "outputs": False, "differences": True}, Verdict.EGRESS),
+    ({"egress": True, "built": True, "outputs": True, "differences": False}, Verdict.EGRESS),
+    ({"egress": False, "built": False, "outputs": True, "differences": False},
+     Verdict.BUILD_FAILED),
+    ({"egress": False, "built": True, "outputs": False, "differences": False},
+     Verdict.BUILD_FAILED),
+    ({"egress": False, "built": True, "outputs": True, "differences": True},
+     Verdict.UNREPRODUCIBLE),
+    ({"egress": False, "built": True, "outputs": True, "differences": False},
+     Verdict.REPRODUCIBLE),
+])
+def test_verdict_is_decided_by_what_was_found(found: dict[str, bool], verdict: Verdict) -> None:
+    assert decide_verdict(**found) is verdict
+
+
+def test_json_keeps_the_schema_field_order_and_typed_records(tmp_path: Path) -> None:
+    report = _report(Verdict.EGRESS, egress=1)
+    data = to_dict(report)
+    assert list(data)[:4] == ["schema", "tool", "verdict", "exit_code"]
+    assert data["schema"] == "reprobuild.report/v1" and data["exit_code"] == 3
+    assert data["egress"][0]["name"] == "x.example" and data["egress"][0]["only_in"] is None
+    assert set(error_dict("m", 2)) == {"schema", "tool", "verdict", "exit_code", "message",
+                                       "builds", "differences", "egress"}
+    for fmt in FORMATS:  # every registered format renders every report
+        write_report(fmt, report, tmp_path / fmt.name)
+        assert (tmp_path / fmt.name).stat().st_size > 0
+    assert not write_error(by_name("junit"), "m", 2, tmp_path / "none.xml")
+    assert not (tmp_path / "none.xml").exists()

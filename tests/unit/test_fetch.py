@@ -15,28 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild import fetch_proxy
+from reprobuild import ecosystems
 from reprobuild.archive import FileOrder, build_tar
-from reprobuild.errors import InputError, RecipeError
-from reprobuild.fetch import (
-    DEFAULT_BUILD_REQUIRES,
-    DependencyIntegrityError,
-    DepsCache,
-    FetchedDeps,
-    FetchPlan,
-    FetchStrategy,
-    _Member,
-    build_env,
-    cache_key,
-    evaluate_marker,
-    fetch_script,
-    integrity_failure,
-    parse_hashed_requirements,
-    parse_proxy_log,
-    plan_fetch,
-    replay_lock,
-    specifier_contains,
-)
+from reprobuild.ecosystems.interface import FetchedFile, FetchPlan
+from reprobuild.ecosystems.python.plan import DEFAULT_BUILD_REQUIRES
+from reprobuild.errors import DependencyIntegrityError, InputError, RecipeError, ReprobuildError
+from reprobuild.fetch import FetchedDeps, cache_key, plan_fetch, replay_lock
+from reprobuild.fetch.cache import DepsCache
+from reprobuild.fetch.proxylog import parse_proxy_log
+from reprobuild.fetch.runner import fetch_script
+from reprobuild.hashlock import HashedLock, parse_hashed_lock
+from reprobuild.incontainer import fetch_proxy
 from reprobuild.recipes import Recipe, builtin_recipes, load_recipe_file, recipe_to_toml
 from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
 
@@ -60,6 +49,28 @@ def recipe(strategy: str, lock: str | None = None) -> Recipe:
                                fetch_lock=lock)
 
 
+def make_plan(source: SourceTree, rec: Recipe, *, now: float | None = None) -> FetchPlan:
+    """What the fetch phase plans for a recipe (the ecosystem's plan, via the registry)."""
+    return plan_fetch(source, strategy=rec.fetch_strategy, origin=rec.origin,
+                      lock=rec.fetch_lock, now=now)
+
+
+def script_of(fetch_plan: FetchPlan) -> str:
+    return fetch_script(ecosystems.get(fetch_plan.strategy), fetch_plan)
+
+
+def build_env(strategy: str) -> tuple[tuple[str, str], ...]:
+    return ecosystems.get(strategy).build_env()
+
+
+def integrity_failure(log: str, fetch_plan: FetchPlan) -> ReprobuildError | None:
+    return ecosystems.get(fetch_plan.strategy).diagnose(fetch_plan, log)
+
+
+def parse_hashed_requirements(text: str, origin: str) -> HashedLock:
+    return parse_hashed_lock(text, origin, options=True, markers=True)
+
+
 HATCH = """[build-system]
 requires = ["hatchling>=1.27"]
 build-backend = "hatchling.build"
@@ -78,19 +89,19 @@ def requirements_of(plan: FetchPlan) -> str:
 
 
 def test_no_fetch_strategy_plans_nothing() -> None:
-    plan = plan_fetch(tree({"pyproject.toml": HATCH}), recipe("none"))
-    assert plan.strategy is FetchStrategy.NONE and plan.files == ()
+    plan = make_plan(tree({"pyproject.toml": HATCH}), recipe("none"))
+    assert plan.strategy == "none" and plan.files == ()
 
 
 def test_build_requires_are_read_and_resolved_as_of_the_commit() -> None:
-    plan = plan_fetch(tree({"pyproject.toml": HATCH, "src/x.py": "import os"}),
+    plan = make_plan(tree({"pyproject.toml": HATCH, "src/x.py": "import os"}),
                       recipe("python-build"))
-    assert plan.strategy is FetchStrategy.PYTHON_BUILD
+    assert plan.strategy == "python-build"
     assert plan.requirements == ("hatchling>=1.27",)
     assert plan.pin_source == "resolved" and plan.cutoff == COMMIT_TIME and not plan.hashed
     assert [p for p, _ in plan.files] == ["requirements.txt"], "only generated input goes in"
     assert requirements_of(plan).splitlines()[1:] == ["hatchling>=1.27"]
-    script = fetch_script(plan)
+    script = script_of(plan)
     assert "--uploaded-prior-to 2026-01-02T03:04:05Z" in script
     assert "--only-binary :all:" in script and "--require-hashes" not in script
 
@@ -98,7 +109,7 @@ def test_build_requires_are_read_and_resolved_as_of_the_commit() -> None:
 def test_default_build_requires_without_build_system() -> None:
     for files in ({"setup.py": "from setuptools import setup; setup()"},
                   {"pyproject.toml": "[project]\nname = 'x'\n"}):
-        plan = plan_fetch(tree(files), recipe("python-build"))
+        plan = make_plan(tree(files), recipe("python-build"))
         assert plan.requirements == DEFAULT_BUILD_REQUIRES == ("setuptools>=40.8.0", "wheel")
         assert plan.notes and "default" in plan.notes[0]
 
@@ -111,7 +122,7 @@ dependencies = ["hatch-vcs>=0.4"]
 [tool.hatch.build.targets.wheel.hooks.custom]
 dependencies = ["hatch-fancy-pypi-readme"]
 """
-    plan = plan_fetch(tree({"servers/a/pyproject.toml": pyproject, "pyproject.toml": "x = ="},
+    plan = make_plan(tree({"servers/a/pyproject.toml": pyproject, "pyproject.toml": "x = ="},
                            subdir="servers/a"), recipe("python-build"))
     assert plan.requirements == ("hatchling>=1.27", "hatch-vcs>=0.4", "hatch-fancy-pypi-readme")
     assert plan.project_dir == "servers/a"
@@ -119,14 +130,14 @@ dependencies = ["hatch-fancy-pypi-readme"]
 
 def test_bad_pyproject_is_a_recipe_error() -> None:
     with pytest.raises(RecipeError, match="not valid TOML"):
-        plan_fetch(tree({"pyproject.toml": "[build-system\n"}), recipe("python-build"))
+        make_plan(tree({"pyproject.toml": "[build-system\n"}), recipe("python-build"))
     with pytest.raises(RecipeError, match="list of strings"):
-        plan_fetch(tree({"pyproject.toml": "[build-system]\nrequires = 'x'\n"}),
+        make_plan(tree({"pyproject.toml": "[build-system]\nrequires = 'x'\n"}),
                    recipe("python-build"))
 
 
 def test_a_directory_source_resolves_as_of_the_start_of_today() -> None:
-    plan = plan_fetch(tree({"pyproject.toml": HATCH}, commit_time=None), recipe("python-build"),
+    plan = make_plan(tree({"pyproject.toml": HATCH}, commit_time=None), recipe("python-build"),
                       now=1767323045.5)
     assert plan.cutoff == 1767312000  # 2026-01-02T00:00:00Z
 
@@ -144,7 +155,7 @@ tomli==2.0.1 ; python_version < "3.11" --hash=sha256:{H["tomli"]}
 
 
 def test_a_hashed_lock_named_by_the_recipe_pins_everything() -> None:
-    plan = plan_fetch(tree({"a/pyproject.toml": HATCH, "a/build.lock": LOCK}, subdir="a"),
+    plan = make_plan(tree({"a/pyproject.toml": HATCH, "a/build.lock": LOCK}, subdir="a"),
                       recipe("python-build", "build.lock"))
     assert plan.hashed and plan.cutoff is None and plan.pin_source == "lock:a/build.lock"
     assert [(p.name, p.version) for p in plan.pins][:2] == [("hatchling", "1.28.0"),
@@ -154,7 +165,7 @@ def test_a_hashed_lock_named_by_the_recipe_pins_everything() -> None:
     text = requirements_of(plan)
     assert "--index-url https://pypi.org/simple" in text
     assert f'tomli==2.0.1 ; python_version < "3.11" --hash=sha256:{H["tomli"]}' in text
-    script = fetch_script(plan)
+    script = script_of(plan)
     assert "--no-deps --require-hashes" in script and "--uploaded-prior-to" not in script
 
 
@@ -175,10 +186,10 @@ def test_hashed_lock_refuses_what_could_build_or_escape(line: str, message: str)
 
 def test_lock_must_cover_the_build_requirements() -> None:
     with pytest.raises(RecipeError, match=r"does not pin build requirement 'hatchling>=1\.29'"):
-        plan_fetch(tree({"pyproject.toml": HATCH.replace("1.27", "1.29"), "l.txt": LOCK}),
+        make_plan(tree({"pyproject.toml": HATCH.replace("1.27", "1.29"), "l.txt": LOCK}),
                    recipe("python-build", "l.txt"))
     with pytest.raises(RecipeError, match="not in the source tree"):
-        plan_fetch(tree({"pyproject.toml": HATCH}), recipe("python-build", "missing.txt"))
+        make_plan(tree({"pyproject.toml": HATCH}), recipe("python-build", "missing.txt"))
 
 
 FILES = "https://files.pythonhosted.org/x"
@@ -220,7 +231,7 @@ UV_LOCK = "version = 1\nrevision = 3\nrequires-python = \">=3.10\"\n" + "".join(
 
 
 def test_uv_lock_entries_pin_the_build_requirements_when_they_cover_them() -> None:
-    plan = plan_fetch(tree({"pyproject.toml": HATCH, "uv.lock": UV_LOCK}),
+    plan = make_plan(tree({"pyproject.toml": HATCH, "uv.lock": UV_LOCK}),
                       recipe("python-build"))
     assert plan.pin_source == "uv.lock:uv.lock" and plan.hashed
     assert [(p.name, p.version, p.hashes) for p in plan.pins] == [
@@ -242,39 +253,10 @@ def test_uv_lock_that_does_not_cover_them_falls_back_to_resolution(
         change: Callable[[str], str], why: str) -> None:
     changed = change(UV_LOCK)
     assert changed != UV_LOCK
-    plan = plan_fetch(tree({"pyproject.toml": HATCH, "uv.lock": changed}),
+    plan = make_plan(tree({"pyproject.toml": HATCH, "uv.lock": changed}),
                       recipe("python-build"))
     assert plan.pin_source == "resolved" and plan.cutoff == COMMIT_TIME
     assert why in plan.notes[0] and "does not cover" in plan.notes[0]
-
-
-# --------------------------------------------------------------------------- versions
-
-
-@pytest.mark.parametrize(("spec", "version", "ok"), [
-    (">=1.27", "1.28.0", True), (">=1.27", "1.26.9", False), ("==1.28", "1.28.0", True),
-    ("==1.*", "1.9", True), ("!=1.*", "1.9", False), ("~=1.4.2", "1.4.9", True),
-    ("~=1.4.2", "1.5.0", False), ("<2,>=1", "1.5", True), (">=1", "2.0rc1", False),
-    (">=2.0rc1", "2.0rc2", True), (">1.0", "1.0.post1", True), ("<1.0", "1.0.dev1", False),
-    ("===1.0", "1.0", True), ("(>=3)", "3", True), ("", "0.1", True),
-])
-def test_specifiers(spec: str, version: str, ok: bool) -> None:
-    assert specifier_contains(spec, version) is ok
-
-
-@pytest.mark.parametrize(("marker", "ok"), [
-    ("python_version < '3.11'", False), ('python_full_version >= "3.11.0"', True),
-    ("sys_platform == 'win32' or platform_machine == 'x86_64'", True),
-    ("(os_name == 'nt' or os_name == 'posix') and implementation_name == 'cpython'", True),
-    ("platform_python_implementation != 'PyPy' and python_version >= '3.8'", True),
-    ("'linux' in sys_platform", True), ("'win' not in sys_platform", True),
-    ("extra == 'test'", False),
-])
-def test_markers(marker: str, ok: bool) -> None:
-    env = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux",
-           "platform_machine": "x86_64", "os_name": "posix", "implementation_name": "cpython",
-           "platform_python_implementation": "CPython", "extra": ""}
-    assert evaluate_marker(marker, env) is ok
 
 
 # --------------------------------------------------------------------------- npm
@@ -310,8 +292,8 @@ MONOREPO = {
 
 
 def test_npm_copies_only_manifests_of_the_root_and_every_workspace() -> None:
-    plan = plan_fetch(tree(MONOREPO, subdir="src/a"), recipe("npm"))
-    assert plan.strategy is FetchStrategy.NPM and plan.lock_root == ""
+    plan = make_plan(tree(MONOREPO, subdir="src/a"), recipe("npm"))
+    assert plan.strategy == "npm" and plan.lock_root == ""
     assert [p for p, _ in plan.files] == ["package.json", "package-lock.json",
                                           "src/a/package.json", "src/b/package.json"]
     assert dict(plan.files)["package-lock.json"] == MONOREPO["package-lock.json"].encode()
@@ -319,17 +301,17 @@ def test_npm_copies_only_manifests_of_the_root_and_every_workspace() -> None:
                                                         ("is-number", "7.0.0")]
     assert plan.pins[1].hashes[0].startswith("sha512-41Cifkg6")
     assert any(".npmrc is not used" in n for n in plan.notes)
-    script = fetch_script(plan)
+    script = script_of(plan)
     assert "npm ci --ignore-scripts --no-audit --no-fund --cache /deps/npm-cache" in script
 
 
 def test_npm_lock_in_the_project_itself_and_a_nested_project() -> None:
     files = {"package.json": '{"name": "x"}', "package-lock.json": json.dumps(
         {"lockfileVersion": 3, "packages": {"": {"name": "x"}}})}
-    plan = plan_fetch(tree(files), recipe("npm"))
+    plan = make_plan(tree(files), recipe("npm"))
     assert [p for p, _ in plan.files] == ["package.json", "package-lock.json"]
     nested = {f"tools/x/{k}": v for k, v in files.items()}
-    plan = plan_fetch(tree(nested, subdir="tools/x"), recipe("npm"))
+    plan = make_plan(tree(nested, subdir="tools/x"), recipe("npm"))
     assert plan.lock_root == "tools/x"
 
 
@@ -338,52 +320,52 @@ def test_npm_refuses_other_lockfiles_clearly(lock: str) -> None:
     files = {"package.json": '{"name": "x"}', lock: "lockfileVersion: '9.0'\n"}
     with pytest.raises(RecipeError, match=f"found {lock} but no package-lock.json: only npm "
                                           "lockfiles") as info:
-        plan_fetch(tree(files), recipe("npm"))
+        make_plan(tree(files), recipe("npm"))
     assert "pnpm and yarn lockfiles are not read" in (info.value.hint or "")
 
 
 def test_npm_without_any_lockfile_or_outside_the_workspaces() -> None:
     with pytest.raises(RecipeError, match=r"no package-lock\.json"):
-        plan_fetch(tree({"package.json": "{}"}), recipe("npm"))
+        make_plan(tree({"package.json": "{}"}), recipe("npm"))
     with pytest.raises(RecipeError, match="docs is not a workspace"):
-        plan_fetch(tree(MONOREPO, subdir="docs"), recipe("npm"))
+        make_plan(tree(MONOREPO, subdir="docs"), recipe("npm"))
     old = {**MONOREPO, "package-lock.json": json.dumps({"lockfileVersion": 1,
                                                          "dependencies": {}})}
     with pytest.raises(RecipeError, match="lockfileVersion 2 or 3"):
-        plan_fetch(tree(old), recipe("npm"))
+        make_plan(tree(old), recipe("npm"))
 
 
 # --------------------------------------------------------------------------- cache keys
 
 
 def test_cache_key_is_stable_and_covers_every_input() -> None:
-    plan = plan_fetch(tree(MONOREPO, subdir="src/a"), recipe("npm"))
+    plan = make_plan(tree(MONOREPO, subdir="src/a"), recipe("npm"))
     key = cache_key(plan, "sha256:img")
-    assert key == cache_key(plan_fetch(tree(MONOREPO, subdir="src/a"), recipe("npm")),
+    assert key == cache_key(make_plan(tree(MONOREPO, subdir="src/a"), recipe("npm")),
                             "sha256:img")
     assert len(key) == 64
     # Source changes that npm ci does not read keep the key; a subdir in the same root too.
     edited = {**MONOREPO, "src/a/index.ts": "changed", "README.md": "changed"}
-    assert cache_key(plan_fetch(tree(edited, subdir="src/b"), recipe("npm")), "sha256:img") \
+    assert cache_key(make_plan(tree(edited, subdir="src/b"), recipe("npm")), "sha256:img") \
         == key
     assert cache_key(plan, "sha256:other-image") != key
     lock = json.loads(MONOREPO["package-lock.json"])
     lock["packages"]["node_modules/is-number"]["version"] = "7.0.1"
     bumped = {**MONOREPO, "package-lock.json": json.dumps(lock)}
-    assert cache_key(plan_fetch(tree(bumped), recipe("npm")), "sha256:img") != key
+    assert cache_key(make_plan(tree(bumped), recipe("npm")), "sha256:img") != key
 
 
 def test_python_cache_key_depends_on_requirements_and_cutoff_only() -> None:
-    base = plan_fetch(tree({"pyproject.toml": HATCH}), recipe("python-build"))
-    version_bump = plan_fetch(tree({"pyproject.toml": HATCH.replace("1.0.0", "2.0.0")}),
+    base = make_plan(tree({"pyproject.toml": HATCH}), recipe("python-build"))
+    version_bump = make_plan(tree({"pyproject.toml": HATCH.replace("1.0.0", "2.0.0")}),
                               recipe("python-build"))
     assert cache_key(base, "i") == cache_key(version_bump, "i")
-    later = plan_fetch(tree({"pyproject.toml": HATCH}, commit_time=COMMIT_TIME + 1),
+    later = make_plan(tree({"pyproject.toml": HATCH}, commit_time=COMMIT_TIME + 1),
                        recipe("python-build"))
     assert cache_key(later, "i") != cache_key(base, "i")
-    pinned = plan_fetch(tree({"pyproject.toml": HATCH, "l": LOCK}, commit_time=COMMIT_TIME + 9),
+    pinned = make_plan(tree({"pyproject.toml": HATCH, "l": LOCK}, commit_time=COMMIT_TIME + 9),
                         recipe("python-build", "l"))
-    pinned_earlier = plan_fetch(tree({"pyproject.toml": HATCH, "l": LOCK}),
+    pinned_earlier = make_plan(tree({"pyproject.toml": HATCH, "l": LOCK}),
                                 recipe("python-build", "l"))
     assert cache_key(pinned, "i") == cache_key(pinned_earlier, "i"), "a lock ignores the date"
 
@@ -391,12 +373,12 @@ def test_python_cache_key_depends_on_requirements_and_cutoff_only() -> None:
 # --------------------------------------------------------------------------- cache + tar
 
 
-def members_for(files: dict[str, bytes], staging: Path) -> list[_Member]:
+def members_for(files: dict[str, bytes], staging: Path) -> list[FetchedFile]:
     found = []
     for path, data in files.items():
         (staging / path).parent.mkdir(parents=True, exist_ok=True)
         (staging / path).write_bytes(data)
-        found.append(_Member(path, hashlib.sha256(data).hexdigest(), len(data)))
+        found.append(FetchedFile(path, hashlib.sha256(data).hexdigest(), len(data)))
     return found
 
 
@@ -442,16 +424,16 @@ def test_deps_tar_extracts_after_the_source_tar_on_one_stdin(tmp_path: Path) -> 
 
 
 def test_build_env_and_replay_lock() -> None:
-    python = dict(build_env(FetchStrategy.PYTHON_BUILD))
+    python = dict(build_env("python-build"))
     assert python["PIP_NO_INDEX"] == python["UV_NO_INDEX"] == python["UV_OFFLINE"] == "1"
     assert python["PIP_FIND_LINKS"] == python["UV_FIND_LINKS"] == "/deps/wheels"
-    assert ("npm_config_offline", "true") in build_env(FetchStrategy.NPM)
-    deps = FetchedDeps(strategy=FetchStrategy.PYTHON_BUILD, key="k", archive=None, env=(),
+    assert ("npm_config_offline", "true") in build_env("npm")
+    deps = FetchedDeps(strategy="python-build", key="k", archive=None, env=(),
                        pins=(("hatchling", "1.28.0"),), requests=(), cache_hit=False,
                        seconds=0, failure=None,
                        hashes=(("hatchling==1.28.0", "sha256:" + H["hatchling"]),))
     text = replay_lock(deps)
-    _options, pins = parse_hashed_requirements(text, "replay")
+    pins = parse_hashed_requirements(text, "replay").pins
     assert pins[0].hashes == ("sha256:" + H["hatchling"],)
 
 
@@ -471,17 +453,17 @@ wanted sha512-rXu0Ii== but got sha512-41Cif==. (1546 bytes)
 
 
 def test_integrity_failures_name_the_package_and_both_hashes() -> None:
-    plan = plan_fetch(tree({"pyproject.toml": HATCH, "l": LOCK}), recipe("python-build", "l"))
+    plan = make_plan(tree({"pyproject.toml": HATCH, "l": LOCK}), recipe("python-build", "l"))
     error = integrity_failure(PIP_LOG, plan)
     assert isinstance(error, DependencyIntegrityError) and isinstance(error, InputError)
     assert (error.package, error.expected, error.actual) == (
         "pathspec==0.12.1", "sha256:" + "b" * 64, "sha256:" + "a" * 64)
     assert "pathspec==0.12.1 does not match l" in error.message
-    npm_plan = dataclasses.replace(plan_fetch(tree(MONOREPO), recipe("npm")), pins=(
-        dataclasses.replace(plan_fetch(tree(MONOREPO), recipe("npm")).pins[1],
+    npm_plan = dataclasses.replace(make_plan(tree(MONOREPO), recipe("npm")), pins=(
+        dataclasses.replace(make_plan(tree(MONOREPO), recipe("npm")).pins[1],
                             hashes=("sha512-rXu0Ii==",)),))
     error = integrity_failure(NPM_LOG, npm_plan)
-    assert error is not None and error.package == "is-number@7.0.0"
+    assert isinstance(error, DependencyIntegrityError) and error.package == "is-number@7.0.0"
     assert (error.expected, error.actual) == ("sha512-rXu0Ii==", "sha512-41Cif==")
     assert integrity_failure("ERROR: No matching distribution found", plan) is None
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from reprobuild.ecosystems import ECOSYSTEMS
 from reprobuild.errors import ExitCode, RecipeError
 from reprobuild.recipes import (
     ANY_KEY,
     DEFAULT_COMMIT_TIME,
-    PLACEHOLDERS,
+    FETCH_STRATEGIES,
     SANDBOX_ENV,
     SCHEMA,
     Recipe,
@@ -20,7 +21,6 @@ from reprobuild.recipes import (
     recipe_to_toml,
     recipes_dir,
     render_env,
-    schema_reference,
     select_recipe,
 )
 
@@ -644,16 +644,11 @@ def test_recipe_to_toml_escapes() -> None:
     assert "detect" not in data
 
 
-def test_schema_reference_covers_every_key() -> None:
-    reference = schema_reference()
-    for table, keys in SCHEMA.items():
-        for key in keys:
-            if key == ANY_KEY:
-                assert f"[{table}] <NAME>" in reference
-            else:
-                assert (f"[{table}].{key}" if table else key) in reference
-    for placeholder in PLACEHOLDERS:
-        assert f"{{{placeholder}}}" in reference
+def test_fetch_strategies_and_their_docs_come_from_the_ecosystem_registry() -> None:
+    assert ("none", *(e.strategy for e in ECOSYSTEMS)) == FETCH_STRATEGIES
+    doc = SCHEMA["fetch"]["strategy"].doc
+    for ecosystem in ECOSYSTEMS:
+        assert f"'{ecosystem.strategy}' {ecosystem.summary}" in doc
 
 
 def test_builtin_recipes_use_only_schema_keys() -> None:

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild import trap
-from reprobuild import trap_agent as ta
+from reprobuild.images import ToolchainImage
+from reprobuild.incontainer import trap_agent as ta
+from reprobuild.sandbox import agent as trap
 
 AGENT = Path(ta.__file__)
 
@@ -125,11 +126,16 @@ def test_agent_command_runs_the_agent_precompiled_or_from_source(python: str) ->
     assert "usage: reprobuild-trap-agent [-h]" in proc.stdout  # the chunks left sys.argv
 
 
+def _python_of(versions: tuple[tuple[str, str], ...]) -> str | None:
+    return ToolchainImage(name="t", tag="t", image_id="i", definition_sha256="d",
+                          versions=versions, path_env="").python
+
+
 def test_image_python_comes_from_the_pinned_packages() -> None:
-    assert trap.image_python([("python3", "3.11.2-1+b1"), ("python3.11", "3.11.2-6"),
-                              ("python3.11-minimal", "3.11.2-6"), ("uv", "0.13.8")]) == "3.11"
-    assert trap.image_python([("python3", "3.13.5-1")]) is None  # no minor: compile there
-    assert trap.image_python([("python3.11", "x"), ("python3.13", "y")]) is None
+    assert _python_of((("python3", "3.11.2-1+b1"), ("python3.11", "3.11.2-6"),
+                       ("python3.11-minimal", "3.11.2-6"), ("uv", "0.13.8"))) == "3.11"
+    assert _python_of((("python3", "3.13.5-1"),)) is None  # no minor: compile there
+    assert _python_of((("python3.11", "x"), ("python3.13", "y"))) is None
 
 
 def test_args_reject_clashing_ports() -> None:

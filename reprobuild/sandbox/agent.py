@@ -1,7 +1,7 @@
 """Host side of the egress trap: how the sandbox runs the agent, and what its log means.
 
-The agent (:mod:`reprobuild.trap_agent`, stdlib only) is PID 1 of each sandbox container:
-it owns the network namespace, then starts the build with every privilege dropped. This
+The agent (:mod:`reprobuild.incontainer.trap_agent`, stdlib only) is PID 1 of each sandbox
+container: it owns the network namespace, then starts the build with every privilege dropped. This
 module holds the pure parts the sandbox needs: the agent's capabilities and arguments, the
 READY and exit handshakes, parsing the agent's JSON-lines log into :class:`EgressAttempt`
 records, and marking attempts seen in only one of the two builds. Nothing here talks to
@@ -14,20 +14,16 @@ import base64
 import importlib.machinery
 import json
 import marshal
-import re
 import sys
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reprobuild.errors import EnvironmentFailure
-
-if TYPE_CHECKING:
-    from reprobuild.fetch import FetchRequest
+from reprobuild.evidence import EgressAttempt
+from reprobuild.incontainer import program_path
 
 READY_PREFIX = "REPROBUILD-TRAP-READY"
 # When the build has ended and every process it left is killed: one JSON object follows.
@@ -60,19 +56,10 @@ ATTEMPT_KINDS = frozenset({"dns", "tcp", "http", "tls", "udp", "icmp", "other", 
 @cache
 def agent_source() -> str:
     """The agent's source text (what the sandbox runs, compiled or not)."""
-    return (Path(__file__).with_name("trap_agent.py")).read_text(encoding="utf-8")
+    return program_path("trap_agent").read_text(encoding="utf-8")
 
 
 _AGENT_FILENAME = "<reprobuild-trap-agent>"
-_PYTHON_PACKAGE = re.compile(r"python(3\.\d+)(?:-minimal)?")
-
-
-def image_python(versions: Iterable[tuple[str, str]]) -> str | None:
-    """The ``3.N`` of the image's Python, from its pinned package list (pure)."""
-    found = {m.group(1) for name, _ in versions if (m := _PYTHON_PACKAGE.fullmatch(name))}
-    return found.pop() if len(found) == 1 else None
-
-
 _AGENT_COMMAND_LOCK = threading.Lock()
 
 
@@ -95,11 +82,22 @@ def _agent_command(python: str | None) -> list[str]:
     """
     if python == HOST_PYTHON:
         # The import system's own cached bytecode when it is current, else a compile.
-        path = str(Path(__file__).with_name("trap_agent.py"))
+        path = str(program_path("trap_agent"))
         code = importlib.machinery.SourceFileLoader("trap_agent", path).get_code("trap_agent")
         return _python_command(marshal.dumps(code), "__import__('marshal').loads({})")
     return _python_command(agent_source().encode(),
                            f"compile({{}}, {_AGENT_FILENAME!r}, 'exec', dont_inherit=True)")
+
+
+def prepare_in_background() -> None:
+    """Pack the agent for this host's Python on a thread, so the first sandbox finds it
+    ready (~15-60 ms that would otherwise sit on the first build's path).
+
+    The guess (the images' Python is ours) holds for the pinned bookworm images on a 3.11
+    host; otherwise the work is wasted, not waited for.
+    """
+    threading.Thread(target=agent_command, args=(HOST_PYTHON,), name="reprobuild-agent-pack",
+                     daemon=True).start()
 
 
 # The kernel refuses one argument over 128 KiB (MAX_ARG_STRLEN), so the payload is split
@@ -152,35 +150,6 @@ def build_exit(text: str) -> BuildExit | None:
                              output_dropped=_as_int(data.get("output_dropped")) or 0,
                              error=_as_str(data.get("error")))
     return None
-
-
-@dataclass(frozen=True)
-class EgressAttempt:
-    """One network attempt a build made; field names are the report's (README)."""
-
-    build: str
-    phase: str
-    kind: str
-    proto: str | None
-    family: int | None
-    dst: str | None
-    dport: int | None
-    name: str | None
-    qtype: str | None
-    detail: str | None
-    uid: int | None
-    pid: int | None
-    exe: str | None
-    cmdline: str | None
-    forged: bool
-    count: int | None
-    time: float | None
-    only_in: str | None = None
-
-    def key(self) -> tuple[object, ...]:
-        """What makes two builds' attempts "the same" (fake addresses may differ)."""
-        where = self.name if self.name else self.dst
-        return (self.kind, self.proto, where, self.dport, self.qtype)
 
 
 @dataclass(frozen=True)
@@ -264,37 +233,3 @@ def require_ready(text: str, *, exited: bool, what: str = "the egress trap") -> 
                                  "the build was not started (fail closed); rerun with --debug "
                                  "or check that the engine allows NET_ADMIN for containers")
     return False
-
-
-def mark_one_sided(per_build: Sequence[Sequence[EgressAttempt]]) -> list[EgressAttempt]:
-    """All attempts of both builds; those seen in only one build get ``only_in`` set.
-
-    A build that reaches out in one environment and not the other is a signal of its own
-    (an environment-triggered payload), so it is marked rather than merged away.
-    """
-    keys = [{attempt.key() for attempt in attempts} for attempts in per_build]
-    result: list[EgressAttempt] = []
-    for index, attempts in enumerate(per_build):
-        others = set().union(*(k for i, k in enumerate(keys) if i != index))
-        for attempt in attempts:
-            one_sided = len(per_build) > 1 and attempt.key() not in others
-            result.append(replace(attempt, only_in=attempt.build if one_sided else None))
-    return result
-
-
-def blocked_attempts(requests: Iterable[FetchRequest]) -> list[EgressAttempt]:
-    """Fetch-phase requests the allow-list proxy refused, as egress attempts."""
-    return [EgressAttempt(
-        build="fetch", phase="fetch", kind="http" if r.port == 80 else "tls",
-        proto="tcp", family=None, dst=r.host, dport=r.port, name=r.host,
-        qtype=None, detail=f"{r.method} {r.target} (blocked: not on the allow-list)",
-        uid=None, pid=None, exe=None, cmdline=None, forged=False, count=None, time=r.time)
-        for r in requests if not r.allowed]
-
-
-def summarize(attempts: Iterable[EgressAttempt]) -> str:
-    """One line for the verdict message: how many attempts, to where."""
-    items = list(attempts)
-    places = sorted({a.name or a.dst or "?" for a in items})
-    shown = ", ".join(places[:5]) + (f" and {len(places) - 5} more" if len(places) > 5 else "")
-    return f"{len(items)} network attempt(s) during the build: {shown}"

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from reprobuild import images
-from reprobuild.errors import ExitCode, RecipeError
-from reprobuild.node import (
+from reprobuild.ecosystems.node.toolchain import (
     LTS_CODENAMES,
     node_images,
     parse_range,
     satisfies,
     select_node_image,
 )
+from reprobuild.errors import ExitCode, RecipeError
 from reprobuild.recipes import builtin_recipes
 
 if sys.version_info >= (3, 11):

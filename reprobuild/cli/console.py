@@ -1,0 +1,88 @@
+"""Terminal output: lazy rich consoles, the progress observer, escaping of untrusted text.
+
+rich is imported on first use, so a quiet run (CI with ``--json``) never pays for it.
+Text that comes from a build (logs, file names, egress details) is printed only through
+:func:`escape` or with markup off, never as rich markup.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+__all__ = ["RichProgress", "err", "escape", "out", "table"]
+
+
+class _LazyConsole:
+    """A rich Console made on first use: a quiet run (CI with --json) never imports rich,
+    which is a sixth of the start-up."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415 - lazy, see class doc
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # Wide enough for artifact names and digests in a file or a CI log.
+            self._console = Console(stderr=self._stderr, highlight=False,
+                                    width=None if stream.isatty() else 140)
+        return getattr(self._console, name)
+
+
+out = _LazyConsole(stderr=False)
+err = _LazyConsole(stderr=True)
+
+
+def escape(text: str) -> str:
+    """Rich markup escaping, imported when something is printed."""
+    from rich.markup import escape as rich_escape  # noqa: PLC0415 - lazy
+
+    return rich_escape(text)
+
+
+def table() -> Table:
+    """The one table style of every listing."""
+    from rich.table import Table  # noqa: PLC0415 - lazy
+
+    return Table(show_edge=False, header_style="bold")
+
+
+class RichProgress:
+    """Progress observer: a spinner for the current step with the time since the start,
+    a line per detail (stderr)."""
+
+    def __init__(self, console: _LazyConsole, enabled: bool) -> None:
+        self._console = console
+        self._enabled = enabled
+        self._status: Any = None
+        self._started = time.monotonic()
+
+    def __enter__(self) -> RichProgress:
+        if self._enabled:
+            self._status = self._console.status("starting")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
+
+    def step(self, message: str) -> None:
+        """Show the new phase on the spinner."""
+        if self._status is not None:
+            elapsed = time.monotonic() - self._started
+            self._status.update(f"{escape(message)} [dim]({elapsed:.0f}s)[/dim]")
+
+    def detail(self, message: str) -> None:
+        """Print one line of detail above the spinner."""
+        if self._enabled:
+            elapsed = time.monotonic() - self._started
+            self._console.print(f"  [dim]{elapsed:5.1f}s {escape(message)}[/dim]")

@@ -1,0 +1,129 @@
+"""A person's view of a report: verdict, provenance, one row per artifact, what differs.
+
+Every string that came from a build or a repository (names, logs, diffoscope excerpts,
+egress details) is printed escaped or with markup off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reprobuild.cli.console import err, escape, out, table
+from reprobuild.report import Report, Verdict
+
+__all__ = ["print_egress", "print_summary"]
+
+_VERDICT_STYLE = {
+    Verdict.REPRODUCIBLE: "bold green",
+    Verdict.UNREPRODUCIBLE: "bold red",
+    Verdict.EGRESS: "bold magenta",
+    Verdict.BUILD_FAILED: "bold yellow",
+    Verdict.ERROR: "bold red",
+}
+
+
+def _short(digest: str | None) -> str:
+    return digest[:16] if digest else "—"
+
+
+def _build_line(report: Report) -> str:
+    parts = [f"{b.name.upper()} {b.duration_s:.1f}s exit {b.exit_code}"
+             f"{' (timed out)' if b.timed_out else ''}" for b in report.builds]
+    return ",  ".join([*parts, f"total {report.timings.get('total_s', 0):.1f}s"])
+
+
+def print_summary(report: Report) -> None:
+    """The summary of one report on stdout (warnings on stderr)."""
+    style = _VERDICT_STYLE[report.verdict]
+    out.print(f"[{style}]{report.verdict.value.upper()}[/{style}]  "
+              f"(exit {int(report.exit_code)})" + (f" — {escape(report.message)}"
+                                                   if report.message else ""))
+    src = report.source
+    where = escape(src.url + (f" [{src.subdir}]" if src.subdir else ""))
+    commit = src.commit[:12] if src.commit else "working directory"
+    out.print(f"source     {where} @ {commit}  tree {_short(src.tree_sha256)}")
+    out.print(f"recipe     {escape(report.recipe.name)} ({escape(report.recipe.origin)})")
+    out.print(f"toolchain  {report.toolchain.image} ({report.toolchain.image_id[:19]})")
+    out.print(f"variations {', '.join(report.variations) or 'none'}")
+    if report.fetch is not None:
+        fetch = report.fetch
+        how = "cache hit" if fetch.cache_hit else f"{len(fetch.requests)} request(s)"
+        out.print(f"fetch      {fetch.strategy}: {len(fetch.pins)} pinned, {how}, "
+                  f"{fetch.seconds:.1f}s" + (f" — failed: {escape(fetch.failure)}"
+                                              if fetch.failure else ""))
+    if report.builds:
+        out.print(f"builds     {_build_line(report)}")
+        _print_artifacts(report)
+    for diff in report.differences:
+        out.rule(f"[red]{escape(diff.path)}[/red]")
+        if diff.diffoscope is None:
+            out.print("only in one build" if not (diff.sha256_a and diff.sha256_b)
+                      else "differs (diffoscope not run)")
+            continue
+        out.print(diff.diffoscope.excerpt.rstrip(), markup=False, highlight=False)
+        if diff.diffoscope.text and report.out_dir:
+            full = escape(str(Path(report.out_dir) / diff.diffoscope.text))
+            out.print(f"[dim]full report: {full}[/dim]")
+    for build in report.builds:
+        if build.timed_out or build.exit_code != 0:
+            out.rule(f"[yellow]build {escape(build.name)} log (last lines)[/yellow]")
+            out.print(build.log_tail, markup=False, highlight=False)
+    if report.egress:
+        print_egress(report)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if report.out_dir and report.builds:
+        out.print(f"[dim]results kept in {escape(report.out_dir)}[/dim]")
+
+
+def _print_artifacts(report: Report) -> None:
+    """One row per artifact path, one digest column per build, and whether all agree."""
+    grid = table()
+    grid.add_column("artifact", overflow="fold")
+    grid.add_column("size", justify="right")
+    for build in report.builds:
+        grid.add_column(f"sha256 {build.name.upper()}")
+    grid.add_column("")
+    by_build = [{o.path: o for o in b.outputs} for b in report.builds]
+    paths = sorted(set().union(*by_build))
+    for path in paths:
+        found = [outputs.get(path) for outputs in by_build]
+        digests = {o.sha256 if o else None for o in found}
+        same = len(digests) == 1 and None not in digests
+        either = next((o for o in found if o is not None), None)
+        grid.add_row(escape(path), str(either.size) if either else "",
+                     *(_short(o.sha256 if o else None) for o in found),
+                     "[green]same[/green]" if same else "[red]DIFFERS[/red]")
+    if paths:
+        out.print(grid)
+
+
+def print_egress(report: Report) -> None:
+    """The network attempts as a table: evidence of an injected build step."""
+    out.rule("[magenta]network attempts (none left the sandbox)[/magenta]")
+    grid = table()
+    for column in ("build", "protocol", "destination", "name", "detail", "process"):
+        grid.add_column(column, overflow="fold")
+    for attempt in report.egress:
+        build = attempt.build.upper()
+        if attempt.only_in:
+            build += " only"
+        proto = attempt.kind
+        if attempt.forged:
+            proto += " (forged)"
+        dst = attempt.dst or ""
+        if attempt.dport is not None:
+            dst = f"[{dst}]:{attempt.dport}" if ":" in dst else f"{dst}:{attempt.dport}"
+        name = attempt.name or ""
+        if attempt.qtype:
+            name += f" ({attempt.qtype})"
+        process = ""
+        if attempt.pid is not None:
+            process = f"{attempt.pid} {attempt.cmdline or attempt.exe or ''}"
+        elif attempt.uid is not None:
+            process = f"uid {attempt.uid}"
+        if attempt.kind == "dropped":
+            name = f"{attempt.count} more not logged (rate limit)"
+        grid.add_row(*(escape(str(v)) for v in (build, proto, dst, name,
+                                                  attempt.detail or "", process)))
+    out.print(grid)

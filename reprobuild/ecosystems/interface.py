@@ -1,0 +1,185 @@
+"""What an ecosystem supplies, and the records it exchanges with the shared machinery.
+
+The split follows Google's OSS Rebuild (one package per ecosystem under ``pkg/rebuild``):
+an ecosystem *plans* and shared code *runs and compares*. An ecosystem knows its
+manifests and lockfiles, its registries, its package tools' command lines, environment
+variables and error messages, and how to check what those tools downloaded. It never
+starts a container, opens a socket or prints: :mod:`reprobuild.fetch` runs the fetch it
+planned (in the hardened fetch container, through the allow-list proxy), and the
+pipeline runs the builds with the environment it names.
+
+Every method is pure or reads only files it is handed, so each ecosystem's planning is
+unit-tested without Docker, and a new ecosystem is a new subpackage plus one line in
+:data:`reprobuild.ecosystems.ECOSYSTEMS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from reprobuild.errors import ReprobuildError
+from reprobuild.source import EntryKind, SourceTree
+
+if TYPE_CHECKING:
+    from reprobuild.images import ImageDefinition, ToolchainImage
+
+__all__ = [
+    "DEPS_DIR",
+    "NO_FETCH",
+    "Ecosystem",
+    "FetchPlan",
+    "FetchSettings",
+    "FetchedFile",
+    "Pin",
+    "Verified",
+    "files_of",
+    "join",
+]
+
+DEPS_DIR = "/deps"
+"""Where the fetched dependencies are unpacked in the builds (and written by the fetch)."""
+
+NO_FETCH = "none"
+"""The ``[fetch].strategy`` of a recipe that needs nothing from a registry."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One exact dependency: name, version and the hashes it may have (``sha256:<hex>``,
+    npm ``sha512-<base64>``). ``marker`` is a PEP 508 marker that gates a Python pin."""
+
+    name: str
+    version: str
+    hashes: tuple[str, ...] = ()
+    marker: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """What the fetch will do, decided without Docker or network (pure, unit-tested).
+
+    ``files`` are written under ``/work/src`` in the fetch container (relative paths):
+    generated requirements for Python, manifests and the lockfile for npm. ``lock_root`` is
+    where they come from in the tree. ``pins`` are known before fetching (from a lock);
+    ``cutoff`` is set when versions are resolved (newest as of that Unix time).
+    """
+
+    strategy: str
+    project_dir: str
+    lock_root: str = ""
+    files: tuple[tuple[str, bytes], ...] = ()
+    requirements: tuple[str, ...] = ()
+    pin_source: str = ""
+    pins: tuple[Pin, ...] = ()
+    cutoff: int | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def hashed(self) -> bool:
+        """Whether every download is checked against a lock hash (vs resolved)."""
+        return self.cutoff is None
+
+    @property
+    def lock_name(self) -> str:
+        """The lock the pins come from, as error messages name it."""
+        return self.pin_source.split(":", 1)[-1] or "the lock"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchSettings:
+    """What the recipe says about the fetch, and when "now" is (for resolution cutoffs)."""
+
+    origin: str
+    """The recipe file, for error messages."""
+    lock: str | None = None
+    """``[fetch].lock``: a lock file relative to the project directory, if any."""
+    now: float | None = None
+    """Wall-clock time for sources without a commit date (tests pin it)."""
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """One file the fetch container left under ``/deps`` (copied out, hashed)."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What survived an ecosystem's check of the fetched files, and what it pinned."""
+
+    files: tuple[FetchedFile, ...]
+    pins: tuple[tuple[str, str], ...]
+    hashes: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+class Ecosystem(Protocol):
+    """One ecosystem: its fetch strategy and everything that strategy needs to know.
+
+    Attributes are class-level facts; methods are pure or read only what they are given.
+    """
+
+    name: str
+    """Short name (``python``, ``node``), as documentation and messages use it."""
+    strategy: str
+    """The ``[fetch].strategy`` value of recipes that use this ecosystem."""
+    summary: str
+    """One line for the recipe format's documentation: what the fetch downloads."""
+    allow_list: tuple[tuple[str, int], ...]
+    """The only ``host:port`` pairs the fetch proxy lets this strategy reach."""
+    image_families: tuple[str, ...]
+    """Recipe ``image`` names this ecosystem refines for a project (``node``)."""
+
+    def choose_image(self, tree: SourceTree, requested: str,
+                     definitions: Mapping[str, ImageDefinition]) -> str:
+        """The toolchain image the project builds in, given the recipe's ``image``."""
+        ...
+
+    def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
+                   toolchain: ToolchainImage | None) -> FetchPlan:
+        """Decide what to download from the tree's manifests and lockfiles alone.
+
+        ``toolchain`` is the image the builds run in (its Python, CPU and libc decide
+        which wheels fit), or None for the image's documented defaults.
+        """
+        ...
+
+    def fetch_command(self, plan: FetchPlan) -> str:
+        """Shell lines the fetch container runs in ``/work/src`` (relay already up)."""
+        ...
+
+    def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
+        """The package tool's own settings in the fetch container (proxy, CA, quiet)."""
+        ...
+
+    def build_env(self) -> tuple[tuple[str, str], ...]:
+        """Environment of the offline builds that points the tools at ``/deps``."""
+        ...
+
+    def verify(self, plan: FetchPlan, files: Sequence[FetchedFile], staging: Path) -> Verified:
+        """Check every fetched file against the plan before it is cached (raise on tamper)."""
+        ...
+
+    def diagnose(self, plan: FetchPlan, log: str) -> ReprobuildError | None:
+        """The error a failed fetch's log shows (an integrity mismatch), if it is one."""
+        ...
+
+    def failure_hint(self, log: str) -> str | None:
+        """A hint for a failed fetch the tool's log explains (untrusted certificates)."""
+        ...
+
+
+def files_of(tree: SourceTree) -> dict[str, bytes]:
+    """The tree's regular files by path (what planning reads)."""
+    return {e.path: e.data for e in tree.entries if e.kind is EntryKind.FILE}
+
+
+def join(*parts: str) -> str:
+    """Join posix path parts, skipping empty ones (the repository root is ``""``)."""
+    return "/".join(p for p in parts if p)

@@ -1,0 +1,165 @@
+"""The Node.js ecosystem with npm: ``npm ci`` from the lockfile, built and packed offline.
+
+Everything reprobuild knows about npm, its lockfiles, its cache (cacache) and the Node.js
+toolchain images lives in this package: planning (:mod:`.plan`), the choice of Node.js
+image from ``engines.node`` and ``.nvmrc`` (:mod:`.toolchain`) and, here, the fetch
+command, the offline build environment, the check of npm's cache and npm's messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reprobuild.ecosystems.interface import (
+    DEPS_DIR,
+    FetchedFile,
+    FetchPlan,
+    FetchSettings,
+    Verified,
+)
+from reprobuild.ecosystems.node.plan import STRATEGY, plan_npm
+from reprobuild.ecosystems.node.toolchain import node_images, select_node_image
+from reprobuild.errors import DependencyIntegrityError, EnvironmentFailure, ReprobuildError
+from reprobuild.hashing import file_digest
+from reprobuild.source import SourceTree
+
+if TYPE_CHECKING:
+    from reprobuild.images import ImageDefinition, ToolchainImage
+
+__all__ = ["ECOSYSTEM", "NPM_CACHE_DIR", "Npm"]
+
+NPM_CACHE_DIR = f"{DEPS_DIR}/npm-cache"
+_CONTENT = re.compile(r"npm-cache/_cacache/content-v2/(sha\d+)/([0-9a-f]{2})/([0-9a-f]{2})/"
+                      r"([0-9a-f]+)")
+_NPM_INTEGRITY = re.compile(
+    r"(?P<want>sha\d+-[A-Za-z0-9+/=]+) integrity checksum failed when using sha\d+: wanted "
+    r"(?P<wanted>sha\d+-[A-Za-z0-9+/=]+) but got (?P<got>sha\d+-[A-Za-z0-9+/=]+)")
+_UNTRUSTED_CERTIFICATE = ("SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_GET_ISSUER_CERT",
+                          "unable to get local issuer certificate", "self-signed certificate")
+
+
+class Npm:
+    """``[fetch] strategy = "npm"``: every package of ``package-lock.json``, into a cache."""
+
+    name = "node"
+    strategy = STRATEGY
+    summary = "runs `npm ci --ignore-scripts` from package-lock.json"
+    allow_list: tuple[tuple[str, int], ...] = (("registry.npmjs.org", 443),)
+    image_families: tuple[str, ...] = ("node",)
+
+    def choose_image(self, tree: SourceTree, requested: str,
+                     definitions: Mapping[str, ImageDefinition]) -> str:
+        """The newest Node.js image that ``engines.node`` and ``.nvmrc`` allow.
+
+        ``.nvmrc`` is looked up in the project directory, then its ancestors (monorepos
+        keep it at the root); a recipe naming another image than ``node`` keeps it.
+        """
+        if requested not in self.image_families:
+            return requested
+        files = {e.path: e.data for e in tree.entries}
+        prefix = f"{tree.subdir}/" if tree.subdir else ""
+        package_json = files.get(f"{prefix}package.json", b"{}")
+        nvmrc = None
+        parts = tree.subdir.split("/") if tree.subdir else []
+        for depth in range(len(parts), -1, -1):
+            candidate = "/".join([*parts[:depth], ".nvmrc"])
+            if candidate in files:
+                nvmrc = files[candidate]
+                break
+        return select_node_image(package_json, nvmrc, node_images(definitions))
+
+    def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
+                   toolchain: ToolchainImage | None) -> FetchPlan:
+        """See :func:`reprobuild.ecosystems.node.plan.plan_npm`."""
+        del settings, toolchain  # the lockfile decides everything
+        return plan_npm(tree)
+
+    def fetch_command(self, plan: FetchPlan) -> str:
+        """``npm ci`` without running any package's scripts, into the cache only."""
+        del plan
+        args = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund",
+                "--cache", NPM_CACHE_DIR, "--registry=https://registry.npmjs.org/",
+                "--loglevel=warn"]
+        return " ".join(args) + "\n"
+
+    def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
+        """npm's own proxy settings (it ignores HTTPS_PROXY), quick retries, the CA."""
+        del plan
+        env = {"npm_config_https_proxy": proxy, "npm_config_proxy": proxy,
+               "npm_config_update_notifier": "false", "npm_config_fetch_retries": "1",
+               "npm_config_fetch_retry_mintimeout": "1000",
+               "npm_config_fetch_retry_maxtimeout": "5000", "NODE_OPTIONS": ""}
+        if ca_file is not None:
+            env["NODE_EXTRA_CA_CERTS"] = ca_file
+            env["npm_config_cafile"] = ca_file
+        return env
+
+    def build_env(self) -> tuple[tuple[str, str], ...]:
+        """``npm ci --offline`` in the build reads the fetched cache and nothing else."""
+        return (("npm_config_cache", NPM_CACHE_DIR), ("npm_config_offline", "true"),
+                ("npm_config_audit", "false"), ("npm_config_fund", "false"),
+                ("npm_config_update_notifier", "false"))
+
+    def verify(self, plan: FetchPlan, files: Sequence[FetchedFile], staging: Path) -> Verified:
+        """Keep npm's content-addressed cache only, and check each file against its name."""
+        kept: list[FetchedFile] = []
+        content: set[str] = set()
+        for member in files:
+            if not member.path.startswith("npm-cache/_cacache/"):
+                continue  # npm's _logs and notifier stamps are not dependencies
+            if member.path.startswith("npm-cache/_cacache/tmp/"):
+                continue
+            m = _CONTENT.fullmatch(member.path)
+            if m is not None:
+                algo = m[1]
+                named = f"{algo}:{m[2]}{m[3]}{m[4]}"
+                actual = file_digest(staging / member.path, algo)
+                if actual != named:  # cacache names each file by its own hash; npm checked too
+                    raise DependencyIntegrityError(member.path, named, actual,
+                                                   source="its npm cache name")
+                content.add(named)
+            kept.append(member)
+        missing = 0
+        for pin in plan.pins:
+            for sri in pin.hashes:
+                algo, _, b64 = sri.partition("-")
+                try:
+                    hexdigest = base64.b64decode(b64, validate=True).hex()
+                except (ValueError, binascii.Error):
+                    continue
+                if f"{algo}:{hexdigest}" not in content:
+                    missing += 1
+        notes: tuple[str, ...] = ()
+        if missing:
+            notes = (f"{missing} lockfile entries were not downloaded (optional or for other "
+                     "platforms)",)
+        if not kept:
+            raise EnvironmentFailure("the npm fetch left an empty cache", "see the fetch log")
+        return Verified(files=tuple(kept), pins=tuple((p.name, p.version) for p in plan.pins),
+                        notes=notes)
+
+    def diagnose(self, plan: FetchPlan, log: str) -> ReprobuildError | None:
+        """npm's EINTEGRITY, naming the lockfile entries with the wanted hash."""
+        m = _NPM_INTEGRITY.search(log)
+        if m is None and "EINTEGRITY" not in log:
+            return None
+        wanted = m["wanted"] if m else "the lockfile's integrity"
+        got = m["got"] if m else "something else"
+        names = [f"{p.name}@{p.version}" for p in plan.pins if m and m["wanted"] in p.hashes]
+        return DependencyIntegrityError(", ".join(names) or "a package", wanted, got,
+                                        source=plan.pin_source.split(":", 1)[-1])
+
+    def failure_hint(self, log: str) -> str | None:
+        """npm failing certificate checks: an intercepting proxy without ``--ca-cert``."""
+        if any(marker in log for marker in _UNTRUSTED_CERTIFICATE):
+            return ("the registry's certificate was not trusted: behind a TLS-intercepting "
+                    "proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
+        return None
+
+
+ECOSYSTEM = Npm()

@@ -1,0 +1,145 @@
+"""The Python ecosystem: build requirements as wheels from PyPI, built offline with ``build``.
+
+Everything reprobuild knows about pip, uv, PEP 517 backends and PyPI lives in this
+package: planning (:mod:`.plan`), standard parsing (:mod:`.pep`, a wrapper over
+``packaging``) and, here, the fetch command, the offline build environment, the check of
+what pip downloaded and pip's failure messages.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reprobuild.ecosystems.interface import (
+    DEPS_DIR,
+    FetchedFile,
+    FetchPlan,
+    FetchSettings,
+    Verified,
+)
+from reprobuild.ecosystems.python import pep
+from reprobuild.ecosystems.python.plan import STRATEGY, plan_python, target_of
+from reprobuild.errors import DependencyIntegrityError, EnvironmentFailure, ReprobuildError
+from reprobuild.hashing import file_digest
+from reprobuild.source import SourceTree
+
+if TYPE_CHECKING:
+    from reprobuild.images import ImageDefinition, ToolchainImage
+
+__all__ = ["ECOSYSTEM", "WHEELS_DIR", "PythonBuild"]
+
+WHEELS_DIR = f"{DEPS_DIR}/wheels"
+
+_PIP_MISMATCH = re.compile(
+    r"^\s*(?P<pkg>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+) from (?P<url>\S+)[^\n]*$\s*"
+    r"Expected (?P<algo>sha\d+) (?P<expected>[0-9a-f]+)(?:\s*or [0-9a-f]+)*\s*"
+    r"Got\s+(?P<actual>[0-9a-f]+)", re.MULTILINE)
+_UNTRUSTED_CERTIFICATE = ("CERTIFICATE_VERIFY_FAILED", "unable to get local issuer certificate",
+                          "self-signed certificate")
+
+
+class PythonBuild:
+    """``[fetch] strategy = "python-build"``: the PEP 517 build requirements, as wheels."""
+
+    name = "python"
+    strategy = STRATEGY
+    summary = "fetches [build-system] requires as wheels"
+    allow_list: tuple[tuple[str, int], ...] = (("pypi.org", 443), ("files.pythonhosted.org", 443))
+    image_families: tuple[str, ...] = ()
+
+    def choose_image(self, tree: SourceTree, requested: str,
+                     definitions: Mapping[str, ImageDefinition]) -> str:
+        """One Python toolchain image: the recipe's."""
+        del tree, definitions
+        return requested
+
+    def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
+                   toolchain: ToolchainImage | None) -> FetchPlan:
+        """See :func:`reprobuild.ecosystems.python.plan.plan_python`."""
+        return plan_python(tree, settings, target_of(toolchain))
+
+    def fetch_command(self, plan: FetchPlan) -> str:
+        """``pip download`` of wheels only: hash-checked pins, or resolution at the cutoff."""
+        args = ["python", "-m", "pip", "download", "--dest", WHEELS_DIR,
+                "--only-binary", ":all:", "--no-cache-dir", "--disable-pip-version-check",
+                "--no-input", "--progress-bar", "off", "--retries", "2", "--timeout", "60"]
+        if plan.cutoff is None:
+            args += ["--no-deps", "--require-hashes"]
+        else:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan.cutoff))
+            args += ["--uploaded-prior-to", stamp]
+        args += ["-r", "requirements.txt"]
+        return f"mkdir -p {WHEELS_DIR}\n" + " ".join(args) + "\n"
+
+    def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
+        """pip reads no config file of the image; the CA only when one was handed in."""
+        del plan, proxy  # pip honours HTTPS_PROXY, which the fetch runner sets
+        env = {"PIP_CONFIG_FILE": "/dev/null", "PYTHONDONTWRITEBYTECODE": "1"}
+        if ca_file is not None:
+            env["PIP_CERT"] = ca_file
+        return env
+
+    def build_env(self) -> tuple[tuple[str, str], ...]:
+        """pip and uv (``build --installer uv``) both install only the fetched wheels."""
+        return (("PIP_NO_INDEX", "1"), ("PIP_FIND_LINKS", WHEELS_DIR),
+                ("UV_OFFLINE", "1"), ("UV_NO_INDEX", "1"), ("UV_FIND_LINKS", WHEELS_DIR),
+                ("UV_PYTHON_DOWNLOADS", "never"))
+
+    def verify(self, plan: FetchPlan, files: Sequence[FetchedFile], staging: Path) -> Verified:
+        """Every file is a wheel; with a lock, each is pinned and matches a pinned hash."""
+        kept: list[FetchedFile] = []
+        pins: dict[str, str] = {}
+        hashes: dict[str, str] = {}
+        for member in files:
+            if not member.path.startswith("wheels/"):
+                continue
+            filename = member.path.removeprefix("wheels/")
+            parsed = pep.parse_wheel_name(filename)
+            if "/" in filename or parsed is None:
+                raise EnvironmentFailure(f"the fetch produced {member.path}, which is not a "
+                                         "wheel", "only wheels are fetched; this is a "
+                                         "reprobuild bug")
+            name, version = parsed
+            actual = f"sha256:{member.sha256}"
+            if plan.hashed:
+                pin = next((p for p in plan.pins if pep.normalise_name(p.name) == name
+                            and pep.same_version(p.version, version)), None)
+                if pin is None:
+                    raise EnvironmentFailure(f"the fetch produced {filename}, which the lock "
+                                             "does not pin", "this is a reprobuild bug")
+                if not any(file_digest(staging / member.path, h.split(":", 1)[0]) == h
+                           for h in pin.hashes):
+                    raise DependencyIntegrityError(f"{pin.name}=={version}",
+                                                   " or ".join(pin.hashes), actual,
+                                                   source=plan.lock_name)
+            pins[name] = version
+            hashes[f"{name}=={version}"] = actual
+            kept.append(member)
+        if not kept:
+            raise EnvironmentFailure("the fetch downloaded no wheels", "see the fetch log")
+        return Verified(files=tuple(kept), pins=tuple(sorted(pins.items())),
+                        hashes=tuple(sorted(hashes.items())))
+
+    def diagnose(self, plan: FetchPlan, log: str) -> ReprobuildError | None:
+        """pip's hash mismatch report, naming the package and both hashes."""
+        m = _PIP_MISMATCH.search(log)
+        if m is None:
+            return None
+        return DependencyIntegrityError(f"{m['pkg']}=={m['version']}",
+                                        f"{m['algo']}:{m['expected']}",
+                                        f"{m['algo']}:{m['actual']}", source=plan.lock_name)
+
+    def failure_hint(self, log: str) -> str | None:
+        """pip failing certificate checks: an intercepting proxy without ``--ca-cert``."""
+        if any(marker in log for marker in _UNTRUSTED_CERTIFICATE):
+            return ("the registry's certificate was not trusted: behind a TLS-intercepting "
+                    "proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
+        return None
+
+
+ECOSYSTEM = PythonBuild()
+

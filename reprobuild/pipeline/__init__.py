@@ -1,0 +1,1 @@
+"""Commands as pipelines of shared phases (:mod:`.phases`): ``check`` is :mod:`.check`."""

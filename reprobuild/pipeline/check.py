@@ -1,0 +1,196 @@
+"""``reprobuild check``: fetch, plan, build twice, compare, report.
+
+The phases (:mod:`reprobuild.pipeline.phases`) in the order a check runs them. This
+never prints and never exits: progress goes to the observer, the result is a
+:class:`~reprobuild.report.Report`, and fatal problems are :mod:`reprobuild.errors`
+exceptions. Every Docker object it creates is labelled with the run id and removed in
+``finally`` (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import docker
+
+from reprobuild import images
+from reprobuild.compare import DiffoscopeLimits, mismatches
+from reprobuild.evidence import blocked_attempts, mark_one_sided, summarize
+from reprobuild.fetch import FetchedDeps
+from reprobuild.pipeline import phases
+from reprobuild.progress import Progress, SilentProgress
+from reprobuild.recipes import Recipe
+from reprobuild.report import (
+    DifferenceInfo,
+    RecipeInfo,
+    Report,
+    SourceInfo,
+    ToolchainInfo,
+    Verdict,
+    decide_verdict,
+)
+from reprobuild.sandbox import agent
+from reprobuild.sandbox.container import SandboxLimits, SandboxResult
+from reprobuild.sandbox.engine import connect
+from reprobuild.source import SourceTree
+from reprobuild.variations import Variation, plan_pair, unavailable
+
+__all__ = ["DEFAULT_TIMEOUT_S", "CheckOptions", "run_check"]
+
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckOptions:
+    """What the user asked for; the CLI builds this, tests build it directly."""
+
+    source: str
+    ref: str | None = None
+    subdir: str | None = None
+    recipe: str | None = None
+    variations: frozenset[Variation] = frozenset(Variation)
+    timeout_s: float | None = None
+    out_dir: Path | None = None
+    ca_cert: Path | None = None
+    diffoscope: bool = True
+    trap: bool = True
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    diffoscope_limits: DiffoscopeLimits = field(default_factory=DiffoscopeLimits)
+
+
+def run_check(options: CheckOptions, progress: Progress | None = None) -> Report:
+    """Run one complete check and return its report (never prints, never exits).
+
+    Input is validated (source, ref, subdir, recipe, --out) before Docker is touched, so
+    a typo costs nothing and gets exit code 2 even on a machine without an engine.
+    """
+    progress = progress or SilentProgress()
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    agent.prepare_in_background()
+    progress.step(f"fetching {options.source}")
+    tree = phases.acquire_source(options.source, ref=options.ref, subdir=options.subdir)
+    timings["source_s"] = round(time.monotonic() - started, 3)
+    recipe = phases.select(tree, options.recipe)
+    keep = options.out_dir is not None
+    if options.out_dir is not None:
+        phases.prepare_out_dir(options.out_dir)
+
+    progress.step("connecting to Docker")
+    client = connect()
+    # Housekeeping (leftovers of killed runs, engine warnings) runs beside the check: it
+    # touches only other runs' objects, and the report waits for its warnings.
+    pool = concurrent.futures.ThreadPoolExecutor(1, "reprobuild-housekeeping")
+    engine_notes = pool.submit(phases.housekeeping, client)
+    pool.shutdown(wait=False)
+    out = options.out_dir or Path(tempfile.mkdtemp(prefix="reprobuild-"))
+    try:
+        report = _check(options, client, progress, tree, recipe, out, timings, started)
+    except BaseException:
+        if not keep:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    report = replace(report, warnings=(*engine_notes.result(), *report.warnings))
+    # Without --out, a reproducible run leaves nothing behind; evidence of a problem is
+    # kept, and the report says where.
+    if not keep and report.verdict is Verdict.REPRODUCIBLE:
+        shutil.rmtree(out, ignore_errors=True)
+        report = replace(report, out_dir=None)
+    return report
+
+
+def _check(options: CheckOptions, client: docker.DockerClient, progress: Progress,
+           tree: SourceTree, recipe: Recipe, out: Path, timings: dict[str, float],
+           started: float) -> Report:
+    warnings: list[str] = []
+    t = time.monotonic()
+    progress.step(f"toolchain image '{recipe.image}'")
+    toolchain = images.ensure_image(client, recipe.image, progress=progress,
+                                    ca_cert=options.ca_cert)
+    timings["image_s"] = round(time.monotonic() - t, 3)
+
+    host_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    env_a, env_b = plan_pair(options.variations, host_cpus=host_cpus)
+    warnings.extend(f"variation '{v.value}' cannot be applied on this machine "
+                    f"({host_cpus} CPU)" for v in unavailable(options.variations,
+                                                             host_cpus=host_cpus))
+    timeout = options.timeout_s or recipe.timeout_s or DEFAULT_TIMEOUT_S
+    limits = replace(options.limits, timeout_s=timeout)
+    if not options.trap:
+        warnings.append("--no-trap: network attempts were blocked but not recorded")
+
+    session = phases.Session(client, progress)
+    results: list[SandboxResult] = []
+    differences: tuple[DifferenceInfo, ...] = ()
+    fetched: FetchedDeps | None = None
+    with session.owned():
+        fetched = phases.fetch_phase(session, tree=tree, recipe=recipe, toolchain=toolchain,
+                                     ca_cert=options.ca_cert, timings=timings)
+        if fetched is None or fetched.failure is None:
+            deps = fetched.archive.read_bytes() if fetched and fetched.archive else None
+            specs = [phases.build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain,
+                                       limits=limits, trap=options.trap, deps=deps,
+                                       deps_env=fetched.env if fetched else ())
+                     for env in (env_a, env_b)]
+            t = time.monotonic()
+            progress.step("building A and B")
+            results = session.run_builds(specs, out)
+            timings["builds_s"] = round(time.monotonic() - t, 3)
+        artifacts = [phases.wanted_outputs(r.outputs, recipe.outputs) for r in results]
+        builds = tuple(phases.build_info(env, res, files, out) for env, res, files in
+                       zip((env_a, env_b), results, artifacts, strict=False))
+        for result in results:
+            warnings.extend(phases.build_warnings(result))
+        built = bool(results) and all(not r.timed_out and r.exit_code == 0 for r in results)
+        outputs = all(b.outputs for b in builds)
+        t = time.monotonic()
+        if built and outputs:
+            found = mismatches(*artifacts)
+            differences = tuple(phases.explain_all(
+                session, found, sides=phases.Sides(out / "a" / "artifacts",
+                                                   out / "b" / "artifacts"),
+                out=out, diffoscope=options.diffoscope, limits=options.diffoscope_limits,
+                ca_cert=options.ca_cert))
+        timings["compare_s"] = round(time.monotonic() - t, 3)
+
+    egress = tuple(mark_one_sided([r.egress for r in results]))
+    if fetched is not None:
+        egress = tuple(blocked_attempts(fetched.requests)) + egress
+    verdict = decide_verdict(egress=bool(egress), built=built, outputs=outputs,
+                             differences=bool(differences))
+    message = None
+    if egress:
+        message = summarize(egress)
+    elif fetched is not None and fetched.failure is not None:
+        message = f"fetching dependencies failed: {fetched.failure}"
+        if fetched.hint:
+            message += f"; {fetched.hint}"
+    elif built and not outputs:
+        message = f"a build produced no output matching {', '.join(recipe.outputs)}"
+    elif not built:
+        message = "; ".join(
+            f"build {b.name} " + (f"timed out after {timeout:.0f}s" if b.timed_out
+                                  else f"exited with {b.exit_code}")
+            for b in builds if b.timed_out or b.exit_code != 0)
+    timings["total_s"] = round(time.monotonic() - started, 3)
+    return Report(
+        verdict=verdict,
+        source=SourceInfo(url=tree.location, kind=tree.kind.value, ref=tree.ref,
+                          commit=tree.commit, commit_time=tree.commit_time,
+                          subdir=tree.subdir, tree_sha256=tree.tree_sha256,
+                          files=len(tree.entries)),
+        recipe=RecipeInfo(name=recipe.name, origin=recipe.origin, commands=recipe.commands,
+                          outputs=recipe.outputs),
+        toolchain=ToolchainInfo(image=toolchain.tag, image_id=toolchain.image_id,
+                                definition_sha256=toolchain.definition_sha256,
+                                versions=dict(toolchain.versions)),
+        variations=tuple(v.value for v in env_a.varied),
+        builds=builds, differences=differences, timings=timings, out_dir=str(out),
+        egress=egress, fetch=phases.fetch_info(fetched),
+        warnings=tuple(warnings), message=message)

@@ -1,0 +1,186 @@
+"""The report: one frozen, typed data model of what a run found, and the pure verdict.
+
+The JSON field names are a public interface (nightly CI jobs parse them), documented in
+README.md under "Report format"; ``SCHEMA`` changes whenever a field changes meaning.
+Each output format renders this model in its own module (:mod:`reprobuild.report.formats`);
+human rendering lives in the CLI. Nothing here prints.
+
+The model holds any number of builds (``check`` has two, ``A`` and ``B``); a difference
+names the two sides it compares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from reprobuild import __version__
+from reprobuild.errors import ExitCode
+from reprobuild.evidence import EgressAttempt, FetchRequest
+
+SCHEMA = "reprobuild.report/v1"
+
+
+class Verdict(str, Enum):
+    """The one-word answer; each maps to exactly one exit code."""
+
+    REPRODUCIBLE = "reproducible"
+    UNREPRODUCIBLE = "unreproducible"
+    EGRESS = "egress"
+    BUILD_FAILED = "build-failed"
+    ERROR = "error"
+
+
+def exit_code_for(verdict: Verdict) -> ExitCode:
+    """The process exit code that goes with a verdict."""
+    match verdict:
+        case Verdict.REPRODUCIBLE:
+            return ExitCode.REPRODUCIBLE
+        case Verdict.UNREPRODUCIBLE:
+            return ExitCode.UNREPRODUCIBLE
+        case Verdict.EGRESS:
+            return ExitCode.EGRESS
+        case Verdict.BUILD_FAILED:
+            return ExitCode.BUILD_FAILED
+        case Verdict.ERROR:
+            return ExitCode.ENVIRONMENT
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the source came from and exactly which tree was built."""
+
+    url: str
+    kind: str
+    ref: str | None
+    commit: str | None
+    commit_time: int | None
+    subdir: str
+    tree_sha256: str
+    files: int
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    """Which recipe built it, and from which file."""
+
+    name: str
+    origin: str
+    commands: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ToolchainInfo:
+    """The pinned image the builds ran in, and every package version inside it."""
+
+    image: str
+    image_id: str
+    definition_sha256: str
+    versions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    """One artifact a build produced."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """One build: its environment, result, outputs and log."""
+
+    name: str
+    variations: dict[str, str]
+    exit_code: int | None
+    timed_out: bool
+    duration_s: float
+    outputs: tuple[OutputInfo, ...]
+    log: str
+    log_tail: str
+
+
+@dataclass(frozen=True)
+class DiffoscopeInfo:
+    """Where diffoscope's explanation of one difference is, and how the run went."""
+
+    text: str | None
+    html: str | None
+    exit_code: int | None
+    timed_out: bool
+    excerpt: str
+
+
+@dataclass(frozen=True)
+class DifferenceInfo:
+    """One artifact whose bytes differ between two builds (or that exists in only one).
+
+    ``sha256_a``/``sha256_b`` are the report's field names for the two sides compared
+    (builds ``a`` and ``b`` in a check).
+    """
+
+    path: str
+    sha256_a: str | None
+    sha256_b: str | None
+    diffoscope: DiffoscopeInfo | None
+
+
+@dataclass(frozen=True)
+class FetchInfo:
+    """The fetch phase as the report shows it: what was pinned and every request made."""
+
+    strategy: str
+    key: str
+    cache_hit: bool
+    seconds: float
+    failure: str | None
+    pins: dict[str, str]
+    hashes: dict[str, str]
+    notes: tuple[str, ...]
+    requests: tuple[FetchRequest, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a check found; ``verdict`` decides the exit code."""
+
+    verdict: Verdict
+    source: SourceInfo
+    recipe: RecipeInfo
+    toolchain: ToolchainInfo
+    variations: tuple[str, ...]
+    builds: tuple[BuildInfo, ...]
+    differences: tuple[DifferenceInfo, ...]
+    timings: dict[str, float]
+    out_dir: str | None
+    egress: tuple[EgressAttempt, ...] = ()
+    fetch: FetchInfo | None = None
+    warnings: tuple[str, ...] = ()
+    message: str | None = None
+    schema: str = SCHEMA
+    tool: dict[str, str] = field(default_factory=lambda: {"name": "reprobuild",
+                                                          "version": __version__})
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The exit code this report's verdict maps to."""
+        return exit_code_for(self.verdict)
+
+
+def decide_verdict(*, egress: bool, built: bool, outputs: bool, differences: bool) -> Verdict:
+    """The verdict from what a run found (pure).
+
+    Evidence of an injected step outranks everything else, even a failed build (a
+    blocked download is a common reason for one); then a build that failed, or produced
+    nothing the recipe names as output; then any difference.
+    """
+    if egress:
+        return Verdict.EGRESS
+    if not built or not outputs:
+        return Verdict.BUILD_FAILED
+    if differences:
+        return Verdict.UNREPRODUCIBLE
+    return Verdict.REPRODUCIBLE
