@@ -85,7 +85,8 @@ PLACEHOLDERS: Mapping[str, str] = {
 """The only ``{name}`` placeholders allowed in ``[env]`` values."""
 
 FETCH_STRATEGIES = strategy_names()
-"""Legal ``[fetch].strategy`` values: ``none`` and one per registered ecosystem."""
+"""The ``[fetch].strategy`` values of the built-in ecosystems (validation asks the registry
+each time, so an ecosystem registered later is accepted too)."""
 
 _T = TypeVar("_T")
 _U = TypeVar("_U")
@@ -537,12 +538,13 @@ def _check_values(doc: _Doc) -> None:
                 )
 
     strategy = doc.str_("fetch", "strategy")
-    if strategy is not None and strategy not in FETCH_STRATEGIES:
-        close = difflib.get_close_matches(strategy, FETCH_STRATEGIES, n=1)
+    known = strategy_names()  # now, not at import: ecosystems may be registered later
+    if strategy is not None and strategy not in known:
+        close = difflib.get_close_matches(strategy, known, n=1)
         raise doc.fail(
             "fetch",
             "strategy",
-            f"is {strategy!r}, not one of " + ", ".join(FETCH_STRATEGIES)
+            f"is {strategy!r}, not one of " + ", ".join(known)
             + (f"; did you mean '{close[0]}'?" if close else ""),
             SCHEMA["fetch"]["strategy"].doc,
         )

@@ -170,6 +170,10 @@ class Ecosystem(Protocol):
         """The error a failed fetch's log shows (an integrity mismatch), if it is one."""
         ...
 
+    def failure_line(self, log: str) -> str | None:
+        """The line of a failed fetch's log that says what went wrong, if the tool marks one."""
+        ...
+
     def failure_hint(self, log: str) -> str | None:
         """A hint for a failed fetch the tool's log explains (untrusted certificates)."""
         ...

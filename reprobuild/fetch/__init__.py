@@ -89,7 +89,7 @@ class FetchedDeps:
     hashes: tuple[tuple[str, str], ...] = field(default=())
     """``name==version`` -> ``sha256:<hex>`` of the file fetched (Python; for replay)."""
     log: str = ""
-    """The last lines the fetch tool (pip, npm) printed; empty on a cache hit."""
+    """The last lines the ecosystem's package tool printed; empty on a cache hit."""
     hint: str | None = None
     """What the ecosystem says a failed fetch's log means (untrusted certificates)."""
 
@@ -192,12 +192,12 @@ def fetch(client: docker.DockerClient, labels: RunLabels, *, plan: FetchPlan,
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _key_line(log: str) -> str:
+def _key_line(ecosystem: Ecosystem, log: str) -> str:
     """The line of a failed tool's output that says what went wrong (else its last)."""
+    found = ecosystem.failure_line(log)
+    if found is not None:
+        return found
     lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith(("ERROR:", "npm ERR! code", "npm error code")):
-            return line
     return lines[-1] if lines else "(no output)"
 
 
@@ -214,7 +214,8 @@ def _failed(ecosystem: Ecosystem, plan: FetchPlan, key: str, outcome: Outcome,
     elif outcome.timed_out:
         failure = "the fetch timed out"
     else:
-        failure = f"the fetch failed (exit {outcome.exit_code}): {_key_line(outcome.log)}"
+        key_line = _key_line(ecosystem, outcome.log)
+        failure = f"the fetch failed (exit {outcome.exit_code}): {key_line}"
     return FetchedDeps(strategy=plan.strategy, key=key, archive=None,
                        env=ecosystem.build_env(),
                        pins=tuple((p.name, p.version) for p in plan.pins),

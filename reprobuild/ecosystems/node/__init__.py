@@ -154,6 +154,11 @@ class Npm:
         return DependencyIntegrityError(", ".join(names) or "a package", wanted, got,
                                         source=plan.pin_source.split(":", 1)[-1])
 
+    def failure_line(self, log: str) -> str | None:
+        """The first line the tool marks as its error."""
+        return next((line.strip() for line in log.splitlines()
+                     if line.strip().startswith(("npm ERR! code", "npm error code"))), None)
+
     def failure_hint(self, log: str) -> str | None:
         """npm failing certificate checks: an intercepting proxy without ``--ca-cert``."""
         if any(marker in log for marker in _UNTRUSTED_CERTIFICATE):

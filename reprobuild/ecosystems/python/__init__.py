@@ -133,6 +133,11 @@ class PythonBuild:
                                         f"{m['algo']}:{m['expected']}",
                                         f"{m['algo']}:{m['actual']}", source=plan.lock_name)
 
+    def failure_line(self, log: str) -> str | None:
+        """The first line the tool marks as its error."""
+        return next((line.strip() for line in log.splitlines()
+                     if line.strip().startswith(("ERROR:",))), None)
+
     def failure_hint(self, log: str) -> str | None:
         """pip failing certificate checks: an intercepting proxy without ``--ca-cert``."""
         if any(marker in log for marker in _UNTRUSTED_CERTIFICATE):
