@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from reprobuild import ecosystems, images
+from reprobuild.images import build as image_build
 from reprobuild.progress import SilentProgress
 from reprobuild.sandbox.engine import connect
 
@@ -72,8 +73,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     client = connect()
-    image = images.ensure_image(client, "python", progress=SilentProgress())
-    images.ensure_image(client, "diffoscope", progress=SilentProgress())
+    image = image_build.ensure_image(client, "python", progress=SilentProgress())
+    image_build.ensure_image(client, "diffoscope", progress=SilentProgress())
     project = (ROOT / args.source).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         # Warm the caches (fetched deps, page cache, image layers) and learn the deps.

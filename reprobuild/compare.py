@@ -12,11 +12,15 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reprobuild.archive import ExtractedFile, FileOrder, build_tar
 from reprobuild.report import DiffoscopeInfo
-from reprobuild.sandbox.container import OUT_DIR, Sandbox, SandboxLimits, SandboxSpec
+from reprobuild.sandbox.spec import OUT_DIR, SandboxLimits, SandboxSpec
 from reprobuild.source import EntryKind, SourceEntry
+
+if TYPE_CHECKING:
+    from reprobuild.sandbox.container import Sandbox
 
 _IN_DIR = "/in"
 _EXCERPT_LINES = 40

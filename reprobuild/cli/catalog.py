@@ -1,4 +1,8 @@
-"""The catalogue commands: what reprobuild varies, its recipes and its toolchain images."""
+"""The catalogue commands: what reprobuild varies, its recipes and its toolchain images.
+
+The image commands import the Docker side (:mod:`reprobuild.images.build`) when they run,
+so loading the CLI for any other command never pays for the Docker SDK.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import typer
 from reprobuild import images, recipes
 from reprobuild.cli.console import RichProgress, err, out, table
 from reprobuild.errors import InputError
-from reprobuild.sandbox.engine import connect
 from reprobuild.variations import DESCRIPTIONS, Variation
 
 __all__ = ["images_app", "list_variations", "recipes_app"]
@@ -59,22 +62,28 @@ def images_build(
         help="PEM CA bundle for image steps that reach a registry")] = None,
 ) -> None:
     """Build (or find cached) toolchain images."""
+    from reprobuild.images import build  # noqa: PLC0415 - lazy, see the module docstring
+    from reprobuild.sandbox.engine import connect  # noqa: PLC0415
+
     client = connect()
     wanted = names or sorted(images.toolchain_names())
     with RichProgress(err, enabled=err.is_terminal) as progress:
         for name in wanted:
-            image = images.ensure_image(client, name, progress=progress, ca_cert=ca_cert)
+            image = build.ensure_image(client, name, progress=progress, ca_cert=ca_cert)
             out.print(f"{name:12} {image.tag}  {image.image_id[:19]}")
 
 
 @images_app.command("list")
 def images_list() -> None:
     """List reprobuild images and whether they match the current definitions."""
+    from reprobuild.images import build  # noqa: PLC0415 - lazy, see the module docstring
+    from reprobuild.sandbox.engine import connect  # noqa: PLC0415
+
     client = connect()
     grid = table()
     for column in ("name", "tag", "id", "size", "current"):
         grid.add_column(column)
-    for info in images.list_images(client):
+    for info in build.list_images(client):
         grid.add_row(info.name, info.tag, info.image_id[:19], f"{info.size / 1e6:.0f} MB",
                      "yes" if info.current else "no")
     out.print(grid)
@@ -85,8 +94,11 @@ def images_prune(
     all_images: Annotated[bool, typer.Option("--all", help="remove current images too")] = False,
 ) -> None:
     """Remove reprobuild images that no longer match a definition."""
+    from reprobuild.images import build  # noqa: PLC0415 - lazy, see the module docstring
+    from reprobuild.sandbox.engine import connect  # noqa: PLC0415
+
     client = connect()
-    removed = images.prune_images(client, all=all_images)
+    removed = build.prune_images(client, all=all_images)
     for tag in removed:
         out.print(f"removed {tag}")
     if not removed:

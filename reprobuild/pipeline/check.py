@@ -16,14 +16,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import docker
-
-from reprobuild import images
 from reprobuild.compare import DiffoscopeLimits, mismatches
 from reprobuild.evidence import blocked_attempts, mark_one_sided, summarize
-from reprobuild.fetch import FetchedDeps
-from reprobuild.pipeline import phases
+from reprobuild.pipeline import plan
 from reprobuild.progress import Progress, SilentProgress
 from reprobuild.recipes import Recipe
 from reprobuild.report import (
@@ -36,10 +33,14 @@ from reprobuild.report import (
     decide_verdict,
 )
 from reprobuild.sandbox import agent
-from reprobuild.sandbox.container import SandboxLimits, SandboxResult
-from reprobuild.sandbox.engine import connect
+from reprobuild.sandbox.spec import SandboxLimits, SandboxResult
 from reprobuild.source import SourceTree
 from reprobuild.variations import Variation, plan_pair, unavailable
+
+if TYPE_CHECKING:
+    import docker
+
+    from reprobuild.fetch import FetchedDeps
 
 __all__ = ["DEFAULT_TIMEOUT_S", "CheckOptions", "run_check"]
 
@@ -75,15 +76,19 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
     started = time.monotonic()
     agent.prepare_in_background()
     progress.step(f"fetching {options.source}")
-    tree = phases.acquire_source(options.source, ref=options.ref, subdir=options.subdir)
+    tree = plan.acquire_source(options.source, ref=options.ref, subdir=options.subdir)
     timings["source_s"] = round(time.monotonic() - started, 3)
-    recipe = phases.select(tree, options.recipe)
+    recipe = plan.select(tree, options.recipe)
     keep = options.out_dir is not None
     if options.out_dir is not None:
-        phases.prepare_out_dir(options.out_dir)
+        plan.prepare_out_dir(options.out_dir)
+
+    # The Docker side is imported only now: bad input (above) is reported without loading
+    # the Docker SDK, a third of the start-up.
+    from reprobuild.pipeline import phases  # noqa: PLC0415
 
     progress.step("connecting to Docker")
-    client = connect()
+    client = phases.connect()
     # Housekeeping (leftovers of killed runs, engine warnings) runs beside the check: it
     # touches only other runs' objects, and the report waits for its warnings.
     pool = concurrent.futures.ThreadPoolExecutor(1, "reprobuild-housekeeping")
@@ -108,11 +113,14 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
 def _check(options: CheckOptions, client: docker.DockerClient, progress: Progress,
            tree: SourceTree, recipe: Recipe, out: Path, timings: dict[str, float],
            started: float) -> Report:
+    from reprobuild.images import build as image_build  # noqa: PLC0415 - see run_check
+    from reprobuild.pipeline import phases  # noqa: PLC0415
+
     warnings: list[str] = []
     t = time.monotonic()
     progress.step(f"toolchain image '{recipe.image}'")
-    toolchain = images.ensure_image(client, recipe.image, progress=progress,
-                                    ca_cert=options.ca_cert)
+    toolchain = image_build.ensure_image(client, recipe.image, progress=progress,
+                                         ca_cert=options.ca_cert)
     timings["image_s"] = round(time.monotonic() - t, 3)
 
     host_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -134,7 +142,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
                                      ca_cert=options.ca_cert, timings=timings)
         if fetched is None or fetched.failure is None:
             deps = fetched.archive.read_bytes() if fetched and fetched.archive else None
-            specs = [phases.build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain,
+            specs = [plan.build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain,
                                        limits=limits, trap=options.trap, deps=deps,
                                        deps_env=fetched.env if fetched else ())
                      for env in (env_a, env_b)]
@@ -142,18 +150,18 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
             progress.step("building A and B")
             results = session.run_builds(specs, out)
             timings["builds_s"] = round(time.monotonic() - t, 3)
-        artifacts = [phases.wanted_outputs(r.outputs, recipe.outputs) for r in results]
-        builds = tuple(phases.build_info(env, res, files, out) for env, res, files in
+        artifacts = [plan.wanted_outputs(r.outputs, recipe.outputs) for r in results]
+        builds = tuple(plan.build_info(env, res, files, out) for env, res, files in
                        zip((env_a, env_b), results, artifacts, strict=False))
         for result in results:
-            warnings.extend(phases.build_warnings(result))
+            warnings.extend(plan.build_warnings(result))
         built = bool(results) and all(not r.timed_out and r.exit_code == 0 for r in results)
         outputs = all(b.outputs for b in builds)
         t = time.monotonic()
         if built and outputs:
             found = mismatches(*artifacts)
             differences = tuple(phases.explain_all(
-                session, found, sides=phases.Sides(out / "a" / "artifacts",
+                session, found, sides=plan.Sides(out / "a" / "artifacts",
                                                    out / "b" / "artifacts"),
                 out=out, diffoscope=options.diffoscope, limits=options.diffoscope_limits,
                 ca_cert=options.ca_cert))
@@ -192,5 +200,5 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
                                 versions=dict(toolchain.versions)),
         variations=tuple(v.value for v in env_a.varied),
         builds=builds, differences=differences, timings=timings, out_dir=str(out),
-        egress=egress, fetch=phases.fetch_info(fetched),
+        egress=egress, fetch=plan.fetch_info(fetched),
         warnings=tuple(warnings), message=message)

@@ -21,6 +21,7 @@ import docker
 import pytest
 
 from reprobuild import images
+from reprobuild.images import build as image_build
 from reprobuild.progress import SilentProgress
 from reprobuild.sandbox.engine import MANAGED, RUN
 
@@ -69,7 +70,7 @@ def client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def toolchains(client: docker.DockerClient) -> dict[str, images.ToolchainImage]:
     """Build (or find cached) the images the checks use, once per session."""
-    return {name: images.ensure_image(client, name, progress=SilentProgress())
+    return {name: image_build.ensure_image(client, name, progress=SilentProgress())
             for name in ("python", "diffoscope")}
 
 

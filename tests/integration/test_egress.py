@@ -16,8 +16,9 @@ import pytest
 from reprobuild.archive import FileOrder, build_tar
 from reprobuild.errors import EnvironmentFailure
 from reprobuild.sandbox import agent as trap
-from reprobuild.sandbox.container import Sandbox, SandboxLimits, SandboxSpec
+from reprobuild.sandbox.container import Sandbox
 from reprobuild.sandbox.engine import RunLabels
+from reprobuild.sandbox.spec import SandboxLimits, SandboxSpec
 from reprobuild.source import EntryKind, SourceEntry
 
 from .conftest import make_repo, run_cli

@@ -27,6 +27,7 @@ from reprobuild.ecosystems.interface import FetchPlan
 from reprobuild.ecosystems.python.pep import parse_version
 from reprobuild.errors import DependencyIntegrityError, Interrupted
 from reprobuild.fetch import FetchedDeps, FetchLimits, plan_fetch, runner
+from reprobuild.images import build as image_build
 from reprobuild.progress import SilentProgress
 from reprobuild.recipes import Recipe, builtin_recipes
 from reprobuild.sandbox.engine import ROLE, RUN, RunLabels
@@ -73,12 +74,12 @@ IS_NUMBER_CLAIMED = ("sha512-rXu0IiqJ9mCR7Pq3IzkOSjbmAznp9sdZBP0ywKffcMqNZQRuOj4
 
 @pytest.fixture(scope="session")
 def python_image(client: docker.DockerClient) -> images.ToolchainImage:
-    return images.ensure_image(client, "python", progress=SilentProgress())
+    return image_build.ensure_image(client, "python", progress=SilentProgress())
 
 
 @pytest.fixture(scope="session")
 def node_image(client: docker.DockerClient) -> images.ToolchainImage:
-    return images.ensure_image(client, "node", progress=SilentProgress())
+    return image_build.ensure_image(client, "node", progress=SilentProgress())
 
 
 def commit(repo: Path, files: dict[str, str]) -> Path:

@@ -15,6 +15,7 @@ import docker.errors
 import pytest
 
 from reprobuild import images
+from reprobuild.images import build as image_build
 from reprobuild.progress import SilentProgress
 
 from .conftest import run_probe
@@ -33,12 +34,12 @@ for tag, body in (("a", "one\\n"), ("b", "two\\n")):
 
 @pytest.fixture(scope="module")
 def python_image(client: docker.DockerClient) -> images.ToolchainImage:
-    return images.ensure_image(client, "python", progress=SilentProgress())
+    return image_build.ensure_image(client, "python", progress=SilentProgress())
 
 
 @pytest.fixture(scope="module")
 def diffoscope_image(client: docker.DockerClient) -> images.ToolchainImage:
-    return images.ensure_image(client, "diffoscope", progress=SilentProgress())
+    return image_build.ensure_image(client, "diffoscope", progress=SilentProgress())
 
 
 def run(client: docker.DockerClient, image: images.ToolchainImage, script: str, *,
@@ -134,7 +135,7 @@ def test_labels_carry_versions(client: docker.DockerClient,
 def test_second_ensure_is_a_no_op(client: docker.DockerClient,
                                   python_image: images.ToolchainImage) -> None:
     started = time.monotonic()
-    again = images.ensure_image(client, "python", progress=SilentProgress())
+    again = image_build.ensure_image(client, "python", progress=SilentProgress())
     elapsed = time.monotonic() - started
     assert again == python_image
     assert elapsed < 1.0, f"warm ensure_image took {elapsed:.2f} s"
@@ -142,7 +143,7 @@ def test_second_ensure_is_a_no_op(client: docker.DockerClient,
 
 def test_listed_as_current(client: docker.DockerClient,
                            python_image: images.ToolchainImage) -> None:
-    listed = {info.tag: info for info in images.list_images(client)}
+    listed = {info.tag: info for info in image_build.list_images(client)}
     info = listed[python_image.tag]
     assert info.current and info.image_id == python_image.image_id and info.size > 0
 

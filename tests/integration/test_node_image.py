@@ -14,6 +14,7 @@ import pytest
 
 from reprobuild import images
 from reprobuild.ecosystems.node.toolchain import NODE_WHEEL, node_images
+from reprobuild.images import build as image_build
 from reprobuild.progress import SilentProgress
 
 from .conftest import run_probe
@@ -90,7 +91,7 @@ def ok(client: docker.DockerClient, image: images.ToolchainImage, script: str, *
 def node_image(request: pytest.FixtureRequest,
                client: docker.DockerClient) -> images.ToolchainImage:
     name: str = request.param
-    return images.ensure_image(client, name, progress=SilentProgress())
+    return image_build.ensure_image(client, name, progress=SilentProgress())
 
 
 @pytest.fixture(autouse=True)

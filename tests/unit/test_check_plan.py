@@ -12,7 +12,7 @@ import pytest
 from reprobuild import ecosystems
 from reprobuild.errors import InputError
 from reprobuild.images import ToolchainImage
-from reprobuild.pipeline.phases import (
+from reprobuild.pipeline.plan import (
     build_spec,
     prepare_out_dir,
     project_files,
@@ -20,7 +20,7 @@ from reprobuild.pipeline.phases import (
     select,
 )
 from reprobuild.recipes import builtin_recipes
-from reprobuild.sandbox.container import SandboxLimits
+from reprobuild.sandbox.spec import SandboxLimits
 from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
 from reprobuild.variations import Variation, plan_pair
 

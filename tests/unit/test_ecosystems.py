@@ -23,9 +23,9 @@ from reprobuild.errors import RecipeError, ReprobuildError
 from reprobuild.fetch import cache_key, plan_fetch
 from reprobuild.fetch.runner import fetch_env, fetch_script, input_tar
 from reprobuild.images import ImageDefinition, ToolchainImage
-from reprobuild.pipeline import phases
+from reprobuild.pipeline import plan as pipeline_plan
 from reprobuild.recipes import load_recipe_file
-from reprobuild.sandbox.container import SandboxLimits
+from reprobuild.sandbox.spec import SandboxLimits
 from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
 from reprobuild.variations import Variation, plan_pair
 
@@ -115,7 +115,7 @@ def test_a_new_ecosystem_is_planned_end_to_end_without_touching_other_modules() 
         assert ecosystems.get("toy-vendor") is toy and ecosystems.for_image("toy") is toy
         assert "toy-vendor" in ecosystems.strategy_names()
         # The repository's recipe names the strategy; recipes accept it from the registry.
-        recipe = phases.select(source, None)
+        recipe = pipeline_plan.select(source, None)
         assert (recipe.fetch_strategy, recipe.image) == ("toy-vendor", "python")
         plan = plan_fetch(source, strategy=recipe.fetch_strategy, origin=recipe.origin,
                           lock=recipe.fetch_lock, toolchain=IMAGE)
@@ -136,7 +136,7 @@ def test_a_new_ecosystem_is_planned_end_to_end_without_touching_other_modules() 
         assert cache_key(plan, IMAGE.image_id) != key, "the allow-list is part of the key"
         # The builds get its offline environment.
         env_a, _ = plan_pair({Variation.HOSTNAME}, host_cpus=2)
-        spec = phases.build_spec(env_a, tree=source, recipe=recipe, toolchain=IMAGE,
+        spec = pipeline_plan.build_spec(env_a, tree=source, recipe=recipe, toolchain=IMAGE,
                                  limits=SandboxLimits(), deps=b"\0" * 10240,
                                  deps_env=toy.build_env())
         assert "TOY_OFFLINE=1" in spec.script and "TOY_HOME=/deps/toy" in spec.script
@@ -144,7 +144,7 @@ def test_a_new_ecosystem_is_planned_end_to_end_without_touching_other_modules() 
     with pytest.raises(RecipeError, match=r"unknown \[fetch\].strategy 'toy-vendor'"):
         plan_fetch(source, strategy="toy-vendor", origin=".reprobuild.toml")
     with pytest.raises(RecipeError, match="'toy-vendor', not one of none, python-build, npm"):
-        phases.select(source, None)
+        pipeline_plan.select(source, None)
 
 
 def test_unknown_strategies_name_the_known_ones() -> None:

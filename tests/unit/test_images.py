@@ -13,6 +13,7 @@ import pytest
 from reprobuild import images
 from reprobuild.archive import files_tar
 from reprobuild.errors import EnvironmentFailure, ExitCode, InputError
+from reprobuild.images import build as image_build
 
 REPO_CONTAINERS = Path(__file__).resolve().parents[2] / "containers"
 DIGEST = "sha256:" + "ab" * 32
@@ -409,21 +410,21 @@ def test_layer_script_is_offline_and_checked() -> None:
 def test_versions_block_parsing() -> None:
     out = ("noise\n@@reprobuild-versions@@\ndeb\tlibc6\t2.36\ndeb\tfile\t1:5.44-3\n"
            "pypi\tHatchling\t1.33.0\npypi\tfile\t9\n@@reprobuild-versions-end@@\n")
-    versions = images._parse_versions(out)
+    versions = image_build._parse_versions(out)
     assert versions == {"libc6": "2.36", "file": "1:5.44-3", "hatchling": "1.33.0",
                         "pypi:file": "9"}
     assert json.loads(json.dumps(versions)) == versions
     with pytest.raises(EnvironmentFailure):
-        images._parse_versions("nothing")
+        image_build._parse_versions("nothing")
 
 
 def test_apt_failure_names_the_package() -> None:
     lines = ["I: downloading", "E: Version '6.0-27' for 'unzip' was not found",
              "E: apt-get --yes install failed"]
-    key, hint = images._apt_failure(lines)
+    key, hint = image_build._apt_failure(lines)
     assert key == "E: Version '6.0-27' for 'unzip' was not found"
     assert "apt-cache policy unzip" in hint and "snapshot" in hint
-    key, hint = images._apt_failure(["E: Unable to locate package nope"])
+    key, hint = image_build._apt_failure(["E: Unable to locate package nope"])
     assert "apt-cache policy nope" in hint
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,11 +20,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reprobuild",),
     ("reprobuild.errors", "reprobuild.progress", "reprobuild.atomic", "reprobuild.hashing",
      "reprobuild.evidence", "reprobuild.incontainer", "reprobuild.incontainer.*"),
-    ("reprobuild.source", "reprobuild.hashlock"),
+    ("reprobuild.source", "reprobuild.hashlock", "reprobuild.images.definitions",
+     "reprobuild.images"),
     ("reprobuild.archive", "reprobuild.variations"),
     ("reprobuild.sandbox.engine", "reprobuild.sandbox.hardening", "reprobuild.sandbox.agent",
      "reprobuild.sandbox"),
-    ("reprobuild.images", "reprobuild.sandbox.container"),
+    ("reprobuild.images.build", "reprobuild.sandbox.spec", "reprobuild.sandbox.container"),
     ("reprobuild.ecosystems.interface",),
     ("reprobuild.ecosystems.*",),
     ("reprobuild.ecosystems",),
@@ -152,3 +154,13 @@ def test_the_rules_above_can_fail(tmp_path: Path) -> None:
     assert {"reprobuild.cli", "docker"} <= _imports(sample)
     assert _layer("reprobuild.cli") > _layer("reprobuild.errors")
     assert ECOSYSTEM_WORDS.search(sample.read_text())
+
+
+def test_bad_input_is_reported_without_loading_the_docker_sdk(tmp_path: Path) -> None:
+    """The Docker SDK is a third of the start-up: a typo must not pay for it."""
+    code = ("import sys\nfrom reprobuild.cli import main\n"
+            "try:\n    main(['check', sys.argv[1]])\nexcept SystemExit as exc:\n"
+            "    print(exc.code, 'docker' in sys.modules, 'rich' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing")],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["2", "False", "True"], proc.stdout + proc.stderr
