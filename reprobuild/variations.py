@@ -20,6 +20,7 @@ from enum import Enum
 
 from reprobuild.archive import FileOrder
 from reprobuild.errors import InputError
+from reprobuild.images.definitions import FAKETIME_LINK
 
 
 class Variation(str, Enum):
@@ -190,7 +191,7 @@ def environment(env: BuildEnv, *, path: str, out_dir: str,
         "REPROBUILD_OUT": out_dir,
     })
     if env.faketime is not None:
-        pairs["LD_PRELOAD"] = "/opt/reprobuild/lib/libfaketime.so.1"
+        pairs["LD_PRELOAD"] = FAKETIME_LINK
         pairs["FAKETIME"] = env.faketime
         # Not FAKETIME_DONT_FAKE_MONOTONIC: with libfaketime 0.9.10 it makes Python's
         # time.sleep() fail with EINVAL (clock_nanosleep on CLOCK_MONOTONIC).

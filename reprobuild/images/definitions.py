@@ -67,6 +67,7 @@ BASE_KINDS = frozenset({"mmdebstrap", "registry"})
 
 VENV = "/opt/reprobuild/venv"
 FAKETIME_LINK = "/opt/reprobuild/lib/libfaketime.so.1"
+"""The image's libfaketime, at one path whatever the Debian multiarch directory is."""
 _UPLOAD = "/tmp"  # inside our own throwaway container, never on the host
 _STAGE = f"{_UPLOAD}/reprobuild-stage"
 _CA_IN_CONTAINER = f"{_UPLOAD}/reprobuild-ca.pem"
