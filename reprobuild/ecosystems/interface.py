@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from reprobuild.archive import ExtractedFile
 from reprobuild.errors import ReprobuildError
 from reprobuild.source import EntryKind, SourceTree
 
@@ -32,7 +33,6 @@ __all__ = [
     "Ecosystem",
     "FetchPlan",
     "FetchSettings",
-    "FetchedFile",
     "Pin",
     "Verified",
     "files_of",
@@ -101,19 +101,10 @@ class FetchSettings:
 
 
 @dataclass(frozen=True)
-class FetchedFile:
-    """One file the fetch container left under ``/deps`` (copied out, hashed)."""
-
-    path: str
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
 class Verified:
     """What survived an ecosystem's check of the fetched files, and what it pinned."""
 
-    files: tuple[FetchedFile, ...]
+    files: tuple[ExtractedFile, ...]
     pins: tuple[tuple[str, str], ...]
     hashes: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
@@ -162,7 +153,7 @@ class Ecosystem(Protocol):
         """Environment of the offline builds that points the tools at ``/deps``."""
         ...
 
-    def verify(self, plan: FetchPlan, files: Sequence[FetchedFile], staging: Path) -> Verified:
+    def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
         """Check every fetched file against the plan before it is cached (raise on tamper)."""
         ...
 

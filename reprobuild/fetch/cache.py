@@ -21,9 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from reprobuild.archive import FileOrder, StreamedFile, write_tar
+from reprobuild.archive import ExtractedFile, FileOrder, StreamedFile, write_tar
 from reprobuild.atomic import atomic_file, write_bytes_atomic
-from reprobuild.ecosystems.interface import FetchedFile
 from reprobuild.hashing import sha256_file
 
 __all__ = ["DEPS_MTIME", "DepsCache", "write_deps_tar"]
@@ -54,8 +53,8 @@ class _HashingWriter(io.RawIOBase):
         return len(chunk)
 
 
-def write_deps_tar(out: IO[bytes] | io.RawIOBase, members: Sequence[FetchedFile],
-                   open_member: Callable[[FetchedFile], IO[bytes]]) -> None:
+def write_deps_tar(out: IO[bytes] | io.RawIOBase, members: Sequence[ExtractedFile],
+                   open_member: Callable[[ExtractedFile], IO[bytes]]) -> None:
     """The deps archive: :func:`~reprobuild.archive.write_tar` of the members, sorted."""
     files = [StreamedFile(m.path, m.size, functools.partial(open_member, m)) for m in members]
     write_tar(out, files, order=FileOrder.SORTED, mtime=DEPS_MTIME)
@@ -108,7 +107,8 @@ class DepsCache:
                 return meta
         except (OSError, KeyError):
             pass
-        members = [FetchedFile(str(p), str(h), int(s)) for p, h, s in meta.get("files", [])]
+        members = [ExtractedFile(path=str(p), sha256=str(h), size=int(s))
+                   for p, h, s in meta.get("files", [])]
         if not all(self.blob(m.sha256).is_file() for m in members):
             return None
         try:
@@ -119,7 +119,7 @@ class DepsCache:
             return None
         return meta
 
-    def store(self, key: str, staging: Path, members: Sequence[FetchedFile],
+    def store(self, key: str, staging: Path, members: Sequence[ExtractedFile],
               meta: dict[str, Any]) -> dict[str, Any]:
         """Move staged files into blobs, write the archive and then its manifest."""
         for member in members:
@@ -139,13 +139,13 @@ class DepsCache:
                            self.meta_path(key))
         return full
 
-    def _open(self, member: FetchedFile, *, verify: bool) -> IO[bytes]:
+    def _open(self, member: ExtractedFile, *, verify: bool) -> IO[bytes]:
         path = self.blob(member.sha256)
         if verify and sha256_file(path) != member.sha256:
             raise ValueError(f"cached blob {path} is corrupt")
         return path.open("rb")
 
-    def _write_tar(self, key: str, members: Sequence[FetchedFile], *,
+    def _write_tar(self, key: str, members: Sequence[ExtractedFile], *,
                    verify: bool) -> tuple[str, int]:
         target = self.tar_path(key)
         with atomic_file(target) as raw:

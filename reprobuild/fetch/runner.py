@@ -24,8 +24,14 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from reprobuild.archive import ExtractLimits, chunk_reader, extract_regular_files, files_tar
-from reprobuild.ecosystems.interface import DEPS_DIR, Ecosystem, FetchedFile, FetchPlan
+from reprobuild.archive import (
+    ExtractedFile,
+    ExtractLimits,
+    chunk_reader,
+    extract_regular_files,
+    files_tar,
+)
+from reprobuild.ecosystems.interface import DEPS_DIR, Ecosystem, FetchPlan
 from reprobuild.errors import EnvironmentFailure, Interrupted
 from reprobuild.evidence import FetchRequest
 from reprobuild.fetch.proxylog import parse_proxy_log, proxy_source
@@ -77,7 +83,7 @@ class Outcome:
     timed_out: bool
     log: str
     requests: tuple[FetchRequest, ...]
-    files: tuple[FetchedFile, ...]
+    files: tuple[ExtractedFile, ...]
     staging: Path
 
 
@@ -184,7 +190,7 @@ class Runner:
         log = self.api.logs(fetch_id, stdout=True, stderr=True).decode("utf-8", "replace")
         self.api.remove_container(fetch_id, force=True)
         self.containers.remove(fetch_id)
-        files: tuple[FetchedFile, ...] = ()
+        files: tuple[ExtractedFile, ...] = ()
         if exit_code == 0 and not timed_out:
             chunks, _stat = self.api.get_archive(proxy_id, f"{DEPS_DIR}/.")
             reader = chunk_reader(chunks)
@@ -192,7 +198,7 @@ class Runner:
                                    max_file_bytes=self.limits.max_file_mb * MiB,
                                    max_total_bytes=self.limits.deps_mb * MiB)
             extracted = extract_regular_files(reader, staging, limits, strip_prefix=".")
-            files = tuple(FetchedFile(f.path, f.sha256, f.size) for f in extracted)
+            files = tuple(extracted)
         with contextlib.suppress(docker.errors.DockerException):
             self.api.kill(proxy_id, signal="SIGTERM")
             self.api.wait(proxy_id, timeout=_KILL_GRACE_S)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from reprobuild import ecosystems
+from reprobuild.archive import ExtractedFile
 from reprobuild.ecosystems.interface import (
     DEPS_DIR,
     Ecosystem,
-    FetchedFile,
     FetchPlan,
     FetchSettings,
     Pin,
@@ -68,7 +68,7 @@ class Toy:
     def build_env(self) -> tuple[tuple[str, str], ...]:
         return (("TOY_OFFLINE", "1"), ("TOY_HOME", f"{DEPS_DIR}/toy"))
 
-    def verify(self, plan: FetchPlan, files: Sequence[FetchedFile], staging: Path) -> Verified:
+    def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
         del staging
         return Verified(files=tuple(files), pins=tuple((p.name, p.version) for p in plan.pins))
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from reprobuild import ecosystems
-from reprobuild.archive import FileOrder, build_tar
-from reprobuild.ecosystems.interface import FetchedFile, FetchPlan
+from reprobuild.archive import ExtractedFile, FileOrder, build_tar
+from reprobuild.ecosystems.interface import FetchPlan
 from reprobuild.ecosystems.python.plan import DEFAULT_BUILD_REQUIRES
 from reprobuild.errors import DependencyIntegrityError, InputError, RecipeError, ReprobuildError
 from reprobuild.fetch import FetchedDeps, cache_key, plan_fetch, replay_lock
@@ -373,12 +373,13 @@ def test_python_cache_key_depends_on_requirements_and_cutoff_only() -> None:
 # --------------------------------------------------------------------------- cache + tar
 
 
-def members_for(files: dict[str, bytes], staging: Path) -> list[FetchedFile]:
+def members_for(files: dict[str, bytes], staging: Path) -> list[ExtractedFile]:
     found = []
     for path, data in files.items():
         (staging / path).parent.mkdir(parents=True, exist_ok=True)
         (staging / path).write_bytes(data)
-        found.append(FetchedFile(path, hashlib.sha256(data).hexdigest(), len(data)))
+        found.append(ExtractedFile(path=path, sha256=hashlib.sha256(data).hexdigest(),
+                                   size=len(data)))
     return found
 
 

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reprobuild.archive import ExtractedFile
 from reprobuild.ecosystems.interface import (
     DEPS_DIR,
-    FetchedFile,
     FetchPlan,
     FetchSettings,
     Verified,
@@ -105,9 +105,9 @@ class Npm:
                 ("npm_config_audit", "false"), ("npm_config_fund", "false"),
                 ("npm_config_update_notifier", "false"))
 
-    def verify(self, plan: FetchPlan, files: Sequence[FetchedFile], staging: Path) -> Verified:
+    def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
         """Keep npm's content-addressed cache only, and check each file against its name."""
-        kept: list[FetchedFile] = []
+        kept: list[ExtractedFile] = []
         content: set[str] = set()
         for member in files:
             if not member.path.startswith("npm-cache/_cacache/"):

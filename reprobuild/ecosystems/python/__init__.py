@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reprobuild.archive import ExtractedFile
 from reprobuild.ecosystems.interface import (
     DEPS_DIR,
-    FetchedFile,
     FetchPlan,
     FetchSettings,
     Verified,
@@ -89,9 +89,9 @@ class PythonBuild:
                 ("UV_OFFLINE", "1"), ("UV_NO_INDEX", "1"), ("UV_FIND_LINKS", WHEELS_DIR),
                 ("UV_PYTHON_DOWNLOADS", "never"))
 
-    def verify(self, plan: FetchPlan, files: Sequence[FetchedFile], staging: Path) -> Verified:
+    def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
         """Every file is a wheel; with a lock, each is pinned and matches a pinned hash."""
-        kept: list[FetchedFile] = []
+        kept: list[ExtractedFile] = []
         pins: dict[str, str] = {}
         hashes: dict[str, str] = {}
         for member in files:
