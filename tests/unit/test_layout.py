@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "reprobuild.evidence", "reprobuild.incontainer", "reprobuild.incontainer.*"),
     ("reprobuild.source", "reprobuild.hashlock", "reprobuild.images.definitions",
      "reprobuild.images"),
-    ("reprobuild.archive", "reprobuild.variations"),
+    ("reprobuild.archive", "reprobuild.variations", "reprobuild.forensics"),
     ("reprobuild.sandbox.engine", "reprobuild.sandbox.hardening", "reprobuild.sandbox.agent",
      "reprobuild.sandbox"),
     ("reprobuild.images.build", "reprobuild.sandbox.spec", "reprobuild.sandbox.container"),
