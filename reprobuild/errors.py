@@ -21,6 +21,8 @@ class ExitCode(IntEnum):
     EGRESS = 3
     BUILD_FAILED = 4
     ENVIRONMENT = 5
+    REPACKED = 6
+    """verify: every published file has the rebuild's content, packed differently."""
     INTERRUPTED = 130
 
 

@@ -61,6 +61,8 @@ class SourceKind(Enum):
     GIT_REMOTE = "git-remote"
     GIT_LOCAL = "git-local"
     DIRECTORY = "directory"
+    ARCHIVE = "archive"
+    """A release's source archive (an sdist, a package tarball): ``verify`` only."""
 
 
 class EntryKind(Enum):

@@ -21,6 +21,7 @@ from reprobuild import __version__
 from reprobuild.cli import catalog
 from reprobuild.cli.check import check
 from reprobuild.cli.console import err, escape, out
+from reprobuild.cli.verify import verify
 from reprobuild.errors import ExitCode, ReprobuildError
 
 __all__ = ["app", "main"]
@@ -29,6 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Rebuild an MCP server twice in hardened, network-isolated containers "
                        "and explain every difference.")
 app.command("check")(check)
+app.command("verify")(verify)
 app.command("variations")(catalog.list_variations)
 app.add_typer(catalog.recipes_app, name="recipes")
 app.add_typer(catalog.images_app, name="images")

@@ -25,7 +25,7 @@ from reprobuild.report import Report
 from reprobuild.report.formats import FORMATS, by_name, write_error, write_report
 from reprobuild.variations import parse_variations
 
-__all__ = ["check", "with_report_options", "write_reports"]
+__all__ = ["ReportFiles", "check", "with_report_options", "write_error_reports", "write_reports"]
 
 ReportFiles = Mapping[str, Path | None]
 """Format name -> the file the user asked for (None: not asked)."""

@@ -18,8 +18,11 @@ _VERDICT_STYLE = {
     Verdict.UNREPRODUCIBLE: "bold red",
     Verdict.EGRESS: "bold magenta",
     Verdict.BUILD_FAILED: "bold yellow",
+    Verdict.REPACKED: "bold cyan",
     Verdict.ERROR: "bold red",
 }
+_EQUIVALENCE_STYLE = {"identical": "green", "content-equal": "cyan",
+                      "content-differs": "red", "not-rebuilt": "red"}
 
 
 def _short(digest: str | None) -> str:
@@ -53,7 +56,10 @@ def print_summary(report: Report) -> None:
                                               if fetch.failure else ""))
     if report.builds:
         out.print(f"builds     {_build_line(report)}")
-        _print_artifacts(report)
+        if report.verify is None or report.differences:
+            _print_artifacts(report)
+    if report.verify is not None:
+        _print_verify(report)
     for diff in report.differences:
         out.rule(f"[red]{escape(diff.path)}[/red]")
         if diff.diffoscope is None:
@@ -96,6 +102,49 @@ def _print_artifacts(report: Report) -> None:
                      "[green]same[/green]" if same else "[red]DIFFERS[/red]")
     if paths:
         out.print(grid)
+
+
+def _print_verify(report: Report) -> None:
+    """What was published, how it was built, and each file against its rebuild."""
+    info = report.verify
+    assert info is not None
+    out.print(f"published  {escape(info.release or 'files given with --against')} "
+              f"(from {escape(info.found_from)})")
+    conditions = info.conditions
+    for fact in conditions.facts:
+        out.print(f"inferred   {escape(fact)}")
+    applied = [*conditions.pins, *(f"{k}={v}" if v is not None else f"{k} unset"
+                                   for k, v in conditions.env.items())]
+    if applied:
+        out.print(f"applied    {escape(', '.join(applied))}"
+                  + (f" (overrides: {escape(', '.join(conditions.overrides))})"
+                     if conditions.overrides else ""))
+    grid = table()
+    for column in ("published file", "size", "sha256 published", "sha256 rebuilt", ""):
+        grid.add_column(column, overflow="fold")
+    sizes = {p.name: p.size for p in info.published}
+    for item in info.artifacts:
+        style = _EQUIVALENCE_STYLE.get(item.equivalence, "red")
+        grid.add_row(escape(item.name), str(sizes.get(item.name, "")),
+                     _short(item.published_sha256), _short(item.rebuilt_sha256),
+                     f"[{style}]{item.equivalence}[/{style}]")
+    out.print(grid)
+    for item in info.artifacts:
+        if item.equivalence == "identical":
+            continue
+        out.rule(f"[red]{escape(item.name)}[/red]")
+        for name in item.only_published:
+            out.print(f"[bold red]only in the published file:[/bold red] {escape(name)}")
+        for name in item.only_rebuilt:
+            out.print(f"[red]only in the rebuild:[/red] {escape(name)}")
+        for name in item.changed:
+            out.print(f"[red]changed:[/red] {escape(name)}")
+        for line in item.packaging:
+            out.print(f"[cyan]packaging:[/cyan] {escape(line)}")
+        if item.diffoscope is not None and item.diffoscope.excerpt and item.changed:
+            out.print(item.diffoscope.excerpt.rstrip(), markup=False, highlight=False)
+    if info.rebuilt_only:
+        out.print(f"[dim]rebuilt, not published: {escape(', '.join(info.rebuilt_only))}[/dim]")
 
 
 def print_egress(report: Report) -> None:

@@ -18,7 +18,7 @@ from reprobuild.ecosystems.interface import NO_FETCH, Ecosystem
 from reprobuild.errors import RecipeError
 
 __all__ = ["ECOSYSTEMS", "NO_FETCH", "Ecosystem", "for_image", "get", "registered",
-           "strategy_names"]
+           "release_forms", "strategy_names"]
 
 ECOSYSTEMS: list[Ecosystem] = [python.ECOSYSTEM, node.ECOSYSTEM]
 """Every ecosystem, in the order documentation lists them."""
@@ -40,6 +40,11 @@ def get(strategy: str, *, origin: str = "the recipe") -> Ecosystem:
         f"{origin}: unknown [fetch].strategy {strategy!r}"
         + (f"; did you mean '{close[0]}'?" if close else ""),
         f"known strategies: {', '.join(strategy_names())}")
+
+
+def release_forms() -> str:
+    """How releases are named, every registry's form ("pypi:NAME==VERSION or ...")."""
+    return " or ".join(e.releases.spec_form for e in ECOSYSTEMS if e.releases is not None)
 
 
 def for_image(image: str) -> Ecosystem | None:

@@ -31,9 +31,14 @@ __all__ = [
     "DEPS_DIR",
     "NO_FETCH",
     "Ecosystem",
+    "FetchJob",
     "FetchPlan",
     "FetchSettings",
     "Pin",
+    "PublishedFile",
+    "ReleaseConditions",
+    "ReleaseRef",
+    "Releases",
     "Verified",
     "files_of",
     "join",
@@ -98,6 +103,11 @@ class FetchSettings:
     """``[fetch].lock``: a lock file relative to the project directory, if any."""
     now: float | None = None
     """Wall-clock time for sources without a commit date (tests pin it)."""
+    pins: tuple[str, ...] = ()
+    """Exact versions the run insists on (``name==version``: inferred from a release, or
+    ``--pin``); they take precedence over any lock."""
+    cutoff: int | None = None
+    """Resolve as of this time instead of the commit's (a release's upload time)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,96 @@ class Verified:
     notes: tuple[str, ...] = ()
 
 
-class Ecosystem(Protocol):
+@dataclass(frozen=True)
+class ReleaseRef:
+    """One published release: ``pypi:NAME==VERSION``, ``npm:NAME@VERSION``."""
+
+    registry: str
+    name: str
+    version: str
+    spec: str
+    """How the user (or the project's metadata) named it, for messages."""
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """One file of a release as its registry lists it."""
+
+    name: str
+    url: str
+    digest: str
+    """``sha256:<hex>`` or ``sha512:<hex>``: what the download is checked against."""
+    uploaded: int | None = None
+    """Unix time of the upload, when the registry says."""
+    source: bool = False
+    """Whether this file is the release's source (an sdist, a package tarball)."""
+
+
+@dataclass(frozen=True)
+class ReleaseConditions:
+    """How a release was built, as far as its artifacts tell, and what a rebuild pins."""
+
+    facts: tuple[str, ...] = ()
+    """What was inferred and from where, one line each ("WHEEL Generator: ...")."""
+    pins: tuple[str, ...] = ()
+    """Exact build requirements for the fetch (``name==version``)."""
+    env: tuple[tuple[str, str | None], ...] = ()
+    """Build environment changes: a value, or None to leave the variable unset."""
+    cutoff: int | None = None
+    """Resolve the other build requirements as of this time (the upload), if known."""
+    details: tuple[tuple[str, str], ...] = ()
+    """The same facts as key/value pairs for the report (``backend``, ...)."""
+
+
+class Releases(Protocol):
+    """What an ecosystem knows about its registry's releases (``verify``)."""
+
+    registry: str
+    """The prefix of release specs (``pypi``)."""
+    spec_form: str
+    """How a release is named, for help texts (``pypi:NAME==VERSION``)."""
+
+    def parse(self, spec: str) -> ReleaseRef | None:
+        """The release a spec names, None if it is not this registry's (raise if malformed)."""
+        ...
+
+    def of_project(self, tree: SourceTree) -> ReleaseRef | None:
+        """The release the project's own metadata names (static name and version)."""
+        ...
+
+    def metadata_url(self, ref: ReleaseRef) -> str:
+        """Where the registry describes the release (JSON)."""
+        ...
+
+    def files(self, ref: ReleaseRef, metadata: bytes) -> tuple[PublishedFile, ...]:
+        """The release's files and their digests, from the registry's description."""
+        ...
+
+    def conditions(self, files: Mapping[str, Path], tree: SourceTree) -> ReleaseConditions:
+        """Infer how the release was built from its files (and the project's manifest)."""
+        ...
+
+
+class FetchJob(Protocol):
+    """What the fetch container runs: a command, its tool's settings, its allow-list.
+
+    Every ecosystem is one (its dependency fetch); downloading published release files is
+    another (:mod:`reprobuild.fetch.release`).
+    """
+
+    allow_list: tuple[tuple[str, int], ...]
+    """The only ``host:port`` pairs the fetch proxy lets this job reach."""
+
+    def fetch_command(self, plan: FetchPlan) -> str:
+        """Shell lines the fetch container runs in ``/work/src`` (relay already up)."""
+        ...
+
+    def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
+        """The tool's own settings in the fetch container (proxy, CA, quiet)."""
+        ...
+
+
+class Ecosystem(FetchJob, Protocol):
     """One ecosystem: its fetch strategy and everything that strategy needs to know.
 
     Attributes are class-level facts; methods are pure or read only what they are given.
@@ -122,10 +221,10 @@ class Ecosystem(Protocol):
     """The ``[fetch].strategy`` value of recipes that use this ecosystem."""
     summary: str
     """One line for the recipe format's documentation: what the fetch downloads."""
-    allow_list: tuple[tuple[str, int], ...]
-    """The only ``host:port`` pairs the fetch proxy lets this strategy reach."""
     image_families: tuple[str, ...]
     """Recipe ``image`` names this ecosystem refines for a project (``node``)."""
+    releases: Releases | None
+    """Its registry's releases, if ``verify`` can compare with them."""
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:
@@ -139,14 +238,6 @@ class Ecosystem(Protocol):
         ``toolchain`` is the image the builds run in (its Python, CPU and libc decide
         which wheels fit), or None for the image's documented defaults.
         """
-        ...
-
-    def fetch_command(self, plan: FetchPlan) -> str:
-        """Shell lines the fetch container runs in ``/work/src`` (relay already up)."""
-        ...
-
-    def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
-        """The package tool's own settings in the fetch container (proxy, CA, quiet)."""
         ...
 
     def build_env(self) -> tuple[tuple[str, str], ...]:

@@ -95,13 +95,14 @@ class FetchedDeps:
 
 
 def plan_fetch(tree: SourceTree, *, strategy: str, origin: str, lock: str | None = None,
-               toolchain: ToolchainImage | None = None, now: float | None = None) -> FetchPlan:
+               toolchain: ToolchainImage | None = None, now: float | None = None,
+               pins: tuple[str, ...] = (), cutoff: int | None = None) -> FetchPlan:
     """The ecosystem's plan for this tree (pure; ``none`` plans nothing)."""
     if strategy == NO_FETCH:
         return FetchPlan(strategy=NO_FETCH, project_dir=tree.subdir)
     ecosystem = ecosystems.get(strategy, origin=origin)
-    return ecosystem.plan_fetch(tree, FetchSettings(origin=origin, lock=lock, now=now),
-                                toolchain)
+    settings = FetchSettings(origin=origin, lock=lock, now=now, pins=pins, cutoff=cutoff)
+    return ecosystem.plan_fetch(tree, settings, toolchain)
 
 
 def key_inputs(plan: FetchPlan, image_id: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from reprobuild.archive import (
     extract_regular_files,
     files_tar,
 )
-from reprobuild.ecosystems.interface import DEPS_DIR, Ecosystem, FetchPlan
+from reprobuild.ecosystems.interface import DEPS_DIR, FetchJob, FetchPlan
 from reprobuild.errors import EnvironmentFailure, Interrupted
 from reprobuild.evidence import FetchRequest
 from reprobuild.fetch.proxylog import parse_proxy_log, proxy_source
@@ -87,6 +88,15 @@ class Outcome:
     staging: Path
 
 
+def proxy_network(allow_list: Sequence[tuple[str, int]]) -> str:
+    """Where the proxy container lives: the default bridge, which reaches the internet and
+    not the host's loopback; or, for a job whose allow-list is only ``localhost`` (a
+    registry a test serves on this machine's loopback), the host's network namespace."""
+    if allow_list and all(host == "localhost" for host, _ in allow_list):
+        return "host"
+    return "bridge"
+
+
 def script_head() -> str:
     """Unpack the inputs from stdin, start the relay and wait for it; then cd to the inputs."""
     relay = (f"/usr/bin/python3 -I -S {_WORK}/fetch_proxy.py relay {RELAY_PORT} {_SOCKET} "
@@ -107,12 +117,12 @@ cd {_WORK}/src
 """
 
 
-def fetch_script(ecosystem: Ecosystem, plan: FetchPlan) -> str:
+def fetch_script(ecosystem: FetchJob, plan: FetchPlan) -> str:
     """The fetch container's whole shell script (the ecosystem's command runs last)."""
     return script_head() + ecosystem.fetch_command(plan)
 
 
-def fetch_env(ecosystem: Ecosystem, plan: FetchPlan, path_env: str, *,
+def fetch_env(ecosystem: FetchJob, plan: FetchPlan, path_env: str, *,
               has_ca: bool) -> dict[str, str]:
     """The fetch container's environment: proxy through the relay, CA, quiet tools."""
     proxy = f"http://127.0.0.1:{RELAY_PORT}"
@@ -147,7 +157,7 @@ class Runner:
         self.containers: list[str] = []
         self.volumes: list[str] = []
 
-    def run(self, ecosystem: Ecosystem, plan: FetchPlan, toolchain: ToolchainImage,
+    def run(self, ecosystem: FetchJob, plan: FetchPlan, toolchain: ToolchainImage,
             ca: bytes | None, staging: Path) -> Outcome:
         """Fetch into the deps volume, copy it to ``staging``; always cleans up."""
         try:
@@ -178,7 +188,7 @@ class Runner:
         self.volumes.append(name)
         return name
 
-    def _run(self, ecosystem: Ecosystem, plan: FetchPlan, toolchain: ToolchainImage,
+    def _run(self, ecosystem: FetchJob, plan: FetchPlan, toolchain: ToolchainImage,
              ca: bytes | None, staging: Path) -> Outcome:
         socket_volume = self._volume("socket", PROXY_UID, 1)
         deps_volume = self._volume("deps", FETCH_UID, self.limits.deps_mb)
@@ -205,11 +215,12 @@ class Runner:
         proxy_log = self.api.logs(proxy_id, stdout=True, stderr=False).decode("utf-8", "replace")
         return Outcome(exit_code, timed_out, log, parse_proxy_log(proxy_log), files, staging)
 
-    def _start_proxy(self, ecosystem: Ecosystem, toolchain: ToolchainImage,
+    def _start_proxy(self, ecosystem: FetchJob, toolchain: ToolchainImage,
                      socket_volume: str, deps_volume: str) -> str:
         allow = ",".join(f"{h}:{p}" for h, p in ecosystem.allow_list)
         hardening = Hardening(
-            network_mode="bridge", tmpfs={"/tmp": tmpfs_options(16, mode=None)},
+            network_mode=proxy_network(ecosystem.allow_list),
+            tmpfs={"/tmp": tmpfs_options(16, mode=None)},
             volumes={socket_volume: (_SOCKET_DIR, "rw"), deps_volume: (DEPS_DIR, "ro")},
             pids=_PROXY_PIDS, memory_mb=256, log_mb=20)
         config = container_config(
@@ -237,7 +248,7 @@ class Runner:
                     "nothing was fetched (fail closed); see 'docker info'")
             time.sleep(0.05)
 
-    def _create_fetch(self, ecosystem: Ecosystem, plan: FetchPlan, toolchain: ToolchainImage,
+    def _create_fetch(self, ecosystem: FetchJob, plan: FetchPlan, toolchain: ToolchainImage,
                       socket_volume: str, deps_volume: str, *, has_ca: bool) -> str:
         limits = self.limits
         uid = FETCH_UID

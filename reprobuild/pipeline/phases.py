@@ -117,14 +117,16 @@ def housekeeping(client: docker.DockerClient) -> list[str]:
 
 def fetch_phase(session: Session, *, tree: SourceTree, recipe: Recipe,
                 toolchain: images.ToolchainImage, ca_cert: Path | None,
-                timings: dict[str, float]) -> FetchedDeps | None:
-    """Fetch the recipe's dependencies (None when it needs none)."""
+                timings: dict[str, float], pins: tuple[str, ...] = (),
+                cutoff: int | None = None) -> FetchedDeps | None:
+    """Fetch the recipe's dependencies (None when it needs none); ``pins`` and ``cutoff``
+    impose exact versions and a resolution time (a release's conditions)."""
     if recipe.fetch_strategy == NO_FETCH:
         return None
     t = time.monotonic()
     session.progress.step(f"fetching dependencies ({recipe.fetch_strategy})")
     plan = plan_fetch(tree, strategy=recipe.fetch_strategy, origin=recipe.origin,
-                      lock=recipe.fetch_lock, toolchain=toolchain)
+                      lock=recipe.fetch_lock, toolchain=toolchain, pins=pins, cutoff=cutoff)
     fetched = fetch(session.client, session.labels, plan=plan, toolchain=toolchain,
                     ca_cert=ca_cert, cache_dir=images.cache_root(),
                     progress=session.progress, cancel=session.cancel)

@@ -6,20 +6,25 @@ re-exported here because every command builds one.
 
 from reprobuild.report.model import (
     SCHEMA,
+    ArtifactInfo,
     BuildInfo,
+    ConditionsInfo,
     DifferenceInfo,
     DiffoscopeInfo,
     FetchInfo,
     OutputInfo,
+    PublishedInfo,
     RecipeInfo,
     Report,
     SourceInfo,
     ToolchainInfo,
     Verdict,
+    VerifyInfo,
     decide_verdict,
     exit_code_for,
 )
 
-__all__ = ["SCHEMA", "BuildInfo", "DifferenceInfo", "DiffoscopeInfo", "FetchInfo", "OutputInfo",
-           "RecipeInfo", "Report", "SourceInfo", "ToolchainInfo", "Verdict", "decide_verdict",
+__all__ = ["SCHEMA", "ArtifactInfo", "BuildInfo", "ConditionsInfo", "DifferenceInfo",
+           "DiffoscopeInfo", "FetchInfo", "OutputInfo", "PublishedInfo", "RecipeInfo", "Report",
+           "SourceInfo", "ToolchainInfo", "Verdict", "VerifyInfo", "decide_verdict",
            "exit_code_for"]

@@ -2,7 +2,8 @@
 
 ``build-<name>`` fails when that build failed or timed out, ``no-egress`` when a build
 (or the fetch phase) tried to reach the network, ``reproducible`` when artifacts differ
-(skipped when the builds failed and there was nothing to compare).
+(skipped when the builds failed and there was nothing to compare); for ``verify``,
+``published:<file>`` fails when that published file's content differs from the rebuild's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ def to_junit(report: Report) -> str:
     skipped = report.verdict is Verdict.BUILD_FAILED and not diffs
     cases.append(("reproducible", f"{len(diffs)} artifact(s) differ" if diffs else None,
                   "\n".join(diffs)))
+    for item in report.verify.artifacts if report.verify else ():
+        problem = None
+        if item.equivalence in ("content-differs", "not-rebuilt"):
+            problem = f"{item.name}: {item.equivalence}"
+        text = "\n".join([*(f"only in the published file: {n}" for n in item.only_published),
+                          *(f"only in the rebuild: {n}" for n in item.only_rebuilt),
+                          *(f"changed: {n}" for n in item.changed),
+                          *(f"packaging: {line}" for line in item.packaging)])
+        cases.append((f"published:{item.name}", problem, text))
     name = report.source.url + (f"/{report.source.subdir}" if report.source.subdir else "")
     suite = ET.Element("testsuite", name=f"reprobuild {name}", tests=str(len(cases)),
                        failures=str(sum(1 for _, p, _ in cases if p)),

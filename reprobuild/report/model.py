@@ -28,6 +28,8 @@ class Verdict(str, Enum):
     UNREPRODUCIBLE = "unreproducible"
     EGRESS = "egress"
     BUILD_FAILED = "build-failed"
+    REPACKED = "repacked"
+    """verify only: the same files with the same bytes, packed differently."""
     ERROR = "error"
 
 
@@ -42,6 +44,8 @@ def exit_code_for(verdict: Verdict) -> ExitCode:
             return ExitCode.EGRESS
         case Verdict.BUILD_FAILED:
             return ExitCode.BUILD_FAILED
+        case Verdict.REPACKED:
+            return ExitCode.REPACKED
         case Verdict.ERROR:
             return ExitCode.ENVIRONMENT
 
@@ -144,6 +148,64 @@ class FetchInfo:
 
 
 @dataclass(frozen=True)
+class PublishedInfo:
+    """One published file ``verify`` compared with: where from, and its digests."""
+
+    name: str
+    url: str | None
+    sha256: str
+    registry_digest: str | None
+    """What the registry publishes for it (checked), None for a local file or bare URL."""
+    uploaded: int | None
+    size: int
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One published file against its rebuild (``verify``)."""
+
+    name: str
+    equivalence: str
+    """``identical``, ``content-equal``, ``content-differs`` or ``not-rebuilt``."""
+    published_sha256: str
+    rebuilt_sha256: str | None
+    only_published: tuple[str, ...]
+    only_rebuilt: tuple[str, ...]
+    changed: tuple[str, ...]
+    packaging: tuple[str, ...]
+    diffoscope: DiffoscopeInfo | None
+
+
+@dataclass(frozen=True)
+class ConditionsInfo:
+    """How the release was built, as inferred, and what the rebuild applied."""
+
+    facts: tuple[str, ...]
+    pins: tuple[str, ...]
+    env: dict[str, str | None]
+    cutoff: int | None
+    details: dict[str, str]
+    overrides: tuple[str, ...]
+    """What the user set on the command line (``--pin``, ``--env``)."""
+
+
+@dataclass(frozen=True)
+class VerifyInfo:
+    """What ``verify`` compared: the release, its files, the conditions, the findings."""
+
+    release: str | None
+    found_from: str
+    """How the published side was chosen ("--against", the project's metadata, the source)."""
+    source_sha256: str | None
+    """The source archive's digest when the source is a release file."""
+    published: tuple[PublishedInfo, ...]
+    conditions: ConditionsInfo
+    artifacts: tuple[ArtifactInfo, ...]
+    rebuilt_only: tuple[str, ...]
+    """Artifacts the rebuild made that nothing published matches (not a finding)."""
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything a check found; ``verdict`` decides the exit code."""
 
@@ -160,6 +222,8 @@ class Report:
     fetch: FetchInfo | None = None
     warnings: tuple[str, ...] = ()
     message: str | None = None
+    verify: VerifyInfo | None = None
+    """Only for ``verify``; absent from a check's JSON."""
     schema: str = SCHEMA
     tool: dict[str, str] = field(default_factory=lambda: {"name": "reprobuild",
                                                           "version": __version__})

@@ -1,6 +1,7 @@
 """The SARIF 2.1.0 log (``--sarif``) for code-scanning dashboards: one result per finding.
 
-Rules: RB001 an unreproducible artifact, RB002 egress, RB003 a failed build. Results
+Rules: RB001 an unreproducible artifact, RB002 egress, RB003 a failed build; for
+``verify``, RB004 a published artifact whose content differs, RB005 one only repacked. Results
 point at the project directory: a build finding belongs to the project, not to one line.
 """
 
@@ -20,6 +21,10 @@ RULES = (
     ("RB002", "build-egress",
      "The build (or its fetch phase) tried to reach the network"),
     ("RB003", "build-failed", "A build failed or timed out"),
+    ("RB004", "published-content-differs",
+     "A published artifact's content is not what its source builds"),
+    ("RB005", "published-repacked",
+     "A published artifact has the rebuild's content, packed differently"),
 )
 
 
@@ -45,6 +50,22 @@ def to_sarif(report: Report) -> dict[str, Any]:
             how = "timed out" if build.timed_out else f"exited with {build.exit_code}"
             results.append({"ruleId": "RB003", "level": "warning",
                             "message": {"text": f"build {build.name} {how}"},
+                            "locations": location})
+    for item in report.verify.artifacts if report.verify else ():
+        if item.equivalence in ("content-differs", "not-rebuilt"):
+            parts = [f"only in the published file: {', '.join(item.only_published)}"
+                     if item.only_published else "",
+                     f"changed: {', '.join(item.changed)}" if item.changed else "",
+                     f"only in the rebuild: {', '.join(item.only_rebuilt)}"
+                     if item.only_rebuilt else ""]
+            detail = "; ".join(p for p in parts if p) or item.equivalence
+            results.append({"ruleId": "RB004", "level": "error",
+                            "message": {"text": f"{item.name}: {detail}"},
+                            "locations": location})
+        elif item.equivalence == "content-equal":
+            results.append({"ruleId": "RB005", "level": "note",
+                            "message": {"text": f"{item.name}: "
+                                        + "; ".join(item.packaging or ("repacked",))},
                             "locations": location})
     rules = [{"id": rid, "name": name, "shortDescription": {"text": text}}
              for rid, name, text in RULES]

@@ -68,7 +68,7 @@ def test_verdict_exit_codes(verdict: Verdict, code: int) -> None:
 
 
 def test_exit_codes_are_stable() -> None:
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 130]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 6, 130]
 
 
 def write_json_atomic(data: object, path: Path) -> None:
@@ -150,7 +150,7 @@ def test_sarif_has_one_result_per_finding() -> None:
     log = to_sarif(_report(Verdict.EGRESS, diffs=2, egress=1, exit_b=1))
     assert log["version"] == "2.1.0"
     run = log["runs"][0]
-    assert {r["id"] for r in run["tool"]["driver"]["rules"]} == {"RB001", "RB002", "RB003"}
+    assert {r["id"] for r in run["tool"]["driver"]["rules"]} == {"RB001", "RB002", "RB003", "RB004", "RB005"}
     assert [r["ruleId"] for r in run["results"]] == ["RB001", "RB001", "RB002", "RB003"]
     assert "p0.whl" in run["results"][0]["message"]["text"]
     assert "x.example:80" in run["results"][2]["message"]["text"]

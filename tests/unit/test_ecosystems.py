@@ -16,6 +16,7 @@ from reprobuild.ecosystems.interface import (
     FetchPlan,
     FetchSettings,
     Pin,
+    Releases,
     Verified,
     files_of,
 )
@@ -41,6 +42,7 @@ class Toy:
     summary = "downloads what vendor.txt lists"
     allow_list: tuple[tuple[str, int], ...] = (("registry.toy.example", 443),)
     image_families: tuple[str, ...] = ("toy",)
+    releases: Releases | None = None
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:

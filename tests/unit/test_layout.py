@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reprobuild.ecosystems",),
     ("reprobuild.recipes",),
     ("reprobuild.report.*",),
-    ("reprobuild.report",),
+    ("reprobuild.report", "reprobuild.attestation"),
     ("reprobuild.compare", "reprobuild.fetch.*"),
     ("reprobuild.fetch",),
     ("reprobuild.pipeline.*",),

@@ -20,11 +20,18 @@ from reprobuild.ecosystems.interface import (
     DEPS_DIR,
     FetchPlan,
     FetchSettings,
+    Releases,
     Verified,
 )
 from reprobuild.ecosystems.node.plan import STRATEGY, plan_npm
+from reprobuild.ecosystems.node.release import NpmReleases
 from reprobuild.ecosystems.node.toolchain import node_images, select_node_image
-from reprobuild.errors import DependencyIntegrityError, EnvironmentFailure, ReprobuildError
+from reprobuild.errors import (
+    DependencyIntegrityError,
+    EnvironmentFailure,
+    RecipeError,
+    ReprobuildError,
+)
 from reprobuild.hashing import file_digest
 from reprobuild.source import SourceTree
 
@@ -51,6 +58,7 @@ class Npm:
     summary = "runs `npm ci --ignore-scripts` from package-lock.json"
     allow_list: tuple[tuple[str, int], ...] = (("registry.npmjs.org", 443),)
     image_families: tuple[str, ...] = ("node",)
+    releases: Releases | None = NpmReleases()
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:
@@ -76,7 +84,11 @@ class Npm:
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:
         """See :func:`reprobuild.ecosystems.node.plan.plan_npm`."""
-        del settings, toolchain  # the lockfile decides everything
+        del toolchain  # the lockfile decides everything
+        if settings.pins:
+            raise RecipeError(f"--pin {settings.pins[0]}: pins apply to Python build "
+                              "requirements; an npm build takes exactly what its lockfile names",
+                              "drop --pin, or change package-lock.json")
         return plan_npm(tree)
 
     def fetch_command(self, plan: FetchPlan) -> str:

@@ -19,10 +19,12 @@ from reprobuild.ecosystems.interface import (
     DEPS_DIR,
     FetchPlan,
     FetchSettings,
+    Releases,
     Verified,
 )
 from reprobuild.ecosystems.python import pep
 from reprobuild.ecosystems.python.plan import STRATEGY, plan_python, target_of
+from reprobuild.ecosystems.python.release import PyPIReleases
 from reprobuild.errors import DependencyIntegrityError, EnvironmentFailure, ReprobuildError
 from reprobuild.hashing import file_digest
 from reprobuild.source import SourceTree
@@ -50,6 +52,7 @@ class PythonBuild:
     summary = "fetches [build-system] requires as wheels"
     allow_list: tuple[tuple[str, int], ...] = (("pypi.org", 443), ("files.pythonhosted.org", 443))
     image_families: tuple[str, ...] = ()
+    releases: Releases | None = PyPIReleases()
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:
