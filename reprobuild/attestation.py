@@ -1,7 +1,8 @@
 """An in-toto Statement v1 with a SLSA Provenance v1 predicate for a verified release.
 
 Written only for a match (``verify`` with every published file rebuilt bit for bit): its
-subjects are the published files' sha256, so anyone holding those files can check that
+subjects are the rebuilt published files' sha256 (a source archive the rebuild started
+from is its source, not a subject), so anyone holding those files can check that
 this statement speaks of them; the predicate says what reproduced them (the source commit
 or source archive digest, the recipe, the toolchain image and its package versions, the
 inferred release conditions, the fetch phase's pins and hashes, and the digest of the
@@ -62,7 +63,8 @@ def statement(report: Report, *, started: str, finished: str) -> dict[str, Any]:
     conditions = info.conditions
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": p.name, "digest": {"sha256": p.sha256}} for p in info.published],
+        "subject": [{"name": a.name, "digest": {"sha256": a.published_sha256}}
+                    for a in info.artifacts if a.equivalence == "identical"],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {

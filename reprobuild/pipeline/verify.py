@@ -462,6 +462,8 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                                                               recipe.outputs)}
             rebuilt_dir = results[0].output_dir
             for name, item in sorted(published.items()):
+                if source_sha256 is not None and sha256_file(item.path) == source_sha256:
+                    continue  # the source archive itself: what was built from, not a result
                 match = rebuilt.get(name)
                 comparisons.append((name, None if match is None else compare(
                     item.path, rebuilt_dir / match.path, name=name)))

@@ -231,6 +231,9 @@ def test_a_release_is_its_own_source(tmp_path: Path, released: tuple[Path, Path]
         (artifacts / SDIST).read_bytes()).hexdigest()
     assert any("built with SOURCE_DATE_EPOCH=" in f
                for f in report["verify"]["conditions"]["facts"])
+    # The sdist is the source; the wheel built from it is what was proven.
+    assert {n: a["equivalence"] for n, a in artifacts_of(report).items()} == {
+        WHEEL: "identical"}
 
 
 def test_an_npm_tarball_verifies_and_a_repacked_one_is_described(

@@ -150,7 +150,8 @@ def test_sarif_has_one_result_per_finding() -> None:
     log = to_sarif(_report(Verdict.EGRESS, diffs=2, egress=1, exit_b=1))
     assert log["version"] == "2.1.0"
     run = log["runs"][0]
-    assert {r["id"] for r in run["tool"]["driver"]["rules"]} == {"RB001", "RB002", "RB003", "RB004", "RB005"}
+    assert {r["id"] for r in run["tool"]["driver"]["rules"]} == {
+        "RB001", "RB002", "RB003", "RB004", "RB005"}
     assert [r["ruleId"] for r in run["results"]] == ["RB001", "RB001", "RB002", "RB003"]
     assert "p0.whl" in run["results"][0]["message"]["text"]
     assert "x.example:80" in run["results"][2]["message"]["text"]
