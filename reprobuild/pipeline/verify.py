@@ -38,7 +38,7 @@ from reprobuild.ecosystems.interface import (
     ReleaseRef,
     Releases,
 )
-from reprobuild.errors import InputError
+from reprobuild.errors import EnvironmentFailure, InputError
 from reprobuild.evidence import (
     EgressAttempt,
     FetchRequest,
@@ -374,6 +374,9 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
             ref, releases, strategy = source_release
             release_spec = ref.spec
             add_release(ref, releases, strategy)
+            if failure is not None:
+                raise EnvironmentFailure(failure, "the release could not be downloaded; see "
+                                         "the fetch requests with --json")
             archive_name = next((name for name, p in published.items() if p.source), None)
             if archive_name is None:
                 raise InputError(f"{ref.spec} publishes no source archive (no sdist or "

@@ -54,17 +54,19 @@ class Index:
         parts = [p for p in path.split("/") if p]
         if len(parts) == 2 and parts[0] == "files" and parts[1] in self.files:
             return 200, self.files[parts[1]]
-        if len(parts) == 4 and parts[0] == "pypi" and parts[3] == "json":
-            names = self.pypi.get((parts[1], parts[2]))
-            if names is None:
-                return 404, b'{"message": "Not Found"}'
-            urls: list[dict[str, Any]] = [{
+        if len(parts) == 3 and parts[0] == "pypi" and parts[2] == "json":
+            releases = {version: [{
                 "filename": n, "url": f"{self.url}/files/{n}",
                 "digests": {"sha256": self._digest(n).hex()},
                 "packagetype": "bdist_wheel" if n.endswith(".whl") else "sdist",
                 "upload_time_iso_8601": "2026-01-03T00:00:00.000000Z"} for n in names]
-            return 200, json.dumps({"info": {"name": parts[1], "version": parts[2]},
-                                    "urls": urls}).encode()
+                for (name, version), names in self.pypi.items() if name == parts[1]}
+            if not releases:
+                return 404, b'{"message": "Not Found"}'
+            latest = sorted(releases)[-1]
+            return 200, json.dumps({"info": {"name": parts[1], "version": latest},
+                                    "releases": releases,
+                                    "urls": releases[latest]}).encode()
         name = "/".join(parts[:-1]).replace("%2f", "/").replace("%2F", "/")
         tarball = self.npm.get((name, parts[-1])) if parts else None
         if tarball is not None:

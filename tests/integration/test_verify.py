@@ -120,7 +120,7 @@ def test_a_matching_release_verifies_and_its_attestation_names_the_published_fil
     hosts = {(r["host"], r["allowed"]) for r in report["fetch"]["requests"]} | {
         ("localhost", True)}
     assert ("localhost", True) in hosts
-    assert f"/pypi/{NAME}/{VERSION}/json" in index.requests
+    assert f"/pypi/{NAME}/json" in index.requests
     assert f"/files/{WHEEL}" in index.requests
     statement = json.loads((tmp_path / "att.json").read_text())
     assert statement["_type"] == "https://in-toto.io/Statement/v1"

@@ -1,8 +1,9 @@
 """PyPI releases: naming them, listing their files, and reading how they were built.
 
 A release is ``pypi:NAME==VERSION``. Its files and their sha256 come from PyPI's JSON API
-(``/pypi/NAME/VERSION/json``; ``REPROBUILD_PYPI_URL`` points elsewhere, e.g. a mirror or
-the loopback index a test serves). What a release's artifacts say about how it was built
+(``/pypi/NAME/json``, its ``releases`` entry for the version: the per-version document is
+not served by every mirror; ``REPROBUILD_PYPI_URL`` points elsewhere, e.g. a mirror or the
+loopback index a test serves). What a release's artifacts say about how it was built
 (NOTES.md §7, checked on real releases):
 
 * a wheel's ``*.dist-info/WHEEL`` names the backend and its version
@@ -29,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 from reprobuild.ecosystems.interface import (
     PublishedFile,
@@ -110,21 +111,29 @@ class PyPIReleases:
         return ReleaseRef("pypi", pep.normalise_name(name), version, spec)
 
     def metadata_url(self, ref: ReleaseRef) -> str:
-        """PyPI's JSON for one release."""
-        return f"{self.index()}/pypi/{quote(ref.name)}/{quote(ref.version)}/json"
+        """PyPI's JSON for the project (every release's files)."""
+        return f"{self.index()}/pypi/{quote(ref.name)}/json"
 
     def files(self, ref: ReleaseRef, metadata: bytes) -> tuple[PublishedFile, ...]:
         """Every file of the release with its sha256 and upload time."""
         try:
             data = json.loads(metadata)
-            urls = data["urls"]
+            releases = data["releases"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{ref.spec}: the index's answer is not a release description",
-                             "is the name and version right?") from exc
+            raise InputError(f"{ref.spec}: the index's answer is not a project description",
+                             "is the name right?") from exc
+        urls = releases.get(ref.version) if isinstance(releases, dict) else None
+        if urls is None:
+            known = sorted(releases) if isinstance(releases, dict) else []
+            raise InputError(f"{ref.spec}: the index has no release {ref.version}",
+                             "known versions: " + ", ".join(known[-8:]) if known
+                             else "check the name")
         found = []
         for item in urls if isinstance(urls, list) else []:
             try:
-                name, url = str(item["filename"]), str(item["url"])
+                # Mirrors may answer with URLs relative to the document.
+                name, url = str(item["filename"]), urljoin(self.metadata_url(ref),
+                                                           str(item["url"]))
                 digest = str(item["digests"]["sha256"]).lower()
             except (KeyError, TypeError):
                 continue
