@@ -96,10 +96,12 @@ class NpmReleases:
                              "the registry's document is malformed") from exc
         if algo not in ("sha512", "sha384", "sha256"):
             raise InputError(f"{ref.spec}: integrity uses {algo}", "only sha2 digests count")
-        name = url.rsplit("/", 1)[-1]
-        if not name.endswith(".tgz") or "/" in name or name.startswith("."):
+        if not url.rsplit("/", 1)[-1].endswith(".tgz"):
             raise InputError(f"{ref.spec}: tarball URL {url[:200]} is not a .tgz",
                              "the registry's document is malformed")
+        # Named as `npm pack` names it (the registry drops the scope: server-x-1.0.tgz),
+        # so the rebuilt tarball matches by name.
+        name = ref.name.removeprefix("@").replace("/", "-") + f"-{ref.version}.tgz"
         return (PublishedFile(name=name, url=url, digest=f"{algo}:{hexdigest}", source=True),)
 
     def conditions(self, files: Mapping[str, Path], tree: SourceTree) -> ReleaseConditions:
