@@ -310,6 +310,10 @@ def _download_release(session: Session, ref: ReleaseRef, releases: Releases,
                    toolchain=toolchain, ca=ca, cache_dir=cache_root(), dest=meta_dir,
                    progress=session.progress, cancel=session.cancel)
     requests.extend(got.requests)
+    if got.failure is not None and "HTTP 404" in got.failure:
+        raise InputError(f"{ref.spec}: the registry has no such release (HTTP 404)",
+                         "check the name and version; a version in the project's metadata is "
+                         "not always the one published: name it with --against")
     if got.failure is not None:
         return (), {}, f"{ref.spec}: {got.failure}"
     listed = releases.files(ref, got.paths["metadata.json"].read_bytes())
