@@ -9,10 +9,7 @@ exceptions. Every Docker object it creates is labelled with the run id and remov
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +26,6 @@ from reprobuild.report import (
     Report,
     SourceInfo,
     ToolchainInfo,
-    Verdict,
     decide_verdict,
 )
 from reprobuild.sandbox import agent
@@ -79,7 +75,6 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
     tree = plan.acquire_source(options.source, ref=options.ref, subdir=options.subdir)
     timings["source_s"] = round(time.monotonic() - started, 3)
     recipe = plan.select(tree, options.recipe)
-    keep = options.out_dir is not None
     if options.out_dir is not None:
         plan.prepare_out_dir(options.out_dir)
 
@@ -87,27 +82,8 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
     # the Docker SDK, a third of the start-up.
     from reprobuild.pipeline import phases  # noqa: PLC0415
 
-    progress.step("connecting to Docker")
-    client = phases.connect()
-    # Housekeeping (leftovers of killed runs, engine warnings) runs beside the check: it
-    # touches only other runs' objects, and the report waits for its warnings.
-    pool = concurrent.futures.ThreadPoolExecutor(1, "reprobuild-housekeeping")
-    engine_notes = pool.submit(phases.housekeeping, client)
-    pool.shutdown(wait=False)
-    out = options.out_dir or Path(tempfile.mkdtemp(prefix="reprobuild-"))
-    try:
-        report = _check(options, client, progress, tree, recipe, out, timings, started)
-    except BaseException:
-        if not keep:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    report = replace(report, warnings=(*engine_notes.result(), *report.warnings))
-    # Without --out, a reproducible run leaves nothing behind; evidence of a problem is
-    # kept, and the report says where.
-    if not keep and report.verdict is Verdict.REPRODUCIBLE:
-        shutil.rmtree(out, ignore_errors=True)
-        report = replace(report, out_dir=None)
-    return report
+    return phases.in_engine(progress, options.out_dir, lambda client, out: _check(
+        options, client, progress, tree, recipe, out, timings, started))
 
 
 def _check(options: CheckOptions, client: docker.DockerClient, progress: Progress,

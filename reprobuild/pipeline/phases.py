@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -30,7 +33,7 @@ from reprobuild.images import build as image_build
 from reprobuild.pipeline.plan import Sides
 from reprobuild.progress import Progress
 from reprobuild.recipes import Recipe
-from reprobuild.report import DifferenceInfo
+from reprobuild.report import DifferenceInfo, Report, Verdict
 from reprobuild.sandbox.container import Sandbox
 from reprobuild.sandbox.engine import (
     RunLabels,
@@ -49,6 +52,7 @@ __all__ = [
     "explain_all",
     "fetch_phase",
     "housekeeping",
+    "in_engine",
 ]
 
 DIFFOSCOPE_IMAGE = "diffoscope"
@@ -101,6 +105,34 @@ class Session:
             return [f.result() for f in futures]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def in_engine(progress: Progress, out_dir: Path | None,
+              work: Callable[[docker.DockerClient, Path], Report]) -> Report:
+    """Connect, run ``work`` with a results directory, and tidy up after it.
+
+    Housekeeping (leftovers of killed runs, engine warnings) runs beside the work: it
+    touches only other runs' objects, and the report waits for its warnings. Without
+    ``out_dir`` a temporary directory is used; a reproducible run leaves nothing behind,
+    any other verdict keeps its evidence there and the report says where.
+    """
+    progress.step("connecting to Docker")
+    client = connect()
+    pool = concurrent.futures.ThreadPoolExecutor(1, "reprobuild-housekeeping")
+    engine_notes = pool.submit(housekeeping, client)
+    pool.shutdown(wait=False)
+    out = out_dir or Path(tempfile.mkdtemp(prefix="reprobuild-"))
+    try:
+        report = work(client, out)
+    except BaseException:
+        if out_dir is None:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    report = replace(report, warnings=(*engine_notes.result(), *report.warnings))
+    if out_dir is None and report.verdict is Verdict.REPRODUCIBLE:
+        shutil.rmtree(out, ignore_errors=True)
+        report = replace(report, out_dir=None)
+    return report
 
 
 def housekeeping(client: docker.DockerClient) -> list[str]:

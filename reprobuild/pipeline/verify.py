@@ -17,10 +17,8 @@ sandboxed diffoscope. Never prints, never exits.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -249,32 +247,15 @@ def run_verify(options: VerifyOptions, progress: Progress | None = None) -> Repo
         raise InputError("--ref applies to a git source, not a release or archive",
                          "drop --ref, or verify the repository at that ref")
     against = [_parse_against(a) for a in options.against]
-    keep = options.out_dir is not None
     if options.out_dir is not None:
         plan.prepare_out_dir(options.out_dir)
     timings["source_s"] = round(time.monotonic() - started, 3)
 
     from reprobuild.pipeline import phases  # noqa: PLC0415 - Docker side, once input is valid
 
-    progress.step("connecting to Docker")
-    client = phases.connect()
-    pool = concurrent.futures.ThreadPoolExecutor(1, "reprobuild-housekeeping")
-    engine_notes = pool.submit(phases.housekeeping, client)
-    pool.shutdown(wait=False)
-    out = options.out_dir or Path(tempfile.mkdtemp(prefix="reprobuild-verify-"))
-    try:
-        report = _verify(options, client, progress, out, timings, started, tree=tree,
-                         source_release=source_release, local_archive=local_archive,
-                         against=against)
-    except BaseException:
-        if not keep:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    report = replace(report, warnings=(*engine_notes.result(), *report.warnings))
-    if not keep and report.verdict is Verdict.REPRODUCIBLE:
-        shutil.rmtree(out, ignore_errors=True)
-        report = replace(report, out_dir=None)
-    return report
+    return phases.in_engine(progress, options.out_dir, lambda client, out: _verify(
+        options, client, progress, out, timings, started, tree=tree,
+        source_release=source_release, local_archive=local_archive, against=against))
 
 
 _Against = tuple[str, str]

@@ -103,8 +103,10 @@ def artifacts_of(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_a_matching_release_verifies_and_its_attestation_names_the_published_files(
-        tmp_path: Path, released: tuple[Path, Path], index: Index) -> None:
+        tmp_path: Path, released: tuple[Path, Path], index: Index,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     repo, artifacts = released
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a first download
     index.add_pypi(NAME, VERSION, [artifacts / WHEEL, artifacts / SDIST])
     code, report, output = verify(str(repo), "--attest", str(tmp_path / "att.json"),
                                   tmp=tmp_path)
