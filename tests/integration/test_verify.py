@@ -270,3 +270,16 @@ def test_an_npm_tarball_verifies_and_a_repacked_one_is_described(
     assert code == 6, output
     lines = artifacts_of(report)[tgz.name]["packaging"]
     assert any("gzip" in line for line in lines), lines
+
+
+def test_twice_also_builds_in_a_varied_environment(tmp_path: Path, released: tuple[Path, Path],
+                                                    index: Index) -> None:
+    repo, artifacts = released
+    index.add_pypi(NAME, VERSION, [artifacts / WHEEL, artifacts / SDIST])
+    code, report, output = verify(str(repo), "--twice", "--variations", "hostname,umask",
+                                  tmp=tmp_path)
+    assert code == 0, output
+    assert [b["name"] for b in report["builds"]] == ["a", "b"]
+    assert report["variations"] == ["hostname", "umask"]
+    assert report["builds"][1]["variations"]["umask"] == "0002"
+    assert report["differences"] == []
