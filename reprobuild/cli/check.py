@@ -21,11 +21,13 @@ from reprobuild.cli.console import RichProgress, err
 from reprobuild.cli.summary import print_summary
 from reprobuild.errors import ReprobuildError
 from reprobuild.pipeline.check import CheckOptions, run_check
+from reprobuild.progress import Progress
 from reprobuild.report import Report
 from reprobuild.report.formats import FORMATS, by_name, write_error, write_report
 from reprobuild.variations import parse_variations
 
-__all__ = ["ReportFiles", "check", "with_report_options", "write_error_reports", "write_reports"]
+__all__ = ["ReportFiles", "check", "run_and_report", "with_report_options",
+           "write_error_reports", "write_reports"]
 
 ReportFiles = Mapping[str, Path | None]
 """Format name -> the file the user asked for (None: not asked)."""
@@ -78,6 +80,22 @@ def write_error_reports(exc: ReprobuildError, files: ReportFiles) -> None:
             write_error(by_name(name), exc.message, int(exc.exit_code), path)
 
 
+def run_and_report(run: Callable[[Progress], Report], *, report_files: ReportFiles,
+                   out_dir: Path | None, quiet: bool) -> Report:
+    """Run a command's core with progress, and write every report file it asked for, on
+    an error too (where the format has an error form)."""
+    try:
+        with RichProgress(err, enabled=not quiet and err.is_terminal) as progress:
+            report = run(progress)
+    except ReprobuildError as exc:
+        write_error_reports(exc, report_files)
+        raise
+    write_reports(report, report_files)
+    if report.out_dir and out_dir is not None:
+        write_report(by_name("json"), report, Path(report.out_dir) / "report.json")
+    return report
+
+
 @with_report_options(before="out_dir")
 def check(
     source: Annotated[str, typer.Argument(help="git URL, local git repository, or directory")],
@@ -111,15 +129,8 @@ def check(
         source=source, ref=ref, subdir=subdir, recipe=recipe,
         variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
         ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap)
-    try:
-        with RichProgress(err, enabled=not quiet and err.is_terminal) as progress:
-            report = run_check(options, progress)
-    except ReprobuildError as exc:
-        write_error_reports(exc, report_files)
-        raise
-    write_reports(report, report_files)
-    if report.out_dir and out_dir is not None:
-        write_report(by_name("json"), report, Path(report.out_dir) / "report.json")
+    report = run_and_report(lambda progress: run_check(options, progress),
+                            report_files=report_files, out_dir=out_dir, quiet=quiet)
     if not quiet:
         print_summary(report)
     raise typer.Exit(int(report.exit_code))

@@ -12,18 +12,12 @@ import typer
 
 from reprobuild import ecosystems
 from reprobuild.atomic import write_bytes_atomic
-from reprobuild.cli.check import (
-    ReportFiles,
-    with_report_options,
-    write_error_reports,
-    write_reports,
-)
-from reprobuild.cli.console import RichProgress, err, escape
+from reprobuild.cli.check import ReportFiles, run_and_report, with_report_options
+from reprobuild.cli.console import err, escape
 from reprobuild.cli.summary import print_summary
-from reprobuild.errors import InputError, ReprobuildError
+from reprobuild.errors import InputError
 from reprobuild.pipeline.verify import VerifyOptions, run_verify
 from reprobuild.report import Verdict
-from reprobuild.report.formats import by_name, write_report
 from reprobuild.variations import parse_variations
 
 __all__ = ["parse_env", "verify"]
@@ -92,15 +86,8 @@ def verify(
         variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
         ca_cert=ca_cert, diffoscope=not no_diffoscope)
     started = time.time()
-    try:
-        with RichProgress(err, enabled=not quiet and err.is_terminal) as progress:
-            report = run_verify(options, progress)
-    except ReprobuildError as exc:
-        write_error_reports(exc, report_files)
-        raise
-    write_reports(report, report_files)
-    if report.out_dir and out_dir is not None:
-        write_report(by_name("json"), report, Path(report.out_dir) / "report.json")
+    report = run_and_report(lambda progress: run_verify(options, progress),
+                            report_files=report_files, out_dir=out_dir, quiet=quiet)
     if attest is not None:
         if report.verdict is Verdict.REPRODUCIBLE:
             from reprobuild import attestation  # noqa: PLC0415 - only for a match

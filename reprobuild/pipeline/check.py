@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reprobuild.compare import DiffoscopeLimits, mismatches
+from reprobuild.compare import mismatches
 from reprobuild.evidence import blocked_attempts, mark_one_sided, summarize
 from reprobuild.pipeline import plan
 from reprobuild.progress import Progress, SilentProgress
@@ -29,9 +29,9 @@ from reprobuild.report import (
     decide_verdict,
 )
 from reprobuild.sandbox import agent
-from reprobuild.sandbox.spec import SandboxLimits, SandboxResult
+from reprobuild.sandbox.spec import SandboxResult
 from reprobuild.source import SourceTree
-from reprobuild.variations import Variation, plan_pair, unavailable
+from reprobuild.variations import plan_pair, unavailable
 
 if TYPE_CHECKING:
     import docker
@@ -44,21 +44,8 @@ DEFAULT_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class CheckOptions:
-    """What the user asked for; the CLI builds this, tests build it directly."""
-
-    source: str
-    ref: str | None = None
-    subdir: str | None = None
-    recipe: str | None = None
-    variations: frozenset[Variation] = frozenset(Variation)
-    timeout_s: float | None = None
-    out_dir: Path | None = None
-    ca_cert: Path | None = None
-    diffoscope: bool = True
-    trap: bool = True
-    limits: SandboxLimits = field(default_factory=SandboxLimits)
-    diffoscope_limits: DiffoscopeLimits = field(default_factory=DiffoscopeLimits)
+class CheckOptions(plan.RunOptions):
+    """What ``check`` takes: exactly the options every building command has."""
 
 
 def run_check(options: CheckOptions, progress: Progress | None = None) -> Report:

@@ -9,26 +9,28 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reprobuild import ecosystems, images
 from reprobuild.archive import ExtractedFile, build_tar
+from reprobuild.compare import DiffoscopeLimits
 from reprobuild.ecosystems.interface import DEPS_DIR
 from reprobuild.errors import InputError
 from reprobuild.recipes import DEFAULT_COMMIT_TIME, Recipe, render_env, select_recipe
 from reprobuild.report import BuildInfo, FetchInfo, OutputInfo
 from reprobuild.sandbox.spec import OUT_DIR, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
-from reprobuild.variations import BuildEnv, build_script, environment, settings
+from reprobuild.variations import BuildEnv, Variation, build_script, environment, settings
 
 if TYPE_CHECKING:
     from reprobuild.fetch import FetchedDeps
 
 __all__ = [
     "REPO_RECIPE",
+    "RunOptions",
     "Sides",
     "acquire_source",
     "build_info",
@@ -44,6 +46,24 @@ __all__ = [
 
 REPO_RECIPE = ".reprobuild.toml"
 _LOG_TAIL_LINES = 30
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What every building command takes; the CLI builds it, tests build it directly."""
+
+    source: str
+    ref: str | None = None
+    subdir: str | None = None
+    recipe: str | None = None
+    variations: frozenset[Variation] = frozenset(Variation)
+    timeout_s: float | None = None
+    out_dir: Path | None = None
+    ca_cert: Path | None = None
+    diffoscope: bool = True
+    trap: bool = True
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    diffoscope_limits: DiffoscopeLimits = field(default_factory=DiffoscopeLimits)
 
 
 # --------------------------------------------------------------------------- source, recipe

@@ -21,14 +21,14 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from reprobuild import ecosystems
 from reprobuild.archive import ExtractedFile
-from reprobuild.compare import DiffoscopeLimits, Mismatch, mismatches
+from reprobuild.compare import Mismatch, mismatches
 from reprobuild.ecosystems.interface import (
     NO_FETCH,
     PublishedFile,
@@ -62,9 +62,9 @@ from reprobuild.report import (
     VerifyInfo,
 )
 from reprobuild.sandbox import agent
-from reprobuild.sandbox.spec import SandboxLimits, SandboxResult
+from reprobuild.sandbox.spec import SandboxResult
 from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
-from reprobuild.variations import Variation, plan_pair
+from reprobuild.variations import plan_pair
 
 if TYPE_CHECKING:
     import docker
@@ -83,26 +83,14 @@ _SOURCE_LIMITS = ArchiveLimits(max_members=20_000, max_member_bytes=64 << 20,
 
 
 @dataclass(frozen=True, kw_only=True)
-class VerifyOptions:
-    """What the user asked for; the CLI builds this, tests build it directly."""
+class VerifyOptions(plan.RunOptions):
+    """What ``verify`` takes beyond every building command's options."""
 
-    source: str
-    ref: str | None = None
-    subdir: str | None = None
-    recipe: str | None = None
     against: tuple[str, ...] = ()
     env: tuple[tuple[str, str | None], ...] = ()
     """``--env KEY=VALUE`` (``KEY=`` leaves the variable unset)."""
     pins: tuple[str, ...] = ()
     twice: bool = False
-    variations: frozenset[Variation] = frozenset(Variation)
-    timeout_s: float | None = None
-    out_dir: Path | None = None
-    ca_cert: Path | None = None
-    diffoscope: bool = True
-    trap: bool = True
-    limits: SandboxLimits = field(default_factory=SandboxLimits)
-    diffoscope_limits: DiffoscopeLimits = field(default_factory=DiffoscopeLimits)
 
 
 @dataclass(frozen=True)
