@@ -50,8 +50,8 @@ def verify(
     recipe: Annotated[str | None, typer.Option(help="recipe name (default: detect)")] = None,
     against: Annotated[list[str] | None, typer.Option(
         "--against", help="published artifact: a file, an https URL, or a release, "
-                          f"{ecosystems.release_forms()} (repeatable) [default: the "
-                          "project's own release]")]
+                          f"{ecosystems.release_forms()} (repeatable; default: the "
+                          "release the project's own metadata names)")]
     = None,
     env: Annotated[list[str] | None, typer.Option(
         "--env", help="KEY=VALUE for the rebuild, KEY= to unset (repeatable; overrides what "
