@@ -208,10 +208,11 @@ def headline(artifacts: Sequence[ArtifactInfo]) -> str | None:
         if item.only_rebuilt:
             return (f"published {item.name} lacks {', '.join(item.only_rebuilt[:3])}, which "
                     "the rebuild has")
-    repacked = [a.name for a in artifacts if a.equivalence == Equivalence.CONTENT_EQUAL.value]
+    repacked = [a for a in artifacts if a.equivalence == Equivalence.CONTENT_EQUAL.value]
     if repacked:
-        return (f"same content, packed differently: {', '.join(repacked)} "
-                f"({artifacts[0].packaging[0] if artifacts[0].packaging else 'see packaging'})")
+        first = repacked[0].packaging[0] if repacked[0].packaging else "see packaging"
+        return (f"same content, packed differently: {', '.join(a.name for a in repacked)} "
+                f"({first})")
     return None
 
 

@@ -207,6 +207,9 @@ def test_the_headline_leads_with_a_file_only_in_the_published_artifact() -> None
     assert headline([artifact("x.whl", "content-differs", changed=("x/a.py",))]) == \
         "published x.whl differs from the rebuild in x/a.py"
     assert headline([artifact("x.whl", "identical")]) is None
+    assert headline([artifact("x.whl", "identical"),
+                     artifact("y.tgz", "content-equal", packaging=("gzip header: mtime 0 vs 9",))]
+                    ) == "same content, packed differently: y.tgz (gzip header: mtime 0 vs 9)"
 
 
 def test_source_archives_become_trees_and_links_are_refused(tmp_path: Path) -> None:
