@@ -36,7 +36,7 @@ from reprobuild.ecosystems.interface import (
     ReleaseRef,
     Releases,
 )
-from reprobuild.errors import EnvironmentFailure, InputError
+from reprobuild.errors import EnvironmentFailure, InputError, UnsafeArchiveError
 from reprobuild.evidence import (
     EgressAttempt,
     FetchRequest,
@@ -208,6 +208,9 @@ def headline(artifacts: Sequence[ArtifactInfo]) -> str | None:
         if item.only_rebuilt:
             return (f"published {item.name} lacks {', '.join(item.only_rebuilt[:3])}, which "
                     "the rebuild has")
+        if item.equivalence == Equivalence.CONTENT_DIFFERS.value:
+            why = item.packaging[0] if item.packaging else "its bytes differ"
+            return f"published {item.name} differs from the rebuild ({why})"
     repacked = [a for a in artifacts if a.equivalence == Equivalence.CONTENT_EQUAL.value]
     if repacked:
         first = repacked[0].packaging[0] if repacked[0].packaging else "see packaging"
@@ -408,7 +411,10 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
         mine = {n: p.path for n, p in published.items() if p.ecosystem == strategy}
         inferred = ReleaseConditions()
         if ecosystem is not None and ecosystem.releases is not None and mine:
-            inferred = ecosystem.releases.conditions(mine, tree)
+            try:
+                inferred = ecosystem.releases.conditions(mine, tree)
+            except UnsafeArchiveError as exc:  # compared (and reported) below all the same
+                inferred = ReleaseConditions(facts=(f"nothing inferred: {exc.message}",))
         uploads = [p.uploaded for p in published.values() if p.uploaded is not None]
         conditions, overrides = merge_conditions(inferred, pins=options.pins, env=options.env,
                                                  cutoff=min(uploads) if uploads else None)
@@ -442,8 +448,8 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                 if source_sha256 is not None and sha256_file(item.path) == source_sha256:
                     continue  # the source archive itself: what was built from, not a result
                 match = rebuilt.get(name)
-                comparisons.append((name, None if match is None else compare(
-                    item.path, rebuilt_dir / match.path, name=name)))
+                comparisons.append((name, None if match is None else _compare_safely(
+                    item.path, rebuilt_dir / match.path, name)))
             rebuilt_only = tuple(sorted(set(rebuilt) - set(published)))
             artifacts_info = list(_explain(session, options, comparisons, published, rebuilt,
                                            rebuilt_dir, out))
@@ -507,6 +513,16 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
 
 def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def _compare_safely(published: Path, rebuilt: Path, name: str) -> Comparison:
+    """:func:`~reprobuild.forensics.compare`, where an archive it refuses to read (links,
+    ``..`` names, a bomb) is a finding about that file, not the end of the run."""
+    try:
+        return compare(published, rebuilt, name=name)
+    except UnsafeArchiveError as exc:
+        return Comparison(name=name, equivalence=Equivalence.CONTENT_DIFFERS,
+                          packaging=(f"not compared: {exc.message}",))
 
 
 def _rebuild(session: Session, options: VerifyOptions, tree: SourceTree, recipe: Recipe,

@@ -283,3 +283,23 @@ def test_twice_also_builds_in_a_varied_environment(tmp_path: Path, released: tup
     assert report["variations"] == ["hostname", "umask"]
     assert report["builds"][1]["variations"]["umask"] == "0002"
     assert report["differences"] == []
+
+
+def test_a_published_wheel_that_cannot_be_read_safely_is_a_finding(
+        tmp_path: Path, released: tuple[Path, Path], index: Index) -> None:
+    repo, artifacts = released
+    published = tmp_path / WHEEL
+    shutil.copyfile(artifacts / WHEEL, published)
+    with zipfile.ZipFile(published, "a") as wheel:
+        link = zipfile.ZipInfo("mcp_notes_server/passwd")
+        link.create_system = 3
+        link.external_attr = (0o120777 << 16)  # a symlink
+        wheel.writestr(link, "/etc/passwd")
+    index.add_pypi(NAME, VERSION, [published, artifacts / SDIST])
+    code, report, output = verify(str(repo), tmp=tmp_path)
+    assert code == 1, output
+    wheel_info = artifacts_of(report)[WHEEL]
+    assert wheel_info["equivalence"] == "content-differs"
+    assert "not compared" in wheel_info["packaging"][0]
+    assert "symlink" in wheel_info["packaging"][0] or "link" in wheel_info["packaging"][0]
+    assert str(report["message"]).startswith(f"published {WHEEL} differs from the rebuild")
