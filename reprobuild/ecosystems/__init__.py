@@ -13,14 +13,15 @@ import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from reprobuild.ecosystems import golang, node, python
+from reprobuild.ecosystems import golang, node, python, rust
 from reprobuild.ecosystems.interface import NO_FETCH, Ecosystem
 from reprobuild.errors import RecipeError
 
 __all__ = ["ECOSYSTEMS", "NO_FETCH", "Ecosystem", "for_image", "get", "registered",
            "release_forms", "strategy_names"]
 
-ECOSYSTEMS: list[Ecosystem] = [python.ECOSYSTEM, node.ECOSYSTEM, golang.ECOSYSTEM]
+ECOSYSTEMS: list[Ecosystem] = [python.ECOSYSTEM, node.ECOSYSTEM, golang.ECOSYSTEM,
+                               rust.ECOSYSTEM]
 """Every ecosystem, in the order documentation lists them."""
 
 

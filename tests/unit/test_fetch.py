@@ -495,7 +495,7 @@ def test_recipe_fetch_table(tmp_path: Path) -> None:
     again = tmp_path / "again.toml"
     again.write_text(recipe_to_toml(loaded))
     assert load_recipe_file(again) == dataclasses.replace(loaded, origin=str(again))
-    for body, message in [('strategy = "pip"', "not one of none, python-build, npm, go-mod"),
+    for body, message in [('strategy = "pip"', "not one of none, python-build, npm, go-mod, cargo"),
                           ('strategy = "npn"', "did you mean 'npm'"),
                           ('lock = "../x"', "relative path inside the project"),
                           ('lock = "/etc/x"', "relative path"), ("locks = 'x'", "unknown key")]:

@@ -511,7 +511,7 @@ def test_extends_unknown_base(tmp_path: Path) -> None:
     err = load_error(tmp_path, EXTENDING.replace('"python"', '"pyhton"'))
     assert "[recipe].extends names unknown recipe 'pyhton'" in err.message
     assert "did you mean 'python'?" in err.message
-    assert err.hint == "available recipes: go, node, python"
+    assert err.hint == "available recipes: go, node, python, rust"
 
 
 def test_extending_file_is_still_validated(tmp_path: Path) -> None:
@@ -550,14 +550,14 @@ def test_unknown_name_suggests() -> None:
     with pytest.raises(RecipeError) as info:
         select_recipe(["pyproject.toml"], name="pyton", repo_recipe=None)
     assert info.value.message == "unknown recipe 'pyton'; did you mean 'python'?"
-    assert info.value.hint == "available recipes: go, node, python"
+    assert info.value.hint == "available recipes: go, node, python, rust"
 
 
 def test_unknown_name_without_close_match() -> None:
     with pytest.raises(RecipeError) as info:
-        select_recipe([], name="rust", repo_recipe=None)
+        select_recipe([], name="zig", repo_recipe=None)
     assert "did you mean" not in info.value.message
-    assert info.value.hint == "available recipes: go, node, python"
+    assert info.value.hint == "available recipes: go, node, python, rust"
 
 
 def test_repo_recipe_wins_over_detection() -> None:
@@ -586,11 +586,10 @@ def test_repo_recipe_toml_error() -> None:
 
 def test_no_recipe_fits() -> None:
     with pytest.raises(RecipeError) as info:
-        select_recipe(["Cargo.toml", "README.md"], name=None, repo_recipe=None)
+        select_recipe(["build.zig", "README.md"], name=None, repo_recipe=None)
     assert info.value.message == (
         "no recipe fits: looked for go.mod (go); package.json (node); pyproject.toml, setup.py, "
-        "setup.cfg "
-        "(python)"
+        "setup.cfg (python); Cargo.toml (rust)"
     )
     assert info.value.hint is not None
     assert "--recipe NAME or add .reprobuild.toml" in info.value.hint

@@ -1,0 +1,246 @@
+"""The Rust ecosystem: crates from crates.io, checked against Cargo.lock, built offline.
+
+Everything reprobuild knows about cargo lives here:
+
+* **planning**: the workspace root's ``Cargo.toml`` and ``Cargo.lock`` (found in the project
+  directory or the nearest directory above it that has the lock), every member's manifest
+  with empty stand-ins for its targets (cargo refuses a manifest whose targets it cannot
+  find, and the fetch must not see the source), and every registry package of the lock as
+  a pin with its sha256;
+* **the fetch**: ``cargo fetch --locked`` with crates.io's sparse index and download hosts
+  as the only reachable hosts, into ``/deps/cargo``;
+* **the check**: every downloaded ``.crate`` against the lock's checksum;
+* **the build**: offline, ``CARGO_HOME`` the fetched cache, with the build directory and
+  the cargo home remapped in the binaries (``--remap-path-prefix``, set by the recipe, which
+  knows the build directory) so the build-path variation does not leak into them.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from reprobuild.archive import ExtractedFile
+from reprobuild.ecosystems.interface import (
+    DEPS_DIR,
+    FetchPlan,
+    FetchSettings,
+    Pin,
+    Releases,
+    Verified,
+    files_of,
+    join,
+)
+from reprobuild.errors import (
+    DependencyIntegrityError,
+    EnvironmentFailure,
+    RecipeError,
+    ReprobuildError,
+)
+from reprobuild.hashing import file_digest
+from reprobuild.source import SourceTree
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from reprobuild.images import ImageDefinition, ToolchainImage
+
+__all__ = ["CARGO_HOME", "ECOSYSTEM", "Cargo"]
+
+STRATEGY = "cargo"
+CARGO_HOME = f"{DEPS_DIR}/cargo"
+_CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
+_CRATE_FILE = re.compile(r"cargo/registry/cache/[^/]+/(?P<file>[^/]+\.crate)")
+# A crate whose bytes do not match the lock, or a lock whose checksum is not the one the
+# registry's index publishes for that version.
+_MISMATCH = re.compile(r"failed to verify the checksum of `(?P<pkg>[^`]+)`|"
+                       r"checksum for `(?P<changed>[^`]+)` changed between lock files")
+
+
+def _toml(data: bytes, origin: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RecipeError(f"{origin} is not valid TOML: {exc}", "fix it; nothing was fetched"
+                          ) from exc
+
+
+def _members(root: str, manifest: Mapping[str, Any], files: Mapping[str, bytes]) -> list[str]:
+    """Workspace member directories (relative to the tree) whose manifests are in it."""
+    workspace = manifest.get("workspace")
+    found = []
+    patterns = workspace.get("members", []) if isinstance(workspace, dict) else []
+    manifests = sorted(p.rsplit("/", 1)[0] for p in files if p.endswith("/Cargo.toml"))
+    for pattern in patterns if isinstance(patterns, list) else []:
+        if not isinstance(pattern, str):
+            continue
+        wanted = PurePosixPath(join(root, pattern.rstrip("/")))
+        found += [m for m in manifests if PurePosixPath(m).match(str(wanted))
+                  and m != root]
+    return sorted(set(found))
+
+
+def _stand_ins(directory: str, manifest: Mapping[str, Any]) -> list[str]:
+    """Empty target files so cargo can read a manifest without its source."""
+    paths = {"src/lib.rs", "src/main.rs"}
+    for key in ("lib", "bin", "example", "test", "bench"):
+        table = manifest.get(key)
+        for target in (table if isinstance(table, list) else [table]):
+            if isinstance(target, dict) and isinstance(target.get("path"), str):
+                paths.add(target["path"])
+    if isinstance(manifest.get("package"), dict) and isinstance(
+            manifest["package"].get("build"), str):
+        paths.add(manifest["package"]["build"])
+    return [join(directory, p) for p in sorted(paths)]
+
+
+class Cargo:
+    """``[fetch] strategy = "cargo"``: every crates.io package of Cargo.lock."""
+
+    name = "rust"
+    strategy = STRATEGY
+    summary = "runs `cargo fetch --locked` from Cargo.toml/Cargo.lock (checksum-checked)"
+    allow_list: tuple[tuple[str, int], ...] = (("index.crates.io", 443),
+                                                ("static.crates.io", 443))
+    image_families: tuple[str, ...] = ()
+    releases: Releases | None = None
+
+    def choose_image(self, tree: SourceTree, requested: str,
+                     definitions: Mapping[str, ImageDefinition]) -> str:
+        """One Rust image: the recipe's."""
+        del tree, definitions
+        return requested
+
+    def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
+                   toolchain: ToolchainImage | None) -> FetchPlan:
+        """The workspace's manifests and lock, with stand-ins for its targets."""
+        del toolchain
+        if settings.pins:
+            raise RecipeError(f"--pin {settings.pins[0]}: a cargo build takes exactly what "
+                              "Cargo.lock names", "drop --pin, or update Cargo.lock")
+        files = files_of(tree)
+        parts = PurePosixPath(tree.subdir).parts if tree.subdir else ()
+        root = next(("/".join(parts[:i]) for i in range(len(parts), -1, -1)
+                     if join("/".join(parts[:i]), "Cargo.lock") in files), None)
+        if root is None:
+            raise RecipeError(f"no Cargo.lock in {tree.subdir or 'the repository root'} or "
+                              "above it: the fetch downloads exactly what the lock names",
+                              "run `cargo generate-lockfile` and commit Cargo.lock")
+        manifest_path = join(root, "Cargo.toml")
+        if manifest_path not in files:
+            raise RecipeError(f"{join(root, 'Cargo.lock')} has no Cargo.toml beside it",
+                              "cargo needs both")
+        manifest = _toml(files[manifest_path], manifest_path)
+        lock = _toml(files[join(root, "Cargo.lock")], join(root, "Cargo.lock"))
+        prefix = f"{root}/" if root else ""
+        selected: list[tuple[str, bytes]] = [("Cargo.toml", files[manifest_path]),
+                                             ("Cargo.lock", files[join(root, "Cargo.lock")])]
+        stand_ins = _stand_ins("", manifest) if "package" in manifest else []
+        for member in _members(root, manifest, files):
+            data = files[join(member, "Cargo.toml")]
+            relative = member[len(prefix):]
+            selected.append((join(relative, "Cargo.toml"), data))
+            stand_ins += _stand_ins(relative, _toml(data, join(member, "Cargo.toml")))
+        selected += [(path, b"") for path in sorted(set(stand_ins))]
+        if (toolchain_file := join(root, "rust-toolchain.toml")) in files:
+            selected.append(("rust-toolchain.toml", files[toolchain_file]))
+        pins = []
+        notes = []
+        for package in lock.get("package", []):
+            if not isinstance(package, dict):
+                continue
+            source = package.get("source")
+            if source is None:
+                continue  # a workspace member or a path dependency: in the tree
+            if source != _CRATES_IO:
+                notes.append(f"{package.get('name')} {package.get('version')} comes from "
+                             f"{str(source)[:120]} (not crates.io: the fetch will refuse it)")
+                continue
+            checksum = str(package.get("checksum", ""))
+            if not re.fullmatch(r"[0-9a-f]{64}", checksum):
+                raise RecipeError(f"Cargo.lock: {package.get('name')} has no checksum",
+                                  "regenerate the lock with a current cargo")
+            pins.append(Pin(str(package["name"]), str(package["version"]),
+                            (f"sha256:{checksum}",)))
+        return FetchPlan(strategy=STRATEGY, project_dir=tree.subdir, lock_root=root,
+                         files=tuple(selected), pin_source=f"Cargo.lock:{join(root, 'Cargo.lock')}",
+                         pins=tuple(sorted(pins, key=lambda p: (p.name, p.version))),
+                         notes=tuple(notes))
+
+    def fetch_command(self, plan: FetchPlan) -> str:
+        """``cargo fetch --locked``: exactly the lock, for every target platform."""
+        del plan
+        return f"mkdir -p {CARGO_HOME}\ncargo fetch --locked\n"
+
+    def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
+        """crates.io's sparse index; cargo takes the proxy from its own variable too."""
+        del plan
+        env = {"CARGO_HOME": CARGO_HOME, "CARGO_HTTP_PROXY": proxy,
+               "CARGO_REGISTRIES_CRATES_IO_PROTOCOL": "sparse", "CARGO_NET_RETRY": "2",
+               "CARGO_TERM_COLOR": "never"}
+        if ca_file is not None:
+            env["CARGO_HTTP_CAINFO"] = ca_file
+        return env
+
+    def build_env(self) -> tuple[tuple[str, str], ...]:
+        """The fetched cargo home, offline."""
+        return (("CARGO_HOME", CARGO_HOME), ("CARGO_NET_OFFLINE", "true"),
+                ("CARGO_TERM_COLOR", "never"), ("CARGO_INCREMENTAL", "0"))
+
+    def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
+        """Keep the registry's index cache and crates; every crate matches the lock."""
+        expected = {f"{p.name}-{p.version}.crate": p for p in plan.pins}
+        kept: list[ExtractedFile] = []
+        pins: dict[str, str] = {}
+        for member in files:
+            if not member.path.startswith("cargo/registry/"):
+                continue
+            m = _CRATE_FILE.fullmatch(member.path)
+            if m is not None:
+                pin = expected.get(m["file"])
+                if pin is None:
+                    raise EnvironmentFailure(f"the fetch downloaded {m['file']}, which "
+                                             "Cargo.lock does not name", "this is a bug")
+                actual = file_digest(staging / member.path, "sha256")
+                if actual not in pin.hashes:
+                    raise DependencyIntegrityError(f"{pin.name} {pin.version}", pin.hashes[0],
+                                                   actual, source="Cargo.lock")
+                pins[pin.name] = pin.version
+            kept.append(member)
+        if plan.pins and not pins:
+            raise EnvironmentFailure("the cargo fetch downloaded no crates", "see its log")
+        return Verified(files=tuple(kept), pins=tuple(sorted(pins.items())))
+
+    def diagnose(self, plan: FetchPlan, log: str) -> ReprobuildError | None:
+        """cargo's checksum failure, naming the package."""
+        m = _MISMATCH.search(log)
+        if m is None:
+            return None
+        name, _, version = (m["pkg"] or m["changed"]).partition(" v")
+        pin = next((p for p in plan.pins if p.name == name and p.version == version), None)
+        actual = ("another checksum in the registry's index" if m["changed"]
+                  else "a crate with another checksum")
+        return DependencyIntegrityError(f"{name} {version}",
+                                        pin.hashes[0] if pin else "the lock's checksum",
+                                        actual, source="Cargo.lock")
+
+    def failure_line(self, log: str) -> str | None:
+        """cargo's own error line."""
+        return next((line.strip() for line in log.splitlines()
+                     if line.strip().startswith("error")), None)
+
+    def failure_hint(self, log: str) -> str | None:
+        """Untrusted certificates: an intercepting proxy without ``--ca-cert``."""
+        if "SSL certificate problem" in log or "certificate verify failed" in log:
+            return ("the registry's certificate was not trusted: behind a TLS-intercepting "
+                    "proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
+        return None
+
+
+ECOSYSTEM = Cargo()

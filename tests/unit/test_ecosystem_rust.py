@@ -1,0 +1,70 @@
+"""The Rust ecosystem without Docker: which manifests and stand-ins the fetch gets, the pins."""
+
+from __future__ import annotations
+
+import pytest
+
+from reprobuild import ecosystems
+from reprobuild.ecosystems.interface import FetchPlan, FetchSettings
+from reprobuild.errors import RecipeError
+from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
+
+WORKSPACE = b'[workspace]\nmembers = ["crates/*"]\nresolver = "2"\n'
+MEMBER = b'[package]\nname = "srv"\nversion = "1.0.0"\nedition = "2021"\nbuild = "build.rs"\n' \
+         b'[[bin]]\nname = "srv"\npath = "src/bin/srv.rs"\n'
+LOCK = b'''version = 4
+
+[[package]]
+name = "itoa"
+version = "1.0.19"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+checksum = "3bd1574e617a9a6c1f8f8181bd7e841e1f20e4277607ef28945765188d6284d4"
+
+[[package]]
+name = "private"
+version = "0.1.0"
+source = "git+https://git.example/private#abc"
+
+[[package]]
+name = "srv"
+version = "1.0.0"
+'''
+
+
+def tree(files: dict[str, bytes], subdir: str = "") -> SourceTree:
+    entries = tuple(SourceEntry(path=p, kind=EntryKind.FILE, mode=0o644, data=d)
+                    for p, d in sorted(files.items()))
+    return SourceTree(location="/r", kind=SourceKind.GIT_LOCAL, ref=None, commit="c" * 40,
+                      commit_time=1, subdir=subdir, entries=entries,
+                      tree_sha256=compute_tree_sha256(entries))
+
+
+def plan(source: SourceTree) -> FetchPlan:
+    return ecosystems.get("cargo").plan_fetch(source, FetchSettings(origin="r"), None)
+
+
+def test_a_member_of_a_workspace_gets_the_root_lock_and_stand_ins_not_the_source() -> None:
+    source = tree({"Cargo.toml": WORKSPACE, "Cargo.lock": LOCK,
+                   "crates/srv/Cargo.toml": MEMBER, "crates/srv/src/bin/srv.rs": b"fn main(){}",
+                   "crates/srv/build.rs": b"fn main(){}", "README.md": b"x"},
+                  subdir="crates/srv")
+    fetch_plan = plan(source)
+    files = dict(fetch_plan.files)
+    assert fetch_plan.lock_root == ""
+    assert files["Cargo.lock"] == LOCK and files["crates/srv/Cargo.toml"] == MEMBER
+    assert files["crates/srv/src/bin/srv.rs"] == b"" and files["crates/srv/build.rs"] == b""
+    assert "README.md" not in files
+    assert [(p.name, p.version, p.hashes) for p in fetch_plan.pins] == [
+        ("itoa", "1.0.19",
+         ("sha256:3bd1574e617a9a6c1f8f8181bd7e841e1f20e4277607ef28945765188d6284d4",))]
+    assert any("private 0.1.0 comes from git+https://git.example" in n for n in fetch_plan.notes)
+
+
+def test_no_lock_is_an_error_and_pins_are_refused() -> None:
+    with pytest.raises(RecipeError, match=r"no Cargo\.lock"):
+        plan(tree({"Cargo.toml": MEMBER}))
+    with pytest.raises(RecipeError, match=r"takes exactly what Cargo\.lock names"):
+        ecosystems.get("cargo").plan_fetch(tree({"Cargo.toml": MEMBER, "Cargo.lock": LOCK}),
+                                           FetchSettings(origin="r", pins=("itoa==1",)), None)
+    env = dict(ecosystems.get("cargo").build_env())
+    assert env["CARGO_NET_OFFLINE"] == "true" and env["CARGO_HOME"] == "/deps/cargo"
