@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reprobuild import ecosystems
+from reprobuild import ecosystems, images
 from reprobuild.ecosystems.interface import FetchPlan, FetchSettings
 from reprobuild.errors import RecipeError
 from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
@@ -68,3 +68,16 @@ def test_no_lock_is_an_error_and_pins_are_refused() -> None:
                                            FetchSettings(origin="r", pins=("itoa==1",)), None)
     env = dict(ecosystems.get("cargo").build_env())
     assert env["CARGO_NET_OFFLINE"] == "true" and env["CARGO_HOME"] == "/deps/cargo"
+
+
+def test_the_rust_image_must_be_new_enough_for_rust_version() -> None:
+    cargo = ecosystems.get("cargo")
+    definitions = images.load_definitions()
+    fine = tree({"Cargo.toml": WORKSPACE + b'[workspace.package]\nrust-version = "1.85"\n',
+                 "Cargo.lock": LOCK, "crates/srv/Cargo.toml": MEMBER}, subdir="crates/srv")
+    assert cargo.choose_image(fine, "rust", definitions) == "rust"
+    newer = tree({"Cargo.toml": WORKSPACE + b'[workspace.package]\nrust-version = "1.88"\n',
+                  "Cargo.lock": LOCK, "crates/srv/Cargo.toml": MEMBER}, subdir="crates/srv")
+    with pytest.raises(RecipeError, match=r"needs rust-version 1\.88; the pinned Rust "
+                                          r"toolchain is 1\.85\.1"):
+        cargo.choose_image(newer, "rust", definitions)

@@ -63,6 +63,10 @@ _MISMATCH = re.compile(r"failed to verify the checksum of `(?P<pkg>[^`]+)`|"
                        r"checksum for `(?P<changed>[^`]+)` changed between lock files")
 
 
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
 def _toml(data: bytes, origin: str) -> dict[str, Any]:
     try:
         return tomllib.loads(data.decode("utf-8-sig"))
@@ -108,13 +112,37 @@ class Cargo:
     summary = "runs `cargo fetch --locked` from Cargo.toml/Cargo.lock (checksum-checked)"
     allow_list: tuple[tuple[str, int], ...] = (("index.crates.io", 443),
                                                 ("static.crates.io", 443))
-    image_families: tuple[str, ...] = ()
+    image_families: tuple[str, ...] = ("rust",)
     releases: Releases | None = None
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:
-        """One Rust image: the recipe's."""
-        del tree, definitions
+        """The pinned Rust image, if its rustc is at least the project's ``rust-version``."""
+        if requested not in self.image_families or requested not in definitions:
+            return requested
+        files = files_of(tree)
+        wanted = None
+        parts = PurePosixPath(tree.subdir).parts if tree.subdir else ()
+        for depth in range(len(parts), -1, -1):  # the package's, else its workspace's
+            data = files.get(join("/".join(parts[:depth]), "Cargo.toml"))
+            if data is None:
+                continue
+            manifest = _toml(data, "Cargo.toml")
+            for table in (manifest.get("package"), manifest.get("workspace", {}).get("package")):
+                value = table.get("rust-version") if isinstance(table, dict) else None
+                if isinstance(value, str):
+                    wanted = value
+                    break
+            if wanted:
+                break
+        base = definitions.get(definitions[requested].base)
+        have = next((pin.split("=", 1)[1].split("+", 1)[0] for pin in (base.packages if base
+                    else ()) if pin.startswith("rustc=")), None)
+        if wanted and have and _numbers(wanted) > _numbers(have):
+            raise RecipeError(f"the project needs rust-version {wanted}; the pinned Rust "
+                              f"toolchain is {have}",
+                              "add an image with a newer rustc (containers/base-trixie.toml, "
+                              "containers/rust.toml)")
         return requested
 
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
