@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEPS_DIR",
     "NO_FETCH",
+    "UNTRUSTED_CA_HINT",
     "Ecosystem",
     "FetchJob",
     "FetchPlan",
@@ -46,6 +47,10 @@ __all__ = [
 
 DEPS_DIR = "/deps"
 """Where the fetched dependencies are unpacked in the builds (and written by the fetch)."""
+
+UNTRUSTED_CA_HINT = ("the registry's certificate was not trusted: behind a TLS-intercepting "
+                     "proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
+"""What every ecosystem's ``failure_hint`` says when its tool rejected a certificate."""
 
 NO_FETCH = "none"
 """The ``[fetch].strategy`` of a recipe that needs nothing from a registry."""

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reprobuild.compare import mismatches
 from reprobuild.evidence import blocked_attempts, mark_one_sided, summarize
 from reprobuild.pipeline import plan
 from reprobuild.progress import Progress, SilentProgress
@@ -122,12 +121,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
         outputs = all(b.outputs for b in builds)
         t = time.monotonic()
         if built and outputs:
-            found = mismatches(*artifacts)
-            differences = tuple(phases.explain_all(
-                session, found, sides=plan.Sides(out / "a" / "artifacts",
-                                                   out / "b" / "artifacts"),
-                out=out, diffoscope=options.diffoscope, limits=options.diffoscope_limits,
-                ca_cert=options.ca_cert))
+            differences = phases.compare_pair(session, artifacts, out=out, options=options)
         timings["compare_s"] = round(time.monotonic() - t, 3)
 
     egress = tuple(mark_one_sided([r.egress for r in results]))

@@ -25,12 +25,13 @@ import docker
 import docker.errors
 
 from reprobuild import images
-from reprobuild.compare import DiffoscopeLimits, Mismatch, explain
+from reprobuild.archive import ExtractedFile
+from reprobuild.compare import DiffoscopeLimits, Mismatch, explain, mismatches
 from reprobuild.ecosystems.interface import NO_FETCH
 from reprobuild.errors import Interrupted
 from reprobuild.fetch import FetchedDeps, fetch, plan_fetch
 from reprobuild.images import build as image_build
-from reprobuild.pipeline.plan import Sides
+from reprobuild.pipeline.plan import RunOptions, Sides
 from reprobuild.progress import Progress
 from reprobuild.recipes import Recipe
 from reprobuild.report import DifferenceInfo, Report, Verdict
@@ -48,6 +49,7 @@ from reprobuild.source import SourceTree
 __all__ = [
     "DIFFOSCOPE_IMAGE",
     "Session",
+    "compare_pair",
     "connect",
     "explain_all",
     "fetch_phase",
@@ -167,6 +169,16 @@ def fetch_phase(session: Session, *, tree: SourceTree, recipe: Recipe,
 
 
 # --------------------------------------------------------------------------- compare
+
+
+def compare_pair(session: Session, artifacts: Sequence[Sequence[ExtractedFile]], *,
+                 out: Path, options: RunOptions) -> tuple[DifferenceInfo, ...]:
+    """Builds A and B (``out/a``, ``out/b``) compared by hash, each difference explained."""
+    found = mismatches(*artifacts)
+    return tuple(explain_all(session, found, sides=Sides(out / "a" / "artifacts",
+                                                         out / "b" / "artifacts"),
+                             out=out, diffoscope=options.diffoscope,
+                             limits=options.diffoscope_limits, ca_cert=options.ca_cert))
 
 
 def explain_all(session: Session, found: Sequence[Mismatch], *, sides: Sides, out: Path,

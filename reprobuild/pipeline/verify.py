@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from reprobuild import ecosystems
 from reprobuild.archive import ExtractedFile
-from reprobuild.compare import Mismatch, mismatches
+from reprobuild.compare import Mismatch
 from reprobuild.ecosystems.interface import (
     NO_FETCH,
     PublishedFile,
@@ -456,13 +456,9 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
             for result in results:
                 warnings.extend(plan.build_warnings(result))
             if options.twice and len(results) == 2:
-                found = mismatches(*[plan.wanted_outputs(r.outputs, recipe.outputs)
-                                     for r in results])
-                differences = tuple(phases.explain_all(
-                    session, found, sides=plan.Sides(out / "a" / "artifacts",
-                                                     out / "b" / "artifacts"),
-                    out=out, diffoscope=options.diffoscope, limits=options.diffoscope_limits,
-                    ca_cert=options.ca_cert))
+                differences = phases.compare_pair(
+                    session, [plan.wanted_outputs(r.outputs, recipe.outputs) for r in results],
+                    out=out, options=options)
         timings["compare_s"] = round(time.monotonic() - t, 3)
 
     egress = tuple(mark_one_sided([r.egress for r in results]))

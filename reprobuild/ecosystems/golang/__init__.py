@@ -26,6 +26,7 @@ from reprobuild.ecosystems.golang.plan import (
 )
 from reprobuild.ecosystems.interface import (
     DEPS_DIR,
+    UNTRUSTED_CA_HINT,
     FetchPlan,
     FetchSettings,
     Releases,
@@ -174,8 +175,7 @@ class GoModules:
     def failure_hint(self, log: str) -> str | None:
         """Untrusted certificates: an intercepting proxy without ``--ca-cert``."""
         if "x509: certificate signed by unknown authority" in log:
-            return ("the registry's certificate was not trusted: behind a TLS-intercepting "
-                    "proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
+            return UNTRUSTED_CA_HINT
         return None
 
 

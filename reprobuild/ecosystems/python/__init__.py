@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from reprobuild.archive import ExtractedFile
 from reprobuild.ecosystems.interface import (
     DEPS_DIR,
+    UNTRUSTED_CA_HINT,
     FetchPlan,
     FetchSettings,
     Releases,
@@ -144,8 +145,7 @@ class PythonBuild:
     def failure_hint(self, log: str) -> str | None:
         """pip failing certificate checks: an intercepting proxy without ``--ca-cert``."""
         if any(marker in log for marker in _UNTRUSTED_CERTIFICATE):
-            return ("the registry's certificate was not trusted: behind a TLS-intercepting "
-                    "proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
+            return UNTRUSTED_CA_HINT
         return None
 
 

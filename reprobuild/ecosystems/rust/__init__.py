@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from reprobuild.archive import ExtractedFile
 from reprobuild.ecosystems.interface import (
     DEPS_DIR,
+    UNTRUSTED_CA_HINT,
     FetchPlan,
     FetchSettings,
     Pin,
@@ -266,8 +267,7 @@ class Cargo:
     def failure_hint(self, log: str) -> str | None:
         """Untrusted certificates: an intercepting proxy without ``--ca-cert``."""
         if "SSL certificate problem" in log or "certificate verify failed" in log:
-            return ("the registry's certificate was not trusted: behind a TLS-intercepting "
-                    "proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
+            return UNTRUSTED_CA_HINT
         return None
 
 
