@@ -42,6 +42,7 @@ __all__ = [
     "Kind",
     "Recipe",
     "builtin_recipes",
+    "detected_recipes",
     "load_recipe_file",
     "recipe_to_toml",
     "recipes_dir",
@@ -593,6 +594,14 @@ def _available(recipes: Mapping[str, Recipe]) -> str:
     return "available recipes: " + ", ".join(sorted(recipes))
 
 
+def detected_recipes(project_files: Collection[str],
+                     recipes: Mapping[str, Recipe] | None = None) -> list[Recipe]:
+    """Every recipe whose ``[detect]`` files are at the project's root, in detection order."""
+    available = builtin_recipes() if recipes is None else recipes
+    present = {str(PurePosixPath(f)) for f in project_files}
+    return [r for r in available.values() if any(f in present for f in r.detect_files)]
+
+
 def select_recipe(
     project_files: Collection[str],
     *,
@@ -620,10 +629,9 @@ def select_recipe(
     if repo_recipe is not None:
         return _load_bytes(repo_recipe, repo_recipe_path, available)
 
-    present = {str(PurePosixPath(f)) for f in project_files}
-    for recipe in available.values():
-        if any(f in present for f in recipe.detect_files):
-            return recipe
+    found = detected_recipes(project_files, available)
+    if found:
+        return found[0]
     looked = "; ".join(
         f"{', '.join(r.detect_files)} ({r.name})" for r in available.values() if r.detect_files
     )

@@ -45,7 +45,8 @@ def print_summary(report: Report) -> None:
     where = escape(src.url + (f" [{src.subdir}]" if src.subdir else ""))
     commit = src.commit[:12] if src.commit else "working directory"
     out.print(f"source     {where} @ {commit}  tree {_short(src.tree_sha256)}")
-    out.print(f"recipe     {escape(report.recipe.name)} ({escape(report.recipe.origin)})")
+    out.print(f"recipe     {escape(report.recipe.name)} ({escape(report.recipe.origin)})"
+              + (f" — {escape(report.recipe.reason)}" if report.recipe.reason else ""))
     out.print(f"toolchain  {report.toolchain.image} ({report.toolchain.image_id[:19]})")
     out.print(f"variations {', '.join(report.variations) or 'none'}")
     if report.fetch is not None:

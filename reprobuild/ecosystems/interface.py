@@ -236,6 +236,11 @@ class Ecosystem(FetchJob, Protocol):
         """The toolchain image the project builds in, given the recipe's ``image``."""
         ...
 
+    def declares_package(self, tree: SourceTree) -> str | None:
+        """What in the project directory declares a package this ecosystem builds (said in
+        the report when several recipes detect), or None (release tooling, a private root)."""
+        ...
+
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:
         """Decide what to download from the tree's manifests and lockfiles alone.

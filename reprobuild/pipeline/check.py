@@ -60,7 +60,7 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
     progress.step(f"fetching {options.source}")
     tree = plan.acquire_source(options.source, ref=options.ref, subdir=options.subdir)
     timings["source_s"] = round(time.monotonic() - started, 3)
-    recipe = plan.select(tree, options.recipe)
+    recipe, reason = plan.select_with_reason(tree, options.recipe)
     if options.out_dir is not None:
         plan.prepare_out_dir(options.out_dir)
 
@@ -69,12 +69,12 @@ def run_check(options: CheckOptions, progress: Progress | None = None) -> Report
     from reprobuild.pipeline import phases  # noqa: PLC0415
 
     return phases.in_engine(progress, options.out_dir, lambda client, out: _check(
-        options, client, progress, tree, recipe, out, timings, started))
+        options, client, progress, tree, recipe, out, timings, started, reason))
 
 
 def _check(options: CheckOptions, client: docker.DockerClient, progress: Progress,
            tree: SourceTree, recipe: Recipe, out: Path, timings: dict[str, float],
-           started: float) -> Report:
+           started: float, reason: str | None = None) -> Report:
     from reprobuild.images import build as image_build  # noqa: PLC0415 - see run_check
     from reprobuild.pipeline import phases  # noqa: PLC0415
 
@@ -151,7 +151,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
                           subdir=tree.subdir, tree_sha256=tree.tree_sha256,
                           files=len(tree.entries)),
         recipe=RecipeInfo(name=recipe.name, origin=recipe.origin, commands=recipe.commands,
-                          outputs=recipe.outputs),
+                          outputs=recipe.outputs, reason=reason),
         toolchain=ToolchainInfo(image=toolchain.tag, image_id=toolchain.image_id,
                                 definition_sha256=toolchain.definition_sha256,
                                 versions=dict(toolchain.versions)),

@@ -17,9 +17,15 @@ from typing import TYPE_CHECKING
 from reprobuild import ecosystems, images
 from reprobuild.archive import ExtractedFile, build_tar
 from reprobuild.compare import DiffoscopeLimits
-from reprobuild.ecosystems.interface import DEPS_DIR
-from reprobuild.errors import InputError
-from reprobuild.recipes import DEFAULT_COMMIT_TIME, Recipe, render_env, select_recipe
+from reprobuild.ecosystems.interface import DEPS_DIR, NO_FETCH
+from reprobuild.errors import InputError, RecipeError
+from reprobuild.recipes import (
+    DEFAULT_COMMIT_TIME,
+    Recipe,
+    detected_recipes,
+    render_env,
+    select_recipe,
+)
 from reprobuild.report import BuildInfo, FetchInfo, OutputInfo
 from reprobuild.sandbox.spec import OUT_DIR, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
@@ -41,6 +47,7 @@ __all__ = [
     "project_files",
     "repo_recipe_bytes",
     "select",
+    "select_with_reason",
     "wanted_outputs",
 ]
 
@@ -91,17 +98,53 @@ def repo_recipe_bytes(tree: SourceTree) -> bytes | None:
 
 
 def select(tree: SourceTree, name: str | None) -> Recipe:
-    """The recipe for the project, with the toolchain image its ecosystem picks (pure
-    but for reading the image definitions shipped with reprobuild)."""
-    recipe = select_recipe(project_files(tree), name=name, repo_recipe=repo_recipe_bytes(tree),
-                           repo_recipe_path=REPO_RECIPE)
+    """The recipe for the project (see :func:`select_with_reason`)."""
+    return select_with_reason(tree, name)[0]
+
+
+def select_with_reason(tree: SourceTree, name: str | None) -> tuple[Recipe, str | None]:
+    """The recipe for the project, with the toolchain image its ecosystem picks, and why
+    it was chosen when more than one recipe detects (pure but for reading the image
+    definitions shipped with reprobuild).
+
+    ``--recipe`` and the repository's own recipe decide first. Otherwise, when several
+    recipes detect (a Python server with a package.json for its release tooling), the one
+    whose manifest declares the package to be built wins; none or several declaring is an
+    error listing the candidates, never a silent pick.
+    """
+    files = project_files(tree)
+    reason = None
+    repo_recipe = repo_recipe_bytes(tree)
+    found = detected_recipes(files) if name is None and repo_recipe is None else []
+    if len(found) > 1:
+        declared = {r.name: _declares(r, tree) for r in found}
+        winners = [r for r in found if declared[r.name]]
+        described = "; ".join(f"{r.name} ({', '.join(f for f in r.detect_files if f in files)}"
+                              f": {declared[r.name] or 'declares no package'})" for r in found)
+        if len(winners) != 1:
+            raise RecipeError(f"more than one recipe fits and {len(winners) or 'none'} of them "
+                              f"declare the package to build: {described}",
+                              "pass --recipe NAME, or add " + REPO_RECIPE + " to the project "
+                              "directory")
+        recipe = winners[0]
+        reason = f"chosen over {', '.join(r.name for r in found if r is not recipe)}: {described}"
+    else:
+        recipe = select_recipe(files, name=name, repo_recipe=repo_recipe,
+                               repo_recipe_path=REPO_RECIPE)
     # Only an ecosystem that refines this image family is asked (by the toolchain version
     # the project declares); the image definitions are read only then.
     ecosystem = ecosystems.for_image(recipe.image)
     if ecosystem is None:
-        return recipe
+        return recipe, reason
     image = ecosystem.choose_image(tree, recipe.image, images.load_definitions())
-    return replace(recipe, image=image)
+    return replace(recipe, image=image), reason
+
+
+def _declares(recipe: Recipe, tree: SourceTree) -> str | None:
+    """What declares the package the recipe's ecosystem would build, if anything does."""
+    if recipe.fetch_strategy == NO_FETCH:
+        return f"{recipe.name} has no ecosystem to ask"
+    return ecosystems.get(recipe.fetch_strategy, origin=recipe.origin).declares_package(tree)
 
 
 def prepare_out_dir(path: Path) -> Path:

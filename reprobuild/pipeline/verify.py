@@ -328,6 +328,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
     conditions = ReleaseConditions()
     overrides: tuple[str, ...] = ()
     recipe: Recipe | None = None
+    reason: str | None = None
     toolchain: ToolchainImage | None = None
     built = False
     with session.owned():
@@ -367,7 +368,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
             source_sha256 = sha256_file(local_archive)
             tree = tree_from_archive(local_archive, location=str(local_archive.resolve()))
         assert tree is not None
-        recipe = plan.select(tree, options.recipe)
+        recipe, reason = plan.select_with_reason(tree, options.recipe)
 
         # The published side.
         for kind, value in against:
@@ -482,7 +483,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                           subdir=tree.subdir, tree_sha256=tree.tree_sha256,
                           files=len(tree.entries)),
         recipe=RecipeInfo(name=recipe.name, origin=recipe.origin, commands=recipe.commands,
-                          outputs=recipe.outputs),
+                          outputs=recipe.outputs, reason=reason),
         toolchain=ToolchainInfo(image=toolchain.tag if toolchain else "",
                                 image_id=toolchain.image_id if toolchain else "",
                                 definition_sha256=toolchain.definition_sha256

@@ -72,6 +72,8 @@ class RecipeInfo:
     origin: str
     commands: tuple[str, ...]
     outputs: tuple[str, ...]
+    reason: str | None = None
+    """Why this recipe, when more than one detected (null otherwise)."""
 
 
 @dataclass(frozen=True)

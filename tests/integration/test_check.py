@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from reprobuild import images
 from reprobuild.sandbox.engine import MANAGED, ROLE
 
-from .conftest import REPO_ROOT, make_repo, managed_objects, run_cli
+from .conftest import REPO_ROOT, git, make_repo, managed_objects, run_cli
 
 pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
 
@@ -236,3 +237,20 @@ def test_no_docker_engine_is_exit_5(tmp_path: Path) -> None:
     assert proc.returncode == 5, proc.stderr
     assert "no Docker engine reachable" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_python_server_with_release_tooling_in_package_json_is_built_as_python(
+        tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO_ROOT / "examples" / "mcp-notes-server", repo)
+    (repo / "package.json").write_text('{"private": true, "devDependencies": '
+                                       '{"semantic-release": "^24.0.0"}}\n')
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "with release tooling")
+    result = run_cli("check", str(repo), "--variations", "none", "--no-diffoscope",
+                     json_path=tmp_path / "r.json")
+    assert result.code == 0, result.stdout + result.stderr
+    assert result.report is not None and result.report["recipe"]["name"] == "python"
+    assert "chosen over node" in result.report["recipe"]["reason"]
+    assert "chosen over node" in result.stdout

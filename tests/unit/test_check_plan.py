@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reprobuild import ecosystems
-from reprobuild.errors import InputError
+from reprobuild.errors import InputError, RecipeError
 from reprobuild.images import ToolchainImage
 from reprobuild.pipeline.plan import (
     build_spec,
@@ -18,6 +18,7 @@ from reprobuild.pipeline.plan import (
     project_files,
     repo_recipe_bytes,
     select,
+    select_with_reason,
 )
 from reprobuild.recipes import builtin_recipes
 from reprobuild.sandbox.spec import SandboxLimits
@@ -113,3 +114,28 @@ def test_node_projects_get_the_image_their_nvmrc_asks_for() -> None:
     # Detection picks the same: the npm recipe, refined by its ecosystem.
     assert select(_node_tree(files, "src/s"), None).image == "node"
     assert ecosystems.for_image("node") is ecosystems.get("npm")
+
+
+PYPROJECT = b'[build-system]\nrequires = ["hatchling"]\n[project]\nname = "srv"\nversion = "1"\n'
+
+
+def test_the_recipe_whose_manifest_declares_the_package_wins_and_says_why() -> None:
+    release_tooling = b'{"private": true, "devDependencies": {"semantic-release": "^24"}}'
+    recipe, reason = select_with_reason(_node_tree({"pyproject.toml": PYPROJECT,
+                                                    "package.json": release_tooling}, ""),
+                                        None)
+    assert recipe.name == "python"
+    assert reason == ("chosen over node: node (package.json: declares no package); python "
+                      "(pyproject.toml: pyproject.toml names the package srv)")
+    # Two manifests that both declare a package: never a silent pick.
+    public = b'{"name": "srv-js", "version": "1.0.0"}'
+    with pytest.raises(RecipeError, match="more than one recipe fits and 2 of them declare") \
+            as info:
+        select_with_reason(_node_tree({"pyproject.toml": PYPROJECT, "package.json": public},
+                                      ""), None)
+    assert "package.json names the package srv-js" in info.value.message
+    assert info.value.hint is not None and "--recipe NAME" in info.value.hint
+    # --recipe decides, and one detecting recipe needs no reason.
+    assert select_with_reason(_node_tree({"pyproject.toml": PYPROJECT, "package.json": public},
+                                         ""), "node")[0].name == "node"
+    assert select_with_reason(_node_tree({"pyproject.toml": PYPROJECT}, ""), None)[1] is None

@@ -49,6 +49,9 @@ class Toy:
         del definitions
         return "python" if "vendor.txt" in files_of(tree) else requested
 
+    def declares_package(self, tree: SourceTree) -> str | None:
+        return "vendor.txt" if "vendor.txt" in files_of(tree) else None
+
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:
         del toolchain

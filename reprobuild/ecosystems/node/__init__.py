@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from reprobuild.ecosystems.interface import (
     FetchSettings,
     Releases,
     Verified,
+    files_of,
+    join,
 )
 from reprobuild.ecosystems.node.plan import STRATEGY, plan_npm
 from reprobuild.ecosystems.node.release import NpmReleases
@@ -81,6 +84,19 @@ class Npm:
                 nvmrc = files[candidate]
                 break
         return select_node_image(package_json, nvmrc, node_images(definitions))
+
+    def declares_package(self, tree: SourceTree) -> str | None:
+        """A named package.json that is not ``private`` (release tooling, a monorepo root)."""
+        data = files_of(tree).get(join(tree.subdir, "package.json"))
+        try:
+            manifest = json.loads(data.decode("utf-8-sig")) if data else None
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("name"), str):
+            return None
+        if manifest.get("private") is True:
+            return None
+        return f"package.json names the package {manifest['name']}"
 
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:

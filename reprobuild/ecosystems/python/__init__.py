@@ -9,6 +9,7 @@ what pip downloaded and pip's failure messages.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from reprobuild.ecosystems.interface import (
     FetchSettings,
     Releases,
     Verified,
+    files_of,
+    join,
 )
 from reprobuild.ecosystems.python import pep
 from reprobuild.ecosystems.python.plan import STRATEGY, plan_python, target_of
@@ -29,6 +32,11 @@ from reprobuild.ecosystems.python.release import PyPIReleases
 from reprobuild.errors import DependencyIntegrityError, EnvironmentFailure, ReprobuildError
 from reprobuild.hashing import file_digest
 from reprobuild.source import SourceTree
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     from reprobuild.images import ImageDefinition, ToolchainImage
@@ -60,6 +68,20 @@ class PythonBuild:
         """One Python toolchain image: the recipe's."""
         del tree, definitions
         return requested
+
+    def declares_package(self, tree: SourceTree) -> str | None:
+        """``[project] name`` in pyproject.toml, or a setup.py/setup.cfg."""
+        files = files_of(tree)
+        if join(tree.subdir, "setup.py") in files or join(tree.subdir, "setup.cfg") in files:
+            return "setup.py/setup.cfg"
+        data = files.get(join(tree.subdir, "pyproject.toml"))
+        try:
+            project = tomllib.loads(data.decode("utf-8-sig")).get("project") if data else None
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return None
+        if isinstance(project, dict) and isinstance(project.get("name"), str):
+            return f"pyproject.toml names the package {project['name']}"
+        return None
 
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:

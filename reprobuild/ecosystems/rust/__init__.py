@@ -146,6 +146,20 @@ class Cargo:
                               "containers/rust.toml)")
         return requested
 
+    def declares_package(self, tree: SourceTree) -> str | None:
+        """A Cargo.toml with a [package] or a [workspace]."""
+        data = files_of(tree).get(join(tree.subdir, "Cargo.toml"))
+        if data is None:
+            return None
+        try:
+            manifest = _toml(data, "Cargo.toml")
+        except RecipeError:
+            return None
+        package = manifest.get("package")
+        if isinstance(package, dict) and isinstance(package.get("name"), str):
+            return f"Cargo.toml declares the package {package['name']}"
+        return "Cargo.toml declares a workspace" if "workspace" in manifest else None
+
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:
         """The workspace's manifests and lock, with stand-ins for its targets."""
