@@ -82,6 +82,41 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
         yield start, buffer.strip()
 
 
+_SIMPLE_PIN = re.compile(r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==(?P<version>"
+                         r"(?:[0-9]+!)?[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc)[0-9]+)?"
+                         r"(?:\.post[0-9]+)?(?:\.dev[0-9]+)?)")
+
+
+def _requirement(text: str, where: str) -> tuple[str, str | None, bool, bool, str | None]:
+    """(name, pinned version or None, has extras, has a URL, marker) of one requirement.
+
+    The plain ``name==X.Y`` every lock line is checks without ``packaging`` (what packaging
+    returns for it is exactly the text; a toolchain's lock is read on every run); anything
+    else is parsed by ``packaging``, imported only then.
+    """
+    simple = _SIMPLE_PIN.fullmatch(text)
+    if simple is not None:
+        return simple["name"], simple["version"], False, False, None
+    from packaging.requirements import (  # noqa: PLC0415 - lazy, see above
+        InvalidRequirement,
+        Requirement,
+    )
+
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        raise RecipeError(f"{where}: {text!r} is not a PEP 508 requirement: {exc}",
+                          "write 'name==version --hash=sha256:<hex>'") from exc
+    clauses = list(requirement.specifier)
+    version = None
+    if len(clauses) == 1 and clauses[0].operator in ("==", "===") \
+            and not clauses[0].version.endswith(".*"):
+        version = clauses[0].version
+    marker = str(requirement.marker) if requirement.marker is not None else None
+    return (requirement.name, version, bool(requirement.extras), bool(requirement.url),
+            marker)
+
+
 def parse_hashed_lock(text: str, origin: str, *, options: bool = False, markers: bool = False,
                       algorithms: frozenset[str] = frozenset(_HEX_LENGTH)) -> HashedLock:
     """Parse a hashed lock or raise :class:`RecipeError` naming ``origin:line``.
@@ -90,11 +125,6 @@ def parse_hashed_lock(text: str, origin: str, *, options: bool = False, markers:
     a PEP 508 marker after the pin (``name==1.0 ; python_version < "3.12"``);
     ``algorithms`` limits the hash algorithms accepted.
     """
-    from packaging.requirements import (  # noqa: PLC0415 - lazy: start-up time
-        InvalidRequirement,
-        Requirement,
-    )
-
     kept: list[str] = []
     pins: list[LockedPin] = []
     seen: dict[tuple[str, str | None], int] = {}
@@ -125,37 +155,27 @@ def parse_hashed_lock(text: str, origin: str, *, options: bool = False, markers:
                     "use " + " or ".join(f"--hash={a}:<{_HEX_LENGTH[a]} hex>"
                                          for a in sorted(algorithms)))
             hashes.append(f"{algo}:{hexdigest}")
-        try:
-            requirement = Requirement(rest)
-        except InvalidRequirement as exc:
-            raise RecipeError(f"{where}: {rest!r} is not a PEP 508 requirement: {exc}",
-                              "write 'name==version --hash=sha256:<hex>'") from exc
-        clauses = list(requirement.specifier)
-        version = None
-        if len(clauses) == 1 and clauses[0].operator in ("==", "===") \
-                and not clauses[0].version.endswith(".*"):
-            version = clauses[0].version
-        if requirement.extras and not markers:
+        name, version, extras, url, marker = _requirement(rest, where)
+        if extras and not markers:
             raise RecipeError(f"{where}: {rest!r} names extras",
                               "this lock pins exact files: list each one on its own line")
-        if requirement.url or version is None:
+        if url or version is None:
             raise RecipeError(f"{where}: {rest!r} is not pinned to one version",
                               "a lock pins every requirement with == and --hash, without "
                               "URLs (pip-compile --generate-hashes, uv pip compile "
                               "--generate-hashes)")
-        marker = str(requirement.marker) if requirement.marker is not None else None
         if marker is not None and not markers:
             raise RecipeError(f"{where}: {rest!r} has an environment marker",
                               "this lock is for one known environment; drop the marker")
         if not hashes:
-            raise RecipeError(f"{where}: {requirement.name}=={version} has no --hash",
+            raise RecipeError(f"{where}: {name}=={version} has no --hash",
                               "add --hash=sha256:<hex> (pip-compile --generate-hashes)")
-        ident = (normalise_name(requirement.name), marker)
+        ident = (normalise_name(name), marker)
         if ident in seen:
-            raise RecipeError(f"{where}: {requirement.name} is pinned twice "
+            raise RecipeError(f"{where}: {name} is pinned twice "
                               f"(also on line {seen[ident]})", "keep one pin per requirement")
         seen[ident] = number
-        pins.append(LockedPin(requirement.name, version, tuple(hashes), marker, number))
+        pins.append(LockedPin(name, version, tuple(hashes), marker, number))
     if not pins:
         raise RecipeError(f"{origin}: the lock pins nothing",
                           "list 'name==version --hash=sha256:<hex>' lines")

@@ -16,7 +16,6 @@ from reprobuild.cli.check import ReportFiles, run_and_report, with_report_option
 from reprobuild.cli.console import err, escape
 from reprobuild.cli.summary import print_summary
 from reprobuild.errors import InputError
-from reprobuild.pipeline.verify import VerifyOptions, run_verify
 from reprobuild.report import Verdict
 from reprobuild.variations import parse_variations
 
@@ -80,6 +79,8 @@ def verify(
 ) -> None:
     """Rebuild SOURCE and prove it is (or is not) what the registry serves."""
     del debug  # read by main() before Typer runs
+    from reprobuild.pipeline.verify import VerifyOptions, run_verify  # noqa: PLC0415 - not for check
+
     options = VerifyOptions(
         source=source, ref=ref, subdir=subdir, recipe=recipe, against=tuple(against or ()),
         env=parse_env(env or []), pins=tuple(pin or ()), twice=twice,

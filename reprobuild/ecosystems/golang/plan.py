@@ -14,7 +14,6 @@ import base64
 import hashlib
 import io
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -132,6 +131,8 @@ def _h1(entries: Mapping[str, bytes]) -> str:
 
 def module_hash(zip_bytes: bytes) -> str:
     """The ``h1:`` hash of a module zip, as ``go.sum`` records it (refusing bad names)."""
+    import zipfile  # noqa: PLC0415 - only the fetch's check needs it
+
     entries: dict[str, bytes] = {}
     with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
         total = 0

@@ -41,7 +41,6 @@ from reprobuild.ecosystems.interface import (
 )
 from reprobuild.ecosystems.python import pep
 from reprobuild.errors import InputError, RecipeError
-from reprobuild.forensics import ArchiveKind, detect_kind, read_manifest, read_member
 from reprobuild.source import SourceTree
 
 if sys.version_info >= (3, 11):
@@ -217,6 +216,8 @@ def _build_requirement_keys(tree: SourceTree) -> set[str] | None:
 
 def _wheel_generator(path: Path) -> tuple[str, str] | None:
     """(tool, version) from a wheel's ``*.dist-info/WHEEL``."""
+    from reprobuild.forensics import read_manifest, read_member  # noqa: PLC0415 - verify only
+
     manifest = read_manifest(path)
     names = [m.name for m in manifest.members
              if re.fullmatch(r"[^/]+\.dist-info/WHEEL", m.name)]
@@ -229,6 +230,12 @@ def _wheel_generator(path: Path) -> tuple[str, str] | None:
 
 def _single_time(path: Path) -> int | None:
     """The one time every file member carries, if they all carry the same one."""
+    from reprobuild.forensics import (  # noqa: PLC0415 - verify only, see _wheel_generator
+        ArchiveKind,
+        detect_kind,
+        read_manifest,
+    )
+
     if detect_kind(path) is ArchiveKind.FILE:
         return None
     times = Counter(int(m.mtime) for m in read_manifest(path).members
