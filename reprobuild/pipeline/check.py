@@ -9,7 +9,6 @@ exceptions. Every Docker object it creates is labelled with the run id and remov
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,10 +20,7 @@ from reprobuild.progress import Progress, SilentProgress
 from reprobuild.recipes import Recipe
 from reprobuild.report import (
     DifferenceInfo,
-    RecipeInfo,
     Report,
-    SourceInfo,
-    ToolchainInfo,
     decide_verdict,
 )
 from reprobuild.sandbox import agent
@@ -85,7 +81,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
                                          ca_cert=options.ca_cert)
     timings["image_s"] = round(time.monotonic() - t, 3)
 
-    host_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    host_cpus = plan.host_cpus()
     env_a, env_b = plan_pair(options.variations, host_cpus=host_cpus)
     warnings.extend(f"variation '{v.value}' cannot be applied on this machine "
                     f"({host_cpus} CPU)" for v in unavailable(options.variations,
@@ -146,15 +142,8 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
     timings["total_s"] = round(time.monotonic() - started, 3)
     return Report(
         verdict=verdict,
-        source=SourceInfo(url=tree.location, kind=tree.kind.value, ref=tree.ref,
-                          commit=tree.commit, commit_time=tree.commit_time,
-                          subdir=tree.subdir, tree_sha256=tree.tree_sha256,
-                          files=len(tree.entries)),
-        recipe=RecipeInfo(name=recipe.name, origin=recipe.origin, commands=recipe.commands,
-                          outputs=recipe.outputs, reason=reason),
-        toolchain=ToolchainInfo(image=toolchain.tag, image_id=toolchain.image_id,
-                                definition_sha256=toolchain.definition_sha256,
-                                versions=dict(toolchain.versions)),
+        source=plan.source_info(tree), recipe=plan.recipe_info(recipe, reason),
+        toolchain=plan.toolchain_info(toolchain),
         variations=tuple(v.value for v in env_a.varied),
         builds=builds, differences=differences, timings=timings, out_dir=str(out),
         egress=egress, fetch=plan.fetch_info(fetched),

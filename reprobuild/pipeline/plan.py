@@ -7,6 +7,7 @@ unit-tested without it. :mod:`.phases` holds the phases that run containers.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,14 @@ from reprobuild.recipes import (
     render_env,
     select_recipe,
 )
-from reprobuild.report import BuildInfo, FetchInfo, OutputInfo
+from reprobuild.report import (
+    BuildInfo,
+    FetchInfo,
+    OutputInfo,
+    RecipeInfo,
+    SourceInfo,
+    ToolchainInfo,
+)
 from reprobuild.sandbox.spec import OUT_DIR, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
 from reprobuild.variations import BuildEnv, Variation, build_script, environment, settings
@@ -43,11 +51,15 @@ __all__ = [
     "build_spec",
     "build_warnings",
     "fetch_info",
+    "host_cpus",
     "prepare_out_dir",
     "project_files",
+    "recipe_info",
     "repo_recipe_bytes",
     "select",
     "select_with_reason",
+    "source_info",
+    "toolchain_info",
     "wanted_outputs",
 ]
 
@@ -145,6 +157,33 @@ def _declares(recipe: Recipe, tree: SourceTree) -> str | None:
     if recipe.fetch_strategy == NO_FETCH:
         return f"{recipe.name} has no ecosystem to ask"
     return ecosystems.get(recipe.fetch_strategy, origin=recipe.origin).declares_package(tree)
+
+
+def host_cpus() -> int:
+    """CPUs this process may use (the cpus variation needs more than one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def source_info(tree: SourceTree) -> SourceInfo:
+    """The source as the report shows it."""
+    return SourceInfo(url=tree.location, kind=tree.kind.value, ref=tree.ref, commit=tree.commit,
+                      commit_time=tree.commit_time, subdir=tree.subdir,
+                      tree_sha256=tree.tree_sha256, files=len(tree.entries))
+
+
+def recipe_info(recipe: Recipe, reason: str | None) -> RecipeInfo:
+    """The recipe as the report shows it."""
+    return RecipeInfo(name=recipe.name, origin=recipe.origin, commands=recipe.commands,
+                      outputs=recipe.outputs, reason=reason)
+
+
+def toolchain_info(toolchain: images.ToolchainImage | None) -> ToolchainInfo:
+    """The toolchain image as the report shows it (empty when no build ran)."""
+    if toolchain is None:
+        return ToolchainInfo(image="", image_id="", definition_sha256="", versions={})
+    return ToolchainInfo(image=toolchain.tag, image_id=toolchain.image_id,
+                         definition_sha256=toolchain.definition_sha256,
+                         versions=dict(toolchain.versions))
 
 
 def prepare_out_dir(path: Path) -> Path:

@@ -17,7 +17,6 @@ sandboxed diffoscope. Never prints, never exits.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -54,10 +53,7 @@ from reprobuild.report import (
     ConditionsInfo,
     DifferenceInfo,
     PublishedInfo,
-    RecipeInfo,
     Report,
-    SourceInfo,
-    ToolchainInfo,
     Verdict,
     VerifyInfo,
 )
@@ -103,6 +99,7 @@ class _Published:
     uploaded: int | None
     ecosystem: str | None
     """The registry's ecosystem strategy (whose conditions apply), if from a registry."""
+    sha256: str = ""
     source: bool = False
     """The registry lists it as the release's source archive."""
 
@@ -344,8 +341,9 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
             failure = failure or problem
             for item in listed:
                 if item.name in paths:
-                    published[item.name] = _Published(paths[item.name], item.url, item.digest,
-                                                      item.uploaded, strategy, item.source)
+                    published[item.name] = _Published(
+                        paths[item.name], item.url, item.digest, item.uploaded, strategy,
+                        sha256_file(paths[item.name]), item.source)
 
         # The source: a release's own source archive, a local archive, or a tree.
         if source_release is not None:
@@ -361,7 +359,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                                  "package tarball)", "verify its git repository instead, "
                                  "with --against " + ref.spec)
             archive = published[archive_name].path
-            source_sha256 = sha256_file(archive)
+            source_sha256 = published[archive_name].sha256
             tree = tree_from_archive(archive, location=ref.spec)
             found_from = "the source release"
         elif local_archive is not None:
@@ -385,13 +383,14 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                 requests.extend(got.requests)
                 failure = failure or got.failure
                 if name in got.paths:
-                    published[name] = _Published(got.paths[name], value, None, None, None)
+                    published[name] = _Published(got.paths[name], value, None, None, None,
+                                                 sha256_file(got.paths[name]))
             else:
                 path = Path(value)
                 published_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, published_dir / path.name)
                 published[path.name] = _Published(published_dir / path.name, None, None,
-                                                   None, None)
+                                                   None, None, sha256_file(path))
         if not against and source_release is None:
             owner = (ecosystems.get(recipe.fetch_strategy)
                      if recipe.fetch_strategy != NO_FETCH else None)
@@ -446,7 +445,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                                                               recipe.outputs)}
             rebuilt_dir = results[0].output_dir
             for name, item in sorted(published.items()):
-                if source_sha256 is not None and sha256_file(item.path) == source_sha256:
+                if source_sha256 is not None and item.sha256 == source_sha256:
                     continue  # the source archive itself: what was built from, not a result
                 match = rebuilt.get(name)
                 comparisons.append((name, None if match is None else _compare_safely(
@@ -474,23 +473,14 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
     timings["total_s"] = round(time.monotonic() - started, 3)
     builds = tuple(plan.build_info(env, res, plan.wanted_outputs(res.outputs, recipe.outputs),
                                    out)
-                   for env, res in zip(plan_pair(options.variations, host_cpus=_cpus()),
+                   for env, res in zip(plan_pair(options.variations, host_cpus=plan.host_cpus()),
                                        results, strict=False)) if recipe else ()
     return Report(
         verdict=verdict,
-        source=SourceInfo(url=tree.location, kind=tree.kind.value, ref=tree.ref,
-                          commit=tree.commit, commit_time=tree.commit_time,
-                          subdir=tree.subdir, tree_sha256=tree.tree_sha256,
-                          files=len(tree.entries)),
-        recipe=RecipeInfo(name=recipe.name, origin=recipe.origin, commands=recipe.commands,
-                          outputs=recipe.outputs, reason=reason),
-        toolchain=ToolchainInfo(image=toolchain.tag if toolchain else "",
-                                image_id=toolchain.image_id if toolchain else "",
-                                definition_sha256=toolchain.definition_sha256
-                                if toolchain else "",
-                                versions=dict(toolchain.versions) if toolchain else {}),
+        source=plan.source_info(tree), recipe=plan.recipe_info(recipe, reason),
+        toolchain=plan.toolchain_info(toolchain),
         variations=tuple(v.value for v in plan_pair(options.variations,
-                                                    host_cpus=_cpus())[0].varied)
+                                                    host_cpus=plan.host_cpus())[0].varied)
         if options.twice else (),
         builds=builds, differences=differences, timings=timings, out_dir=str(out),
         egress=egress, fetch=plan.fetch_info(fetched), warnings=tuple(warnings),
@@ -498,7 +488,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
         verify=VerifyInfo(
             release=release_spec, found_from=found_from, source_sha256=source_sha256,
             published=tuple(PublishedInfo(
-                name=name, url=item.url, sha256=sha256_file(item.path),
+                name=name, url=item.url, sha256=item.sha256,
                 registry_digest=item.registry_digest, uploaded=item.uploaded,
                 size=item.path.stat().st_size) for name, item in sorted(published.items())),
             conditions=ConditionsInfo(
@@ -506,10 +496,6 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                 cutoff=conditions.cutoff, details=dict(conditions.details),
                 overrides=overrides),
             artifacts=tuple(artifacts_info), rebuilt_only=rebuilt_only))
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
 def _compare_safely(published: Path, rebuilt: Path, name: str) -> Comparison:
@@ -527,7 +513,7 @@ def _rebuild(session: Session, options: VerifyOptions, tree: SourceTree, recipe:
              timings: dict[str, float]) -> list[SandboxResult]:
     """One build in the control environment (two, varied, with ``--twice``)."""
     env_a, env_b = plan_pair(options.variations if options.twice else frozenset(),
-                             host_cpus=_cpus())
+                             host_cpus=plan.host_cpus())
     timeout = options.timeout_s or recipe.timeout_s or DEFAULT_TIMEOUT_S
     limits = replace(options.limits, timeout_s=timeout)
     deps = fetched.archive.read_bytes() if fetched and fetched.archive else None
@@ -552,7 +538,7 @@ def _explain(session: Session, options: VerifyOptions,
     found: list[ArtifactInfo] = []
     for name, comparison in comparisons:
         item = published[name]
-        published_sha = sha256_file(item.path)
+        published_sha = item.sha256
         if comparison is None:
             found.append(ArtifactInfo(name=name, equivalence="not-rebuilt",
                                       published_sha256=published_sha, rebuilt_sha256=None,
