@@ -253,8 +253,13 @@ def load_recipe_file(path: Path, *, base: Mapping[str, Recipe] | None = None) ->
     return _load_bytes(raw, str(path), base)
 
 
-def _load_bytes(raw: bytes, origin: str, base: Mapping[str, Recipe] | None) -> Recipe:
-    """Parse recipe bytes; shared by files on disk and recipes read out of a repository."""
+def _load_bytes(raw: bytes, origin: str, base: Mapping[str, Recipe] | None, *,
+                extends: str | None = None) -> Recipe:
+    """Parse recipe bytes; shared by files on disk and recipes read out of a repository.
+
+    ``extends`` applies the document on top of that recipe, whatever its own
+    ``[recipe].extends`` says (``--recipe NAME`` with a repository's ``.reprobuild.toml``).
+    """
     if len(raw) > MAX_RECIPE_BYTES:
         raise RecipeError(
             f"{origin}: recipe is {len(raw)} bytes, more than the {MAX_RECIPE_BYTES} allowed",
@@ -278,7 +283,7 @@ def _load_bytes(raw: bytes, origin: str, base: Mapping[str, Recipe] | None) -> R
         raise RecipeError(
             f"{origin}: invalid TOML: nested too deeply", hint="a recipe needs no nesting"
         ) from exc
-    return _parse(data, origin, base)
+    return _parse(data, origin, base, extends=extends)
 
 
 def _where(table: str, key: str) -> str:
@@ -432,14 +437,15 @@ class _Doc:
         return RecipeError(f"{self.origin}: {_where(table, key)} {problem}", hint=hint)
 
 
-def _parse(data: Mapping[str, Any], origin: str, base: Mapping[str, Recipe] | None) -> Recipe:
+def _parse(data: Mapping[str, Any], origin: str, base: Mapping[str, Recipe] | None, *,
+           extends: str | None = None) -> Recipe:
     """Validate a parsed document and turn it into a resolved :class:`Recipe`."""
     _check_schema_version(data, origin)
     _check_structure(data, origin)
     doc = _Doc(data, origin)
     _check_values(doc)
 
-    extends = doc.str_("recipe", "extends")
+    extends = extends or doc.str_("recipe", "extends")
     if extends is not None:
         return _merge(doc, extends, builtin_recipes() if base is None else base)
 
@@ -612,12 +618,15 @@ def select_recipe(
 ) -> Recipe:
     """Pick the recipe: an explicit name wins, then the repository's own file, then detection.
 
-    ``project_files`` are posix paths relative to the project directory; only the ones at
-    its root matter for detection.
+    An explicit name still takes the repository's file as overrides on top of it (its
+    ``[recipe].extends`` is replaced by the name). ``project_files`` are posix paths
+    relative to the project directory; only the ones at its root matter for detection.
     """
     available = builtin_recipes() if recipes is None else recipes
     if name is not None:
         recipe = available.get(name)
+        if recipe is not None and repo_recipe is not None:
+            return _load_bytes(repo_recipe, repo_recipe_path, available, extends=name)
         if recipe is not None:
             return recipe
         message = f"unknown recipe {name!r}"
@@ -632,9 +641,12 @@ def select_recipe(
     found = detected_recipes(project_files, available)
     if found:
         return found[0]
-    looked = "; ".join(
-        f"{', '.join(r.detect_files)} ({r.name})" for r in available.values() if r.detect_files
-    )
+    by_files: dict[tuple[str, ...], list[str]] = {}
+    for r in available.values():
+        if r.detect_files:
+            by_files.setdefault(r.detect_files, []).append(r.name)
+    looked = "; ".join(f"{', '.join(files)} ({', '.join(names)})"
+                       for files, names in by_files.items())
     raise RecipeError(
         f"no recipe fits: looked for {looked or 'nothing (no recipe has [detect])'}",
         hint=f"pass --recipe NAME or add {repo_recipe_path} to the project directory "

@@ -20,7 +20,7 @@ from reprobuild.errors import RecipeError
 __all__ = ["ECOSYSTEMS", "NO_FETCH", "Ecosystem", "for_image", "get", "registered",
            "release_forms", "strategy_names"]
 
-ECOSYSTEMS: list[Ecosystem] = [python.ECOSYSTEM, node.ECOSYSTEM, golang.ECOSYSTEM,
+ECOSYSTEMS: list[Ecosystem] = [python.ECOSYSTEM, node.ECOSYSTEM, node.PNPM, golang.ECOSYSTEM,
                                rust.ECOSYSTEM]
 """Every ecosystem, in the order documentation lists them."""
 
@@ -45,7 +45,8 @@ def get(strategy: str, *, origin: str = "the recipe") -> Ecosystem:
 
 def release_forms() -> str:
     """How releases are named, every registry's form ("pypi:NAME==VERSION or ...")."""
-    return " or ".join(e.releases.spec_form for e in ECOSYSTEMS if e.releases is not None)
+    forms = (e.releases.spec_form for e in ECOSYSTEMS if e.releases is not None)
+    return " or ".join(dict.fromkeys(forms))  # two ecosystems may share one registry
 
 
 def for_image(image: str) -> Ecosystem | None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from reprobuild.images import ImageDefinition, ToolchainImage
 
 __all__ = [
+    "DEPS_BIN",
     "DEPS_DIR",
     "NO_FETCH",
     "UNTRUSTED_CA_HINT",
@@ -47,6 +48,10 @@ __all__ = [
 
 DEPS_DIR = "/deps"
 """Where the fetched dependencies are unpacked in the builds (and written by the fetch)."""
+
+DEPS_BIN = f"{DEPS_DIR}/bin"
+"""Tools an ecosystem fetched (pnpm): a ``PATH`` entry of ``build_env`` goes before the
+image's ``PATH``, and the files ``Verified.executables`` names keep their execute bit."""
 
 UNTRUSTED_CA_HINT = ("the registry's certificate was not trusted: behind a TLS-intercepting "
                      "proxy pass --ca-cert (or set REPROBUILD_CA_CERT)")
@@ -123,6 +128,8 @@ class Verified:
     pins: tuple[tuple[str, str], ...]
     hashes: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
+    executables: frozenset[str] = frozenset()
+    """Paths of ``files`` the builds must be able to run (every other file is 0644)."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +243,12 @@ class Ecosystem(FetchJob, Protocol):
         """The toolchain image the project builds in, given the recipe's ``image``."""
         ...
 
+    def governs(self, tree: SourceTree) -> bool:
+        """Whether this ecosystem builds the project when its recipe detects: False when
+        another ecosystem's lockfile governs the same manifest (a package.json locked by
+        pnpm is not npm's), so that recipe is left out before any tie rule."""
+        ...
+
     def declares_package(self, tree: SourceTree) -> str | None:
         """What in the project directory declares a package this ecosystem builds (said in
         the report when several recipes detect), or None (release tooling, a private root)."""
@@ -251,7 +264,11 @@ class Ecosystem(FetchJob, Protocol):
         ...
 
     def build_env(self) -> tuple[tuple[str, str], ...]:
-        """Environment of the offline builds that points the tools at ``/deps``."""
+        """Environment of the offline builds that points the tools at ``/deps``.
+
+        A ``PATH`` entry is put before the image's own ``PATH`` (fetched tools, see
+        :data:`DEPS_BIN`); every other variable is set as given.
+        """
         ...
 
     def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:

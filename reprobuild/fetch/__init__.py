@@ -239,7 +239,8 @@ def _store(ecosystem: Ecosystem, plan: FetchPlan, key: str, cache: DepsCache,
         "env": [list(e) for e in ecosystem.build_env()],
         "pins": [list(p) for p in verified.pins], "hashes": [list(h) for h in verified.hashes],
         "notes": notes, "created": round(time.time(), 3),
-        "requests": [dataclasses.asdict(r) for r in outcome.requests]})
+        "requests": [dataclasses.asdict(r) for r in outcome.requests]},
+        executables=verified.executables)
     result = _result(plan, key, cache.tar_path(key), meta, outcome.requests, False, started)
     return dataclasses.replace(result, log=_tail(outcome.log))
 

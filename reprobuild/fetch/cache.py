@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -54,9 +54,12 @@ class _HashingWriter(io.RawIOBase):
 
 
 def write_deps_tar(out: IO[bytes] | io.RawIOBase, members: Sequence[ExtractedFile],
-                   open_member: Callable[[ExtractedFile], IO[bytes]]) -> None:
-    """The deps archive: :func:`~reprobuild.archive.write_tar` of the members, sorted."""
-    files = [StreamedFile(m.path, m.size, functools.partial(open_member, m)) for m in members]
+                   open_member: Callable[[ExtractedFile], IO[bytes]],
+                   executables: Collection[str] = ()) -> None:
+    """The deps archive: :func:`~reprobuild.archive.write_tar` of the members, sorted;
+    ``executables`` (fetched tools) are 0755, everything else 0644."""
+    files = [StreamedFile(m.path, m.size, functools.partial(open_member, m),
+                          mode=0o755 if m.path in executables else 0o644) for m in members]
     write_tar(out, files, order=FileOrder.SORTED, mtime=DEPS_MTIME)
 
 
@@ -112,7 +115,8 @@ class DepsCache:
         if not all(self.blob(m.sha256).is_file() for m in members):
             return None
         try:
-            digest, size = self._write_tar(key, members, verify=True)
+            digest, size = self._write_tar(key, members, verify=True,
+                                           executables=frozenset(meta.get("executable", [])))
         except (OSError, ValueError):
             return None
         if digest != meta.get("tar_sha256") or size != meta.get("tar_size"):
@@ -120,7 +124,7 @@ class DepsCache:
         return meta
 
     def store(self, key: str, staging: Path, members: Sequence[ExtractedFile],
-              meta: dict[str, Any]) -> dict[str, Any]:
+              meta: dict[str, Any], executables: Collection[str] = ()) -> dict[str, Any]:
         """Move staged files into blobs, write the archive and then its manifest."""
         for member in members:
             target = self.blob(member.sha256)
@@ -132,9 +136,11 @@ class DepsCache:
             shutil.copyfile(staging / member.path, tmp)
             Path(tmp).chmod(0o644)
             Path(tmp).replace(target)
-        digest, size = self._write_tar(key, members, verify=False)
+        digest, size = self._write_tar(key, members, verify=False, executables=executables)
         full = {**meta, "format": self.FORMAT, "key": key, "tar_sha256": digest,
                 "tar_size": size, "files": [[m.path, m.sha256, m.size] for m in members]}
+        if executables:
+            full["executable"] = sorted(executables)
         write_bytes_atomic(json.dumps(full, indent=1, sort_keys=True).encode(),
                            self.meta_path(key))
         return full
@@ -145,10 +151,11 @@ class DepsCache:
             raise ValueError(f"cached blob {path} is corrupt")
         return path.open("rb")
 
-    def _write_tar(self, key: str, members: Sequence[ExtractedFile], *,
-                   verify: bool) -> tuple[str, int]:
+    def _write_tar(self, key: str, members: Sequence[ExtractedFile], *, verify: bool,
+                   executables: Collection[str] = ()) -> tuple[str, int]:
         target = self.tar_path(key)
         with atomic_file(target) as raw:
             hashing = _HashingWriter(raw)
-            write_deps_tar(hashing, members, functools.partial(self._open, verify=verify))
+            write_deps_tar(hashing, members, functools.partial(self._open, verify=verify),
+                           executables)
         return hashing.digest.hexdigest(), hashing.size

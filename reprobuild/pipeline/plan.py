@@ -128,6 +128,7 @@ def select_with_reason(tree: SourceTree, name: str | None) -> tuple[Recipe, str 
     reason = None
     repo_recipe = repo_recipe_bytes(tree)
     found = detected_recipes(files) if name is None and repo_recipe is None else []
+    found = [r for r in found if _governs(r, tree)]
     if len(found) > 1:
         declared = {r.name: _declares(r, tree) for r in found}
         winners = [r for r in found if declared[r.name]]
@@ -140,6 +141,8 @@ def select_with_reason(tree: SourceTree, name: str | None) -> tuple[Recipe, str 
                               "directory")
         recipe = winners[0]
         reason = f"chosen over {', '.join(r.name for r in found if r is not recipe)}: {described}"
+    elif len(found) == 1:
+        recipe = found[0]
     else:
         recipe = select_recipe(files, name=name, repo_recipe=repo_recipe,
                                repo_recipe_path=REPO_RECIPE)
@@ -150,6 +153,13 @@ def select_with_reason(tree: SourceTree, name: str | None) -> tuple[Recipe, str 
         return recipe, reason
     image = ecosystem.choose_image(tree, recipe.image, images.load_definitions())
     return replace(recipe, image=image), reason
+
+
+def _governs(recipe: Recipe, tree: SourceTree) -> bool:
+    """Whether the recipe's ecosystem builds this project (another's lockfile may rule)."""
+    if recipe.fetch_strategy == NO_FETCH:
+        return True
+    return ecosystems.get(recipe.fetch_strategy, origin=recipe.origin).governs(tree)
 
 
 def _declares(recipe: Recipe, tree: SourceTree) -> str | None:
@@ -216,8 +226,10 @@ def build_spec(env: BuildEnv, *, tree: SourceTree, recipe: Recipe,
     """
     project_dir = f"{env.workdir}/{tree.subdir}" if tree.subdir else env.workdir
     recipe_env = render_env(recipe, commit=tree.commit, commit_time=tree.commit_time)
-    environ = environment(env, path=toolchain.path_env, out_dir=OUT_DIR,
-                          recipe_env=[*recipe_env, *deps_env])
+    tools = [value for key, value in deps_env if key == "PATH"]  # fetched tools go first
+    environ = environment(env, path=":".join([*tools, toolchain.path_env]), out_dir=OUT_DIR,
+                          recipe_env=[*recipe_env, *((k, v) for k, v in deps_env
+                                                     if k != "PATH")])
     script = build_script(env, project_dir=project_dir, commands=recipe.commands,
                           environ=environ, deps_dir=DEPS_DIR if deps else None)
     mtime = tree.commit_time if tree.commit_time is not None else DEFAULT_COMMIT_TIME

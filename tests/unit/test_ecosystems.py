@@ -49,6 +49,9 @@ class Toy:
         del definitions
         return "python" if "vendor.txt" in files_of(tree) else requested
 
+    def governs(self, tree: SourceTree) -> bool:
+        return True
+
     def declares_package(self, tree: SourceTree) -> str | None:
         return "vendor.txt" if "vendor.txt" in files_of(tree) else None
 
@@ -149,15 +152,15 @@ def test_a_new_ecosystem_is_planned_end_to_end_without_touching_other_modules() 
     with pytest.raises(RecipeError, match=r"unknown \[fetch\].strategy 'toy-vendor'"):
         plan_fetch(source, strategy="toy-vendor", origin=".reprobuild.toml")
     with pytest.raises(RecipeError,
-                       match="'toy-vendor', not one of none, python-build, npm, go-mod, cargo"):
+                       match="'toy-vendor', not one of none, python-build, npm, pnpm, go-mod, cargo"):
         pipeline_plan.select(source, None)
 
 
 def test_unknown_strategies_name_the_known_ones() -> None:
     with pytest.raises(RecipeError) as info:
-        ecosystems.get("pnpm", origin="r.toml")
-    assert "r.toml: unknown [fetch].strategy 'pnpm'; did you mean 'npm'?" in info.value.message
-    assert info.value.hint == "known strategies: none, python-build, npm, go-mod, cargo"
+        ecosystems.get("pnmp", origin="r.toml")
+    assert "r.toml: unknown [fetch].strategy 'pnmp'; did you mean 'pnpm'?" in info.value.message
+    assert info.value.hint == "known strategies: none, python-build, npm, pnpm, go-mod, cargo"
     with pytest.raises(ValueError, match="already registered"), \
             ecosystems.registered(ecosystems.get("npm")):
         pass
@@ -166,7 +169,8 @@ def test_unknown_strategies_name_the_known_ones() -> None:
 def test_recipe_files_validate_against_the_registry(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
     path.write_text(TOY_RECIPE)
-    with pytest.raises(RecipeError, match="not one of none, python-build, npm, go-mod, cargo"):
+    with pytest.raises(RecipeError,
+                       match="not one of none, python-build, npm, pnpm, go-mod, cargo"):
         load_recipe_file(path)
     with ecosystems.registered(Toy()):
         assert load_recipe_file(path).fetch_strategy == "toy-vendor"

@@ -315,13 +315,22 @@ def test_npm_lock_in_the_project_itself_and_a_nested_project() -> None:
     assert plan.lock_root == "tools/x"
 
 
-@pytest.mark.parametrize("lock", ["pnpm-lock.yaml", "yarn.lock", "bun.lockb"])
-def test_npm_refuses_other_lockfiles_clearly(lock: str) -> None:
+@pytest.mark.parametrize(("lock", "manager"), [("yarn.lock", "Yarn"), ("bun.lockb", "Bun")])
+def test_npm_refuses_other_lockfiles_clearly(lock: str, manager: str) -> None:
     files = {"package.json": '{"name": "x"}', lock: "lockfileVersion: '9.0'\n"}
-    with pytest.raises(RecipeError, match=f"found {lock} but no package-lock.json: only npm "
-                                          "lockfiles") as info:
+    with pytest.raises(RecipeError, match=f"found {lock}: {manager} lockfiles are not read by "
+                                          "the fetch phase; supported are package-lock.json"
+                       ) as info:
         make_plan(tree(files), recipe("npm"))
-    assert "pnpm and yarn lockfiles are not read" in (info.value.hint or "")
+    assert "pnpm-lock.yaml (--recipe pnpm)" in info.value.message
+    assert "pnpm import" in (info.value.hint or "")
+
+
+def test_npm_forced_onto_a_pnpm_project_points_at_the_pnpm_recipe() -> None:
+    files = {"package.json": '{"name": "x"}', "pnpm-lock.yaml": "lockfileVersion: '9.0'\n"}
+    with pytest.raises(RecipeError, match="pnpm-lock.yaml locks this project") as info:
+        make_plan(tree(files), recipe("npm"))
+    assert "--recipe pnpm" in (info.value.hint or "")
 
 
 def test_npm_without_any_lockfile_or_outside_the_workspaces() -> None:
@@ -495,7 +504,7 @@ def test_recipe_fetch_table(tmp_path: Path) -> None:
     again = tmp_path / "again.toml"
     again.write_text(recipe_to_toml(loaded))
     assert load_recipe_file(again) == dataclasses.replace(loaded, origin=str(again))
-    for body, message in [('strategy = "pip"', "not one of none, python-build, npm, go-mod, cargo"),
+    for body, message in [('strategy = "pip"', "not one of none, python-build, npm, pnpm, go-mod, cargo"),
                           ('strategy = "npn"', "did you mean 'npm'"),
                           ('lock = "../x"', "relative path inside the project"),
                           ('lock = "/etc/x"', "relative path"), ("locks = 'x'", "unknown key")]:

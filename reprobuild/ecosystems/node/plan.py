@@ -17,7 +17,7 @@ from reprobuild.ecosystems.interface import FetchPlan, Pin, files_of, join
 from reprobuild.errors import RecipeError
 from reprobuild.source import SourceTree
 
-__all__ = ["NPM_LOCKFILES", "OTHER_LOCKFILES", "STRATEGY", "plan_npm"]
+__all__ = ["NPM_LOCKFILES", "OTHER_LOCKFILES", "STRATEGY", "nearest_lockfiles", "plan_npm"]
 
 STRATEGY = "npm"
 
@@ -30,6 +30,22 @@ OTHER_LOCKFILES = {
     "bun.lockb": "Bun",
 }
 """Lockfiles of other Node package managers, which this strategy does not read."""
+_SUPPORTED = ("package-lock.json or npm-shrinkwrap.json (--recipe node) and pnpm-lock.yaml "
+              "(--recipe pnpm)")
+
+
+def nearest_lockfiles(tree: SourceTree) -> tuple[str, tuple[str, ...]] | None:
+    """The lockfiles governing the project: the nearest directory at the project or above
+    it holding any Node lockfile, and every lockfile there (the package managers look for
+    their workspace root the same way; two managers' lockfiles side by side is a tie)."""
+    files = files_of(tree)
+    parts = PurePosixPath(tree.subdir).parts if tree.subdir else ()
+    for depth in range(len(parts), -1, -1):
+        level = "/".join(parts[:depth])
+        names = tuple(n for n in (*NPM_LOCKFILES, *OTHER_LOCKFILES) if join(level, n) in files)
+        if names:
+            return level, names
+    return None
 
 
 def _glob_match(path: str, pattern: str) -> bool:
@@ -54,12 +70,16 @@ def plan_npm(tree: SourceTree) -> FetchPlan:
             root = level
             break
         others = [join(level, n) for n in OTHER_LOCKFILES if join(level, n) in files]
+        if others and join(level, "pnpm-lock.yaml") in others:
+            raise RecipeError(f"{join(level, 'pnpm-lock.yaml')} locks this project, not an "
+                              "npm lockfile", "pass --recipe pnpm (or drop --recipe node)")
         if others:
+            manager = OTHER_LOCKFILES[others[0].rsplit("/", 1)[-1]]
             raise RecipeError(
-                f"found {', '.join(others)} but no package-lock.json: only npm lockfiles "
-                "(package-lock.json, npm-shrinkwrap.json) are supported for the fetch phase",
-                "generate one with `npm install --package-lock-only` and commit it; pnpm and "
-                "yarn lockfiles are not read")
+                f"found {', '.join(others)}: {manager} lockfiles are not read by the fetch "
+                f"phase; supported are {_SUPPORTED}",
+                "commit a package-lock.json (`npm install --package-lock-only`) or a "
+                "pnpm-lock.yaml (`pnpm import` reads yarn.lock) beside it")
     if root is None:
         raise RecipeError(
             f"no package-lock.json in {project or 'the repository root'} or above it: the npm "

@@ -69,6 +69,11 @@ class PythonBuild:
         del tree, definitions
         return requested
 
+    def governs(self, tree: SourceTree) -> bool:
+        """Always: no other ecosystem shares this one's manifests."""
+        del tree
+        return True
+
     def declares_package(self, tree: SourceTree) -> str | None:
         """``[project] name`` in pyproject.toml, or a setup.py/setup.cfg."""
         files = files_of(tree)

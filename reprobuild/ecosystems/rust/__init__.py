@@ -146,6 +146,11 @@ class Cargo:
                               "containers/rust.toml)")
         return requested
 
+    def governs(self, tree: SourceTree) -> bool:
+        """Always: no other ecosystem shares this one's manifests."""
+        del tree
+        return True
+
     def declares_package(self, tree: SourceTree) -> str | None:
         """A Cargo.toml with a [package] or a [workspace]."""
         data = files_of(tree).get(join(tree.subdir, "Cargo.toml"))
