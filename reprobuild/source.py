@@ -415,6 +415,11 @@ def _read_git_tree(repo: Path, commit: str, limits: SourceLimits) -> list[Source
         if otype != "blob":
             raise SourceError(f"unexpected {otype} entry in tree: {path!r}")
         _check_entry_path(path)
+        if not size_s.isdigit():  # git prints "BAD" (or "-") for an object it does not have
+            raise SourceError(f"the repository lacks the content of {path!r} (object {oid} "
+                              "is missing: a partial clone or an incomplete copy)",
+                              "fetch the missing objects (`git fetch --refetch`, or clone "
+                              "without --filter) and run again")
         size = int(size_s)
         if size > limits.max_file_bytes:
             raise _too_big(path, size, limits)

@@ -151,8 +151,8 @@ def test_a_new_ecosystem_is_planned_end_to_end_without_touching_other_modules() 
     # Gone again once the block ends: an unknown strategy is an error, not a fall-through.
     with pytest.raises(RecipeError, match=r"unknown \[fetch\].strategy 'toy-vendor'"):
         plan_fetch(source, strategy="toy-vendor", origin=".reprobuild.toml")
-    with pytest.raises(RecipeError,
-                       match="'toy-vendor', not one of none, python-build, npm, pnpm, go-mod, cargo"):
+    with pytest.raises(RecipeError, match="'toy-vendor', not one of none, python-build, npm, "
+                                          "pnpm, go-mod, cargo"):
         pipeline_plan.select(source, None)
 
 

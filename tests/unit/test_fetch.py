@@ -328,7 +328,7 @@ def test_npm_refuses_other_lockfiles_clearly(lock: str, manager: str) -> None:
 
 def test_npm_forced_onto_a_pnpm_project_points_at_the_pnpm_recipe() -> None:
     files = {"package.json": '{"name": "x"}', "pnpm-lock.yaml": "lockfileVersion: '9.0'\n"}
-    with pytest.raises(RecipeError, match="pnpm-lock.yaml locks this project") as info:
+    with pytest.raises(RecipeError, match=r"pnpm-lock\.yaml locks this project") as info:
         make_plan(tree(files), recipe("npm"))
     assert "--recipe pnpm" in (info.value.hint or "")
 
@@ -504,7 +504,8 @@ def test_recipe_fetch_table(tmp_path: Path) -> None:
     again = tmp_path / "again.toml"
     again.write_text(recipe_to_toml(loaded))
     assert load_recipe_file(again) == dataclasses.replace(loaded, origin=str(again))
-    for body, message in [('strategy = "pip"', "not one of none, python-build, npm, pnpm, go-mod, cargo"),
+    for body, message in [('strategy = "pip"',
+                           "not one of none, python-build, npm, pnpm, go-mod, cargo"),
                           ('strategy = "npn"', "did you mean 'npm'"),
                           ('lock = "../x"', "relative path inside the project"),
                           ('lock = "/etc/x"', "relative path"), ("locks = 'x'", "unknown key")]:

@@ -244,6 +244,16 @@ def test_gitlinks_skipped(repo: Path, tmp_path: Path) -> None:
     assert not any(p.startswith("vendor") for p in paths(tree))
 
 
+def test_a_missing_object_is_named_not_a_crash(repo: Path, tmp_path: Path) -> None:
+    (repo / "big.cast").write_bytes(b"recording\n" * 100)
+    git(repo, "add", "big.cast")
+    git(repo, "commit", "-q", "-m", "big")
+    oid = git(repo, "rev-parse", "HEAD:big.cast").strip()
+    (repo / ".git" / "objects" / oid[:2] / oid[2:]).unlink()  # what a partial snapshot lacks
+    with pytest.raises(SourceError, match=f"lacks the content of 'big.cast' \\(object {oid}"):
+        acquire(str(repo), ref=None, subdir=None, workdir=tmp_path)
+
+
 def test_empty_repository(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     root.mkdir()
