@@ -97,7 +97,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
     fetched: FetchedDeps | None = None
     with session.owned():
         fetched = phases.fetch_phase(session, tree=tree, recipe=recipe, toolchain=toolchain,
-                                     ca_cert=options.ca_cert, timings=timings)
+                                     ca_cert=options.ca_cert, timings=timings, out=out)
         if fetched is None or fetched.failure is None:
             deps = fetched.archive.read_bytes() if fetched and fetched.archive else None
             specs = [plan.build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain,

@@ -151,10 +151,11 @@ def housekeeping(client: docker.DockerClient) -> list[str]:
 
 def fetch_phase(session: Session, *, tree: SourceTree, recipe: Recipe,
                 toolchain: images.ToolchainImage, ca_cert: Path | None,
-                timings: dict[str, float], pins: tuple[str, ...] = (),
+                timings: dict[str, float], out: Path, pins: tuple[str, ...] = (),
                 cutoff: int | None = None) -> FetchedDeps | None:
     """Fetch the recipe's dependencies (None when it needs none); ``pins`` and ``cutoff``
-    impose exact versions and a resolution time (a release's conditions)."""
+    impose exact versions and a resolution time (a release's conditions). The fetch tool's
+    output (its tail) is kept as ``out/fetch.log`` when the fetch ran."""
     if recipe.fetch_strategy == NO_FETCH:
         return None
     t = time.monotonic()
@@ -165,6 +166,8 @@ def fetch_phase(session: Session, *, tree: SourceTree, recipe: Recipe,
                     ca_cert=ca_cert, cache_dir=images.cache_root(),
                     progress=session.progress, cancel=session.cancel)
     timings["fetch_s"] = round(time.monotonic() - t, 3)
+    if fetched.log:
+        (out / "fetch.log").write_text(fetched.log, encoding="utf-8", errors="replace")
     return fetched
 
 

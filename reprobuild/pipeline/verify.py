@@ -431,7 +431,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                                                  ca_cert=options.ca_cert)
             timings["image_s"] = round(time.monotonic() - t, 3)
             fetched = phases.fetch_phase(session, tree=tree, recipe=recipe, toolchain=toolchain,
-                                         ca_cert=options.ca_cert, timings=timings,
+                                         ca_cert=options.ca_cert, timings=timings, out=out,
                                          pins=conditions.pins, cutoff=conditions.cutoff)
             if fetched is None or fetched.failure is None:
                 results = _rebuild(session, options, tree, recipe, toolchain, fetched, out,

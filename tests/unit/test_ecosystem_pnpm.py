@@ -100,7 +100,7 @@ def test_the_fetch_checks_a_pinned_pnpm_before_running_it() -> None:
     script = PNPM.fetch_command(plan)
     check = script.index(f'!= {digest} ]')
     assert script.index("npm pack pnpm@11.8.0") < check < script.index("pnpm.mjs fetch")
-    assert "--frozen-lockfile" in script and "/deps/pnpm-store" in script
+    assert "--frozen-lockfile --ignore-scripts" in script and "/deps/pnpm-store" in script
     # The member's own packageManager wins (corepack reads the nearest package.json), and
     # its manifest is then part of the fetch input, so the cache key follows it.
     member = b'{"name": "@notes/mcp", "packageManager": "pnpm@10.20.0"}'
@@ -219,6 +219,14 @@ def test_pnpm_errors_name_the_package_and_the_lockfile() -> None:
     assert PNPM.failure_line("noise\n[ERR_PNPM_FETCH_404] GET x: Not Found\n") == \
         "[ERR_PNPM_FETCH_404] GET x: Not Found"
     assert PNPM.failure_hint("UNABLE_TO_GET_ISSUER_CERT_LOCALLY") is not None
+    # A lockfile pinning packages the registry no longer serves (seen on a real server).
+    gone = ("[ERR_PNPM_MINIMUM_RELEASE_AGE_VIOLATION] 2 lockfile entries failed verification:\n"
+            "  @lg-mcp/hooks@0.2.0 could not be checked against minimumReleaseAge (GET "
+            "https://registry.npmjs.org/@lg-mcp%2Fhooks: Not Found - 404)\n"
+            "  @lg-mcp/ui@0.1.0 could not be checked (GET x: Not Found - 404)\n\nThe lockfile")
+    assert PNPM.failure_line(gone) == (
+        "[ERR_PNPM_MINIMUM_RELEASE_AGE_VIOLATION] 2 lockfile entries failed verification: 2 "
+        "lockfile entries are not on the registry (404): @lg-mcp/hooks@0.2.0, @lg-mcp/ui@0.1.0")
 
 
 def test_pins_are_refused_for_pnpm() -> None:

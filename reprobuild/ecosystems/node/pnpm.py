@@ -8,8 +8,10 @@ overrides, ``allowBuilds``) and the lockfile, never the source:
 1. pnpm itself, the version ``packageManager`` names (``pnpm@11.8.0+sha512.<hex>``, as
    corepack reads it; a pinned default when absent), is downloaded from the npm registry
    with ``npm pack`` and its hash checked *before* it runs, when ``packageManager`` pins one.
-2. ``pnpm fetch --frozen-lockfile`` fills a content-addressed store at
+2. ``pnpm fetch --frozen-lockfile --ignore-scripts`` fills a content-addressed store at
    ``/deps/pnpm-store``; pnpm checks every tarball against the lockfile's ``integrity``.
+   Without ``--ignore-scripts`` pnpm fetch runs the install scripts ``allowBuilds``
+   approves, with the registry reachable; they run in the offline builds instead.
 
 On the host, :meth:`Pnpm.verify` checks the pnpm tarball again, unpacks it with the safe
 extractor (it is the code the builds run) and puts a ``pnpm`` launcher in ``/deps/bin``,
@@ -81,6 +83,7 @@ _INTEGRITY = re.compile(r'\[?ERR_PNPM_TARBALL_INTEGRITY\]?.*?Wanted "(?P<wanted>
                         r'Got "(?P<got>[^"]+)"')
 _TOOL_MISMATCH = re.compile(r"reprobuild: pnpm@(?P<version>\S+) tarball (?P<algo>sha\d+) is "
                             r"(?P<got>[0-9a-f]+), packageManager pins (?P<want>[0-9a-f]+)")
+_GONE = re.compile(r"^\s+(?P<entry>\S+@\S+) .*(?:Not Found - 404|404 Not Found)")
 _UNTRUSTED_CERTIFICATE = ("SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_GET_ISSUER_CERT",
                           "unable to get local issuer certificate", "self-signed certificate")
 _TOOL_LIMITS = ExtractLimits(max_files=5_000, max_file_bytes=256 * 2**20,
@@ -332,8 +335,10 @@ class Pnpm:
         lines += [
             f"cp {tgz} {DEPS_DIR}/{TOOL_TGZ}",
             f"tar -xzf {tgz} -C /tmp/pnpm",
-            f"node /tmp/pnpm/package/bin/pnpm.mjs fetch --frozen-lockfile --store-dir "
-            f"{STORE_DIR} --reporter=append-only",
+            # --ignore-scripts: pnpm fetch would run the install scripts allowBuilds approves
+            # (esbuild's), and nothing from a package runs where the network is reachable.
+            f"node /tmp/pnpm/package/bin/pnpm.mjs fetch --frozen-lockfile --ignore-scripts "
+            f"--store-dir {STORE_DIR} --reporter=append-only",
             f"rm -rf {STORE_DIR}/v*/projects {STORE_DIR}/v*/tmp",
         ]
         return "\n".join(lines) + "\n"
@@ -442,10 +447,19 @@ class Pnpm:
                                         source=plan.lock_name)
 
     def failure_line(self, log: str) -> str | None:
-        """The first line pnpm (or npm, fetching pnpm) marks as its error."""
-        return next((line.strip() for line in log.splitlines()
-                     if line.strip().startswith(("[ERR_PNPM", "ERR_PNPM", " ERR_PNPM",
-                                                 "npm error code", "reprobuild:"))), None)
+        """The first line pnpm (or npm, fetching pnpm) marks as its error, with the
+        lockfile entries the registry no longer serves when that is why."""
+        lines = log.splitlines()
+        for i, line in enumerate(lines):
+            if line.strip().startswith(("[ERR_PNPM", "ERR_PNPM", "npm error code",
+                                        "reprobuild:")):
+                gone = [m["entry"] for m in map(_GONE.search, lines[i + 1:i + 200]) if m]
+                if gone:
+                    return (f"{line.strip()} {len(gone)} lockfile entries are not on the "
+                            f"registry (404): {', '.join(gone[:5])}"
+                            + (", ..." if len(gone) > 5 else ""))
+                return line.strip()
+        return None
 
     def failure_hint(self, log: str) -> str | None:
         """Certificate failures: an intercepting proxy without ``--ca-cert``."""
