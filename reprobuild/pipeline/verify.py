@@ -118,6 +118,12 @@ def release_of(spec: str) -> tuple[ReleaseRef, Releases, str] | None:
     return None
 
 
+def _registry_of(strategy: str) -> str | None:
+    """The registry whose releases an ecosystem reads (``npm`` for npm and pnpm)."""
+    releases = ecosystems.get(strategy).releases
+    return releases.registry if releases is not None else None
+
+
 def tree_from_archive(path: Path, *, location: str) -> SourceTree:
     """A source archive's files as a tree, its one top directory stripped (``name-1.0/``,
     ``package/``), refusing links and oversize content (:mod:`reprobuild.forensics`)."""
@@ -408,7 +414,11 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
         # How the release was built.
         strategy = recipe.fetch_strategy
         ecosystem = ecosystems.get(strategy) if strategy != NO_FETCH else None
-        mine = {n: p.path for n, p in published.items() if p.ecosystem == strategy}
+        # The release's files from this ecosystem's registry (npm's serve npm and pnpm).
+        served_by = ecosystem.releases.registry if ecosystem and ecosystem.releases else None
+        mine = {n: p.path for n, p in published.items()
+                if p.ecosystem is not None and served_by is not None
+                and _registry_of(p.ecosystem) == served_by}
         inferred = ReleaseConditions()
         if ecosystem is not None and ecosystem.releases is not None and mine:
             try:

@@ -27,7 +27,7 @@ def test_a_rust_workspace_builds_bit_for_bit_from_crates_io(tmp_path: Path) -> N
     assert result.code == 0, result.stdout + result.stderr
     report = result.report
     assert report is not None and report["recipe"]["name"] == "rust"
-    assert report["toolchain"]["versions"]["rustc"].startswith("1.85.1")
+    assert report["toolchain"]["versions"]["rustc"].startswith("1.97.1")
     assert [o["path"] for o in report["builds"][0]["outputs"]] == ["linux-amd64/notes-mcp"]
     assert report["fetch"]["pins"]["serde_json"].startswith("1.")
     assert {r["host"] for r in report["fetch"]["requests"]} <= {"index.crates.io",

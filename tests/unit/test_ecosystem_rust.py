@@ -76,8 +76,11 @@ def test_the_rust_image_must_be_new_enough_for_rust_version() -> None:
     fine = tree({"Cargo.toml": WORKSPACE + b'[workspace.package]\nrust-version = "1.85"\n',
                  "Cargo.lock": LOCK, "crates/srv/Cargo.toml": MEMBER}, subdir="crates/srv")
     assert cargo.choose_image(fine, "rust", definitions) == "rust"
-    newer = tree({"Cargo.toml": WORKSPACE + b'[workspace.package]\nrust-version = "1.88"\n',
+    sdk = tree({"Cargo.toml": WORKSPACE + b'[workspace.package]\nrust-version = "1.88"\n',
+                "Cargo.lock": LOCK, "crates/srv/Cargo.toml": MEMBER}, subdir="crates/srv")
+    assert cargo.choose_image(sdk, "rust", definitions) == "rust"  # the official SDK's
+    newer = tree({"Cargo.toml": WORKSPACE + b'[workspace.package]\nrust-version = "1.99"\n',
                   "Cargo.lock": LOCK, "crates/srv/Cargo.toml": MEMBER}, subdir="crates/srv")
-    with pytest.raises(RecipeError, match=r"needs rust-version 1\.88; the pinned Rust "
-                                          r"toolchain is 1\.85\.1"):
+    with pytest.raises(RecipeError, match=r"needs rust-version 1\.99; the pinned Rust "
+                                          r"toolchain is 1\.97\.1"):
         cargo.choose_image(newer, "rust", definitions)

@@ -121,11 +121,12 @@ class NpmReleases:
                              if k.startswith("gzip_"))
             if set(times) == {NPM_PACK_TIME}:
                 facts.append(f"{name}: every entry stamped 1985-10-26T08:15:00Z: packed by "
-                             f"npm pack (gzip header: {gzip or 'unknown'})")
+                             "npm pack or pnpm pack (they stamp the same; gzip header: "
+                             f"{gzip or 'unknown'})")
                 details["packer"] = "npm"
             else:
                 facts.append(f"{name}: entry times are not npm pack's: packed by another "
-                             f"tool (pnpm, yarn?); gzip header: {gzip or 'unknown'}")
+                             f"tool (yarn, an older pnpm?); gzip header: {gzip or 'unknown'}")
                 details["packer"] = "other"
         facts.append("Node.js version: not recorded in the tarball; the toolchain image's")
         return ReleaseConditions(facts=tuple(facts), details=tuple(sorted(details.items())))
