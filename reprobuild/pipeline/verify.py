@@ -119,7 +119,7 @@ def release_of(spec: str) -> tuple[ReleaseRef, Releases, str] | None:
 
 
 def _registry_of(strategy: str) -> str | None:
-    """The registry whose releases an ecosystem reads (``npm`` for npm and pnpm)."""
+    """The registry whose releases an ecosystem reads (two ecosystems may share one)."""
     releases = ecosystems.get(strategy).releases
     return releases.registry if releases is not None else None
 
@@ -414,7 +414,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
         # How the release was built.
         strategy = recipe.fetch_strategy
         ecosystem = ecosystems.get(strategy) if strategy != NO_FETCH else None
-        # The release's files from this ecosystem's registry (npm's serve npm and pnpm).
+        # The release's files from the registry this ecosystem reads (shared ones too).
         served_by = ecosystem.releases.registry if ecosystem and ecosystem.releases else None
         mine = {n: p.path for n, p in published.items()
                 if p.ecosystem is not None and served_by is not None
