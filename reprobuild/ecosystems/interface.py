@@ -91,6 +91,9 @@ class FetchPlan:
     pins: tuple[Pin, ...] = ()
     cutoff: int | None = None
     notes: tuple[str, ...] = ()
+    options: tuple[tuple[str, str], ...] = ()
+    """Decisions of the ecosystem's planning that its fetch command and build environment
+    share (cargo: where the workspace root is, which targets to build)."""
 
     @property
     def hashed(self) -> bool:
@@ -263,7 +266,7 @@ class Ecosystem(FetchJob, Protocol):
         """
         ...
 
-    def build_env(self) -> tuple[tuple[str, str], ...]:
+    def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
         """Environment of the offline builds that points the tools at ``/deps``.
 
         A ``PATH`` entry is put before the image's own ``PATH`` (fetched tools, see

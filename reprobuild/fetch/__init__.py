@@ -218,7 +218,7 @@ def _failed(ecosystem: Ecosystem, plan: FetchPlan, key: str, outcome: Outcome,
         key_line = _key_line(ecosystem, outcome.log)
         failure = f"the fetch failed (exit {outcome.exit_code}): {key_line}"
     return FetchedDeps(strategy=plan.strategy, key=key, archive=None,
-                       env=ecosystem.build_env(),
+                       env=ecosystem.build_env(plan),
                        pins=tuple((p.name, p.version) for p in plan.pins),
                        requests=outcome.requests, cache_hit=False,
                        seconds=round(time.monotonic() - started, 3), failure=failure,
@@ -236,7 +236,7 @@ def _store(ecosystem: Ecosystem, plan: FetchPlan, key: str, cache: DepsCache,
     meta = cache.store(key, outcome.staging, verified.files, {
         "strategy": plan.strategy, "pin_source": plan.pin_source,
         "cutoff": plan.cutoff, "requirements": list(plan.requirements),
-        "env": [list(e) for e in ecosystem.build_env()],
+        "env": [list(e) for e in ecosystem.build_env(plan)],
         "pins": [list(p) for p in verified.pins], "hashes": [list(h) for h in verified.hashes],
         "notes": notes, "created": round(time.time(), 3),
         "requests": [dataclasses.asdict(r) for r in outcome.requests]},
@@ -247,9 +247,11 @@ def _store(ecosystem: Ecosystem, plan: FetchPlan, key: str, cache: DepsCache,
 
 def _result(plan: FetchPlan, key: str, archive: Path, meta: Mapping[str, Any],
             requests_: tuple[FetchRequest, ...], hit: bool, started: float) -> FetchedDeps:
+    # The environment follows this plan, not the one that filled the cache: two members of
+    # one workspace share the fetch but not their project directory.
     return FetchedDeps(
         strategy=plan.strategy, key=key, archive=archive,
-        env=tuple((str(k), str(v)) for k, v in meta.get("env", [])),
+        env=ecosystems.get(plan.strategy).build_env(plan),
         pins=tuple((str(n), str(v)) for n, v in meta.get("pins", [])),
         requests=requests_, cache_hit=hit, seconds=round(time.monotonic() - started, 3),
         failure=None, notes=tuple(str(n) for n in meta.get("notes", [])),

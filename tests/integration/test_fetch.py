@@ -188,7 +188,7 @@ def test_python_build_fetch_resolves_as_of_the_commit_and_builds_offline(
     hashes = dict(cold.hashes)
     assert len(hashes) == len(files) == len(pins)
     assert sorted(f"sha256:{h}" for h in files.values()) == sorted(hashes.values())
-    assert cold.env == ecosystems.get("python-build").build_env()
+    assert cold.env == ecosystems.get("python-build").build_env(plan_of(tree, rec, python_image))
     assert ("PIP_FIND_LINKS", "/deps/wheels") in cold.env
     allowed = {h for h, _ in ecosystems.get("python-build").allow_list}
     assert cold.requests and all(r.allowed and r.status == 200 and r.host in allowed

@@ -16,6 +16,7 @@ from reprobuild.ecosystems.golang.plan import (
     plan_go,
     unescape_path,
 )
+from reprobuild.ecosystems.interface import FetchPlan
 from reprobuild.errors import RecipeError
 from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
 
@@ -91,6 +92,6 @@ def test_the_go_image_must_be_new_enough_for_the_go_directive() -> None:
     future = tree({"go.mod": GO_MOD.replace(b"go 1.24.0", b"go 1.99.1"), "go.sum": GO_SUM})
     with pytest.raises(RecipeError, match=r"go\.mod asks for go 1\.99\.1"):
         go.choose_image(future, "go", definitions)
-    env = dict(go.build_env())
+    env = dict(go.build_env(FetchPlan(strategy="go-mod", project_dir="")))
     assert env["GOPROXY"] == "file:///deps/gomod/cache/download" and env["GOSUMDB"] == "off"
     assert "-trimpath" in env["GOFLAGS"]

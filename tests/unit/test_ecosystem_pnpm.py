@@ -125,7 +125,7 @@ def test_pnpm_projects_choose_the_pnpm_recipe_and_npm_projects_keep_node() -> No
 
 
 def test_builds_run_the_fetched_pnpm_offline() -> None:
-    env = dict(PNPM.build_env())
+    env = dict(PNPM.build_env(plan_pnpm(fixture())))
     assert env["PATH"] == DEPS_BIN and env["pnpm_config_offline"] == "true"
     assert env["pnpm_config_minimum_release_age"] == "0"  # it asks the registry
     recipe, _ = select_with_reason(fixture(), None)
@@ -134,7 +134,7 @@ def test_builds_run_the_fetched_pnpm_offline() -> None:
                                path_env="/opt/node/bin:/usr/bin")
     a, _ = plan_pair(set(), host_cpus=2)
     spec = build_spec(a, tree=fixture(), recipe=recipe, toolchain=toolchain,
-                      limits=SandboxLimits(), deps=b"", deps_env=PNPM.build_env())
+                      limits=SandboxLimits(), deps=b"", deps_env=PNPM.build_env(plan_pnpm(fixture())))
     assert f"PATH={DEPS_BIN}:/opt/node/bin:/usr/bin" in spec.script
 
 

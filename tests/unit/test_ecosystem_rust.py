@@ -61,13 +61,41 @@ def test_a_member_of_a_workspace_gets_the_root_lock_and_stand_ins_not_the_source
 
 
 def test_no_lock_is_an_error_and_pins_are_refused() -> None:
-    with pytest.raises(RecipeError, match=r"no Cargo\.lock"):
-        plan(tree({"Cargo.toml": MEMBER}))
+    with pytest.raises(RecipeError, match=r"no Cargo\.toml"):
+        plan(tree({"README.md": b"x"}))
     with pytest.raises(RecipeError, match=r"takes exactly what Cargo\.lock names"):
         ecosystems.get("cargo").plan_fetch(tree({"Cargo.toml": MEMBER, "Cargo.lock": LOCK}),
                                            FetchSettings(origin="r", pins=("itoa==1",)), None)
-    env = dict(ecosystems.get("cargo").build_env())
+    fetch_plan = plan(tree({"Cargo.toml": MEMBER, "Cargo.lock": LOCK}))
+    env = dict(ecosystems.get("cargo").build_env(fetch_plan))
     assert env["CARGO_NET_OFFLINE"] == "true" and env["CARGO_HOME"] == "/deps/cargo"
+    assert env["REPROBUILD_CARGO_ROOT"] == "." and env["REPROBUILD_CARGO_LOCK"] == ""
+
+
+SDK = (b'[workspace]\nmembers = ["crates/rmcp", "examples/*"]\n'
+       b'[workspace.package]\nedition = "2024"\nrust-version = "1.88"\n')
+EXAMPLES = (b'[package]\nname = "mcp-server-examples"\nversion = "0.1.5"\npublish = false\n'
+            b'[dependencies]\nserde = "1"\n[[example]]\nname = "servers_counter_stdio"\n'
+            b'path = "src/counter_stdio.rs"\n')
+
+
+def test_a_workspace_without_a_lock_resolves_one_and_builds_its_example_servers() -> None:
+    source = tree({"Cargo.toml": SDK, "crates/rmcp/Cargo.toml": MEMBER,
+                   "crates/rmcp/src/lib.rs": b"", "examples/servers/Cargo.toml": EXAMPLES,
+                   "examples/servers/src/counter_stdio.rs": b"fn main() {}"},
+                  subdir="examples/servers")
+    fetch_plan = plan(source)
+    assert fetch_plan.lock_root == "" and fetch_plan.pins == ()
+    assert "Cargo.lock" not in dict(fetch_plan.files)
+    assert dict(fetch_plan.files)["examples/servers/src/counter_stdio.rs"] == b""
+    assert any("cargo generate-lockfile" in n for n in fetch_plan.notes)
+    script = ecosystems.get("cargo").fetch_command(fetch_plan)
+    assert script.index("cargo generate-lockfile") < script.index("cargo fetch --locked")
+    env = dict(ecosystems.get("cargo").build_env(fetch_plan))
+    assert env["REPROBUILD_CARGO_ROOT"] == "../.."
+    assert env["REPROBUILD_CARGO_TARGETS"] == "--examples"
+    assert env["REPROBUILD_CARGO_LOCK"] == "/deps/cargo-lock/Cargo.lock"
+    assert fetch_plan.pin_source == "generated Cargo.lock:Cargo.lock"
 
 
 def test_the_rust_image_must_be_new_enough_for_rust_version() -> None:

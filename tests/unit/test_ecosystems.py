@@ -73,7 +73,8 @@ class Toy:
         del plan
         return {"TOY_PROXY": proxy, **({"TOY_CA": ca_file} if ca_file else {})}
 
-    def build_env(self) -> tuple[tuple[str, str], ...]:
+    def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
+        del plan
         return (("TOY_OFFLINE", "1"), ("TOY_HOME", f"{DEPS_DIR}/toy"))
 
     def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
@@ -146,7 +147,7 @@ def test_a_new_ecosystem_is_planned_end_to_end_without_touching_other_modules() 
         env_a, _ = plan_pair({Variation.HOSTNAME}, host_cpus=2)
         spec = pipeline_plan.build_spec(env_a, tree=source, recipe=recipe, toolchain=IMAGE,
                                  limits=SandboxLimits(), deps=b"\0" * 10240,
-                                 deps_env=toy.build_env())
+                                 deps_env=toy.build_env(plan))
         assert "TOY_OFFLINE=1" in spec.script and "TOY_HOME=/deps/toy" in spec.script
     # Gone again once the block ends: an unknown strategy is an error, not a fall-through.
     with pytest.raises(RecipeError, match=r"unknown \[fetch\].strategy 'toy-vendor'"):

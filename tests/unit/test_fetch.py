@@ -60,7 +60,7 @@ def script_of(fetch_plan: FetchPlan) -> str:
 
 
 def build_env(strategy: str) -> tuple[tuple[str, str], ...]:
-    return ecosystems.get(strategy).build_env()
+    return ecosystems.get(strategy).build_env(FetchPlan(strategy=strategy, project_dir=""))
 
 
 def integrity_failure(log: str, fetch_plan: FetchPlan) -> ReprobuildError | None:

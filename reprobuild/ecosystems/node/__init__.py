@@ -136,8 +136,9 @@ class Npm:
             env["npm_config_cafile"] = ca_file
         return env
 
-    def build_env(self) -> tuple[tuple[str, str], ...]:
+    def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
         """``npm ci --offline`` in the build reads the fetched cache and nothing else."""
+        del plan
         return (("npm_config_cache", NPM_CACHE_DIR), ("npm_config_offline", "true"),
                 ("npm_config_audit", "false"), ("npm_config_fund", "false"),
                 ("npm_config_update_notifier", "false"))

@@ -360,8 +360,9 @@ class Pnpm:
             env["npm_config_cafile"] = ca_file
         return env
 
-    def build_env(self) -> tuple[tuple[str, str], ...]:
+    def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
         """pnpm from ``/deps/bin``, the fetched store, offline; no registry age check."""
+        del plan
         return (("PATH", DEPS_BIN), ("pnpm_config_store_dir", STORE_DIR),
                 ("pnpm_config_offline", "true"), ("pnpm_config_minimum_release_age", "0"),
                 ("pnpm_config_verify_deps_before_run", "false"),

@@ -114,8 +114,9 @@ class PythonBuild:
             env["PIP_CERT"] = ca_file
         return env
 
-    def build_env(self) -> tuple[tuple[str, str], ...]:
+    def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
         """pip and uv (``build --installer uv``) both install only the fetched wheels."""
+        del plan
         return (("PIP_NO_INDEX", "1"), ("PIP_FIND_LINKS", WHEELS_DIR),
                 ("UV_OFFLINE", "1"), ("UV_NO_INDEX", "1"), ("UV_FIND_LINKS", WHEELS_DIR),
                 ("UV_PYTHON_DOWNLOADS", "never"))

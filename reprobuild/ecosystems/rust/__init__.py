@@ -56,6 +56,8 @@ __all__ = ["CARGO_HOME", "ECOSYSTEM", "Cargo"]
 
 STRATEGY = "cargo"
 CARGO_HOME = f"{DEPS_DIR}/cargo"
+GENERATED_LOCK = f"{DEPS_DIR}/cargo-lock/Cargo.lock"
+"""Where a fetch that had to resolve a lock leaves it for the builds."""
 _CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
 _CRATE_FILE = re.compile(r"cargo/registry/cache/[^/]+/(?P<file>[^/]+\.crate)")
 # A crate whose bytes do not match the lock, or a lock whose checksum is not the one the
@@ -103,6 +105,54 @@ def _stand_ins(directory: str, manifest: Mapping[str, Any]) -> list[str]:
             manifest["package"].get("build"), str):
         paths.add(manifest["package"]["build"])
     return [join(directory, p) for p in sorted(paths)]
+
+
+def _workspace_root(levels: Sequence[str], files: Mapping[str, bytes]) -> str | None:
+    """Where cargo would write a lock: the nearest ``[workspace]`` manifest at or above the
+    project, else the project's own manifest."""
+    own = next((level for level in levels if join(level, "Cargo.toml") in files), None)
+    for level in levels:
+        data = files.get(join(level, "Cargo.toml"))
+        if data is not None and "workspace" in _toml(data, join(level, "Cargo.toml")):
+            return level
+    return own
+
+
+def _lock_pins(lock: Mapping[str, Any], notes: list[str]) -> list[Pin]:
+    """Every crates.io package of a lock, with its checksum; notes for the others."""
+    pins = []
+    for package in lock.get("package", []):
+        if not isinstance(package, dict):
+            continue
+        source = package.get("source")
+        if source is None:
+            continue  # a workspace member or a path dependency: in the tree
+        if source != _CRATES_IO:
+            notes.append(f"{package.get('name')} {package.get('version')} comes from "
+                         f"{str(source)[:120]} (not crates.io: the fetch will refuse it)")
+            continue
+        checksum = str(package.get("checksum", ""))
+        if not re.fullmatch(r"[0-9a-f]{64}", checksum):
+            raise RecipeError(f"Cargo.lock: {package.get('name')} has no checksum",
+                              "regenerate the lock with a current cargo")
+        pins.append(Pin(str(package["name"]), str(package["version"]),
+                        (f"sha256:{checksum}",)))
+    return pins
+
+
+def _targets(tree: SourceTree, files: Mapping[str, bytes]) -> str:
+    """``--bins``, unless the project's package has no binary but examples (the official
+    SDK's example servers are ``[[example]]`` targets of one package)."""
+    data = files.get(join(tree.subdir, "Cargo.toml"))
+    manifest = _toml(data, "Cargo.toml") if data is not None else {}
+    if not isinstance(manifest.get("package"), dict):
+        return "--bins"  # a workspace: every member's binaries
+    prefix = f"{tree.subdir}/" if tree.subdir else ""
+    bins = bool(manifest.get("bin")) or f"{prefix}src/main.rs" in files or any(
+        p.startswith(f"{prefix}src/bin/") and p.endswith(".rs") for p in files)
+    examples = bool(manifest.get("example")) or any(
+        p.startswith(f"{prefix}examples/") and p.endswith(".rs") for p in files)
+    return "--examples" if examples and not bins else "--bins"
 
 
 class Cargo:
@@ -174,21 +224,32 @@ class Cargo:
                               "Cargo.lock names", "drop --pin, or update Cargo.lock")
         files = files_of(tree)
         parts = PurePosixPath(tree.subdir).parts if tree.subdir else ()
-        root = next(("/".join(parts[:i]) for i in range(len(parts), -1, -1)
-                     if join("/".join(parts[:i]), "Cargo.lock") in files), None)
+        levels = ["/".join(parts[:i]) for i in range(len(parts), -1, -1)]
+        root = next((level for level in levels if join(level, "Cargo.lock") in files), None)
+        generated = root is None
+        notes: list[str] = []
         if root is None:
-            raise RecipeError(f"no Cargo.lock in {tree.subdir or 'the repository root'} or "
-                              "above it: the fetch downloads exactly what the lock names",
-                              "run `cargo generate-lockfile` and commit Cargo.lock")
+            # No lock committed (a library's workspace, like the official MCP Rust SDK):
+            # the fetch resolves one, the builds use it, the report lists what it pinned.
+            root = _workspace_root(levels, files)
+            if root is None:
+                raise RecipeError(f"no Cargo.toml in {tree.subdir or 'the repository root'}",
+                                  "pass --subdir to the crate or workspace to build")
+            notes.append(f"no Cargo.lock in {root or 'the repository root'} or above it: "
+                         "the fetch resolved one with `cargo generate-lockfile` from crates.io"
+                         " (newest compatible versions at fetch time, reused from the cache "
+                         "afterwards); commit a Cargo.lock to pin what a release builds")
         manifest_path = join(root, "Cargo.toml")
         if manifest_path not in files:
             raise RecipeError(f"{join(root, 'Cargo.lock')} has no Cargo.toml beside it",
                               "cargo needs both")
         manifest = _toml(files[manifest_path], manifest_path)
-        lock = _toml(files[join(root, "Cargo.lock")], join(root, "Cargo.lock"))
+        lock = {} if generated else _toml(files[join(root, "Cargo.lock")],
+                                          join(root, "Cargo.lock"))
         prefix = f"{root}/" if root else ""
-        selected: list[tuple[str, bytes]] = [("Cargo.toml", files[manifest_path]),
-                                             ("Cargo.lock", files[join(root, "Cargo.lock")])]
+        selected: list[tuple[str, bytes]] = [("Cargo.toml", files[manifest_path])]
+        if not generated:
+            selected.append(("Cargo.lock", files[join(root, "Cargo.lock")]))
         stand_ins = _stand_ins("", manifest) if "package" in manifest else []
         for member in _members(root, manifest, files):
             data = files[join(member, "Cargo.toml")]
@@ -198,55 +259,70 @@ class Cargo:
         selected += [(path, b"") for path in sorted(set(stand_ins))]
         if (toolchain_file := join(root, "rust-toolchain.toml")) in files:
             selected.append(("rust-toolchain.toml", files[toolchain_file]))
-        pins = []
-        notes = []
-        for package in lock.get("package", []):
-            if not isinstance(package, dict):
-                continue
-            source = package.get("source")
-            if source is None:
-                continue  # a workspace member or a path dependency: in the tree
-            if source != _CRATES_IO:
-                notes.append(f"{package.get('name')} {package.get('version')} comes from "
-                             f"{str(source)[:120]} (not crates.io: the fetch will refuse it)")
-                continue
-            checksum = str(package.get("checksum", ""))
-            if not re.fullmatch(r"[0-9a-f]{64}", checksum):
-                raise RecipeError(f"Cargo.lock: {package.get('name')} has no checksum",
-                                  "regenerate the lock with a current cargo")
-            pins.append(Pin(str(package["name"]), str(package["version"]),
-                            (f"sha256:{checksum}",)))
+        pins = _lock_pins(lock, notes)
+        relative = tree.subdir[len(prefix):] if tree.subdir != root else ""
+        up = "/".join([".."] * len(PurePosixPath(relative).parts)) if relative else "."
+        options = (("root", up), ("targets", _targets(tree, files)),
+                   ("lock", "generated" if generated else "committed"))
+        lock_name = join(root, "Cargo.lock")
         return FetchPlan(strategy=STRATEGY, project_dir=tree.subdir, lock_root=root,
-                         files=tuple(selected), pin_source=f"Cargo.lock:{join(root, 'Cargo.lock')}",
+                         files=tuple(selected),
+                         pin_source=f"{'generated ' if generated else ''}Cargo.lock:{lock_name}",
                          pins=tuple(sorted(pins, key=lambda p: (p.name, p.version))),
-                         notes=tuple(notes))
+                         notes=tuple(notes), options=options)
 
     def fetch_command(self, plan: FetchPlan) -> str:
-        """``cargo fetch --locked``: exactly the lock, for every target platform."""
-        del plan
-        return f"mkdir -p {CARGO_HOME}\ncargo fetch --locked\n"
+        """``cargo fetch --locked``: exactly the lock, for every target platform (a lock
+        resolved first, and kept for the builds, when none is committed)."""
+        lines = [f"mkdir -p {CARGO_HOME}"]
+        if dict(plan.options).get("lock") == "generated":
+            lines += ["cargo generate-lockfile", f"mkdir -p {GENERATED_LOCK.rsplit('/', 1)[0]}",
+                      f"cp Cargo.lock {GENERATED_LOCK}"]
+        return "\n".join([*lines, "cargo fetch --locked"]) + "\n"
 
     def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
         """crates.io's sparse index; cargo takes the proxy from its own variable too."""
         del plan
         env = {"CARGO_HOME": CARGO_HOME, "CARGO_HTTP_PROXY": proxy,
                "CARGO_REGISTRIES_CRATES_IO_PROTOCOL": "sparse", "CARGO_NET_RETRY": "2",
-               "CARGO_TERM_COLOR": "never"}
+               "CARGO_TERM_COLOR": "never",
+               # A resolved lock picks versions the toolchain's rustc can build.
+               "CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS": "fallback"}
         if ca_file is not None:
             env["CARGO_HTTP_CAINFO"] = ca_file
         return env
 
-    def build_env(self) -> tuple[tuple[str, str], ...]:
-        """The fetched cargo home, offline."""
+    def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
+        """The fetched cargo home, offline, and what the recipe's commands need to know:
+        the workspace root relative to the project (``REPROBUILD_CARGO_ROOT``), the targets
+        (``--bins``, or ``--examples`` for a package of example servers) and the resolved
+        lock to put there when none was committed (``REPROBUILD_CARGO_LOCK``)."""
+        options = dict(plan.options)
+        generated = options.get("lock") == "generated"
         return (("CARGO_HOME", CARGO_HOME), ("CARGO_NET_OFFLINE", "true"),
-                ("CARGO_TERM_COLOR", "never"), ("CARGO_INCREMENTAL", "0"))
+                ("CARGO_TERM_COLOR", "never"), ("CARGO_INCREMENTAL", "0"),
+                ("REPROBUILD_CARGO_ROOT", options.get("root", ".")),
+                ("REPROBUILD_CARGO_TARGETS", options.get("targets", "--bins")),
+                ("REPROBUILD_CARGO_LOCK", GENERATED_LOCK if generated else ""))
 
     def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
         """Keep the registry's index cache and crates; every crate matches the lock."""
-        expected = {f"{p.name}-{p.version}.crate": p for p in plan.pins}
+        notes: list[str] = []
+        pins_of = plan.pins
+        if dict(plan.options).get("lock") == "generated":
+            lock_path = staging / GENERATED_LOCK.removeprefix(f"{DEPS_DIR}/")
+            if not lock_path.is_file():
+                raise EnvironmentFailure("the cargo fetch resolved no Cargo.lock",
+                                         "see the fetch log")
+            pins_of = tuple(_lock_pins(_toml(lock_path.read_bytes(), "the resolved Cargo.lock"),
+                                       notes))
+        expected = {f"{p.name}-{p.version}.crate": p for p in pins_of}
         kept: list[ExtractedFile] = []
         pins: dict[str, str] = {}
         for member in files:
+            if member.path == GENERATED_LOCK.removeprefix(f"{DEPS_DIR}/"):
+                kept.append(member)
+                continue
             if not member.path.startswith("cargo/registry/"):
                 continue
             m = _CRATE_FILE.fullmatch(member.path)
@@ -261,9 +337,9 @@ class Cargo:
                                                    actual, source="Cargo.lock")
                 pins[pin.name] = pin.version
             kept.append(member)
-        if plan.pins and not pins:
+        if pins_of and not pins:
             raise EnvironmentFailure("the cargo fetch downloaded no crates", "see its log")
-        return Verified(files=tuple(kept), pins=tuple(sorted(pins.items())))
+        return Verified(files=tuple(kept), pins=tuple(sorted(pins.items())), notes=tuple(notes))
 
     def diagnose(self, plan: FetchPlan, log: str) -> ReprobuildError | None:
         """cargo's checksum failure, naming the package."""
