@@ -211,7 +211,9 @@ for cmd in sys.argv[1:]:
     if SHELL & set(cmd) or "=" in cmd.split()[0]:
         argv = ["/bin/sh", "-e", "-c", cmd]
     else:
-        argv = [os.path.expandvars(word) for word in shlex.split(cmd)]
+        # A word that is just an empty $VAR is no word at all, as in a shell.
+        argv = [os.path.expandvars(w) for w in shlex.split(cmd)
+                if os.path.expandvars(w) or not w.startswith("$")]
     sys.stderr.write("+ " + cmd + "\n")
     sys.stderr.flush()
     code = subprocess.call(argv)

@@ -315,6 +315,24 @@ def test_npm_lock_in_the_project_itself_and_a_nested_project() -> None:
     assert plan.lock_root == "tools/x"
 
 
+def test_an_npm_workspace_member_with_its_own_lock_agrees_with_npm_on_the_root() -> None:
+    member_lock = json.dumps({"lockfileVersion": 3, "packages": {"": {"name": "m"}}})
+    root_lock = json.dumps({"lockfileVersion": 3, "packages": {
+        "": {"name": "mono", "workspaces": ["src/*"]}, "src/m": {"name": "m"}}})
+    files = {"package.json": '{"name": "mono", "workspaces": ["src/*"]}',
+             "src/m/package.json": '{"name": "m"}', "src/m/package-lock.json": member_lock}
+    # The root has no lockfile: the member's is used and npm is kept in the member.
+    plan = make_plan(tree(files, subdir="src/m"), recipe("npm"))
+    assert plan.lock_root == "src/m"
+    assert ("REPROBUILD_NPM_FLAGS", "--workspaces=false") in ecosystems.get("npm").build_env(plan)
+    assert any("--workspaces=false" in n for n in plan.notes)
+    # The root has one: npm ci in the member installs from the root, so the fetch does too.
+    plan = make_plan(tree({**files, "package-lock.json": root_lock}, subdir="src/m"),
+                     recipe("npm"))
+    assert plan.lock_root == ""
+    assert ("REPROBUILD_NPM_FLAGS", "") in ecosystems.get("npm").build_env(plan)
+
+
 @pytest.mark.parametrize(("lock", "manager"), [("yarn.lock", "Yarn"), ("bun.lockb", "Bun")])
 def test_npm_refuses_other_lockfiles_clearly(lock: str, manager: str) -> None:
     files = {"package.json": '{"name": "x"}', lock: "lockfileVersion: '9.0'\n"}

@@ -173,6 +173,16 @@ def test_launcher_expands_variables_and_stops_on_failure(tmp_path: Path) -> None
     assert "+ false" in result.stderr
 
 
+def test_an_empty_variable_is_no_word_but_an_empty_quoted_word_stays(tmp_path: Path) -> None:
+    script = tmp_path / "argv.py"
+    script.write_text("import sys\nprint(len(sys.argv) - 1)\n")
+    env = {"EMPTY": "", "PATH": "/usr/bin:/bin"}
+    assert _launch(tmp_path, f"{sys.executable} argv.py $EMPTY x",
+                   env=env).stdout.endswith("1\n")
+    assert _launch(tmp_path, f"{sys.executable} argv.py \"\" x",
+                   env=env).stdout.endswith("2\n")
+
+
 def test_launcher_uses_the_shell_for_shell_syntax(tmp_path: Path) -> None:
     result = _launch(tmp_path, "echo a | tr a b > piped; X=1 sh -c 'echo $X' > assigned",
                      env={"PATH": "/usr/bin:/bin"})

@@ -138,8 +138,10 @@ class Npm:
 
     def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
         """``npm ci --offline`` in the build reads the fetched cache and nothing else."""
-        del plan
-        return (("npm_config_cache", NPM_CACHE_DIR), ("npm_config_offline", "true"),
+        # npm reads --workspaces=false only from its command line: the recipe passes this.
+        flags = "--workspaces=false" if dict(plan.options).get("workspaces") == "false" else ""
+        return (("REPROBUILD_NPM_FLAGS", flags),
+                ("npm_config_cache", NPM_CACHE_DIR), ("npm_config_offline", "true"),
                 ("npm_config_audit", "false"), ("npm_config_fund", "false"),
                 ("npm_config_update_notifier", "false"))
 

@@ -56,6 +56,29 @@ def _glob_match(path: str, pattern: str) -> bool:
     return len(parts) == len(wanted) and all(map(fnmatchcase, parts, wanted))
 
 
+def _workspace_root_of(files: dict[str, bytes], ancestors: list[str],
+                       project: str) -> str | None:
+    """The nearest directory above the project whose package.json "workspaces" cover it
+    (how npm finds the root it installs from)."""
+    for level in ancestors:
+        data = files.get(join(level, "package.json"))
+        if data is None:
+            continue
+        try:
+            manifest = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        globs = manifest.get("workspaces", []) if isinstance(manifest, dict) else []
+        if isinstance(globs, dict):
+            globs = globs.get("packages", [])
+        relative = project[len(level):].lstrip("/") if level else project
+        for pattern in globs if isinstance(globs, list) else []:
+            if isinstance(pattern, str) and _glob_match(
+                    relative, pattern.strip().rstrip("/").removeprefix("./")):
+                return level
+    return None
+
+
 def plan_npm(tree: SourceTree) -> FetchPlan:
     """The fetch plan of an npm project: its lockfile, found in the project or above it."""
     files = files_of(tree)
@@ -64,6 +87,18 @@ def plan_npm(tree: SourceTree) -> FetchPlan:
     levels = ["/".join(parts[:i]) for i in range(len(parts), -1, -1)]
     root: str | None = None
     lock_name = ""
+    # npm itself (npm ci in the build) installs from the workspace root whose
+    # "workspaces" cover the project, never from a member's own lockfile: the fetch follows
+    # it, and a member lockfile is used only when that root has none (the build then runs
+    # npm with --workspaces=false, so it stays in the member; see build options).
+    workspace_root = _workspace_root_of(files, levels[1:], project)
+    standalone = False
+    if workspace_root is not None:
+        if any(join(workspace_root, n) in files for n in NPM_LOCKFILES):
+            levels = levels[levels.index(workspace_root):]
+        elif any(join(project, n) in files for n in NPM_LOCKFILES):
+            levels = [project]
+            standalone = True
     for level in levels:
         lock_name = next((n for n in NPM_LOCKFILES if join(level, n) in files), "")
         if lock_name:
@@ -155,7 +190,12 @@ def plan_npm(tree: SourceTree) -> FetchPlan:
         if not integrity and not value.get("inBundle"):
             notes.append(f"{name}@{version} has no integrity in the lockfile")
         pins[(name, version, integrity)] = Pin(name, version, tuple(integrity.split()))
+    if standalone:
+        notes.append(f"{project} is a workspace of {workspace_root or 'the repository root'}, "
+                     "which has no lockfile: its own lockfile is used, and npm runs with "
+                     "--workspaces=false")
     return FetchPlan(strategy=STRATEGY, project_dir=project, lock_root=root,
+                     options=(("workspaces", "false" if standalone else ""),),
                      files=tuple(selected), pin_source=f"package-lock:{lock_path}",
                      pins=tuple(sorted(pins.values(), key=lambda p: (p.name, p.version))),
                      notes=tuple(dict.fromkeys(notes)))
