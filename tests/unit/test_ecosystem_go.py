@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 
 import pytest
 
 from reprobuild import ecosystems, images
+from reprobuild.ecosystems.golang.goreleaser import read_goreleaser, render
 from reprobuild.ecosystems.golang.plan import (
     go_mod_hash,
     module_hash,
@@ -16,7 +18,7 @@ from reprobuild.ecosystems.golang.plan import (
     plan_go,
     unescape_path,
 )
-from reprobuild.ecosystems.interface import FetchPlan
+from reprobuild.ecosystems.interface import FetchPlan, FetchSettings
 from reprobuild.errors import RecipeError
 from reprobuild.source import EntryKind, SourceEntry, SourceKind, SourceTree, compute_tree_sha256
 
@@ -95,3 +97,65 @@ def test_the_go_image_must_be_new_enough_for_the_go_directive() -> None:
     env = dict(go.build_env(FetchPlan(strategy="go-mod", project_dir="")))
     assert env["GOPROXY"] == "file:///deps/gomod/cache/download" and env["GOSUMDB"] == "off"
     assert "-trimpath" in env["GOFLAGS"]
+
+
+GORELEASER = (b"""version: 2
+project_name: github-mcp-server
+before:
+  hooks:
+    - go mod tidy
+    - go generate ./...
+builds:
+  - env:
+      - CGO_ENABLED=0
+    ldflags:
+      - -s -w -X main.version={{.Version}} -X main.commit={{.Commit}} -X main.date={{.Date}}"""
+              b""" -X example.com/demo/internal/buildinfo.OAuthClientID={{ .Env.OAUTH_CLIENT_ID }}
+    goos: [linux, windows, darwin]
+    main: ./cmd/demo
+  - id: windows-only
+    goos: [windows]
+    main: ./cmd/other
+""")
+
+
+def _released(config: bytes, ref: str | None) -> SourceTree:
+    source = tree({"go.mod": GO_MOD, "go.sum": GO_SUM, ".goreleaser.yaml": config,
+                   "cmd/demo/main.go": b"package main\n"})
+    return dataclasses.replace(source, ref=ref, commit="0123456789" * 4,
+                               commit_time=1767323045)
+
+
+def test_a_goreleaser_release_is_rebuilt_with_its_ldflags_stamps() -> None:
+    go = ecosystems.get("go-mod")
+    fetch_plan = go.plan_fetch(_released(GORELEASER, "v1.10.1"), FetchSettings(origin="r"),
+                               None)
+    env = dict(go.build_env(fetch_plan))
+    assert env["REPROBUILD_GO_MAINS"] == "./cmd/demo"  # the windows-only build is not ours
+    assert env["REPROBUILD_GO_LDFLAGS"] == (
+        "-s -w -X main.version=1.10.1 -X main.commit=" + "0123456789" * 4
+        + " -X main.date=2026-01-02T03:04:05Z -X "
+        "example.com/demo/internal/buildinfo.OAuthClientID=")
+    notes = "\n".join(fetch_plan.notes)
+    assert ".goreleaser.yaml applied: main ./cmd/demo; -ldflags" in notes
+    assert "{{ .Env.OAUTH_CLIENT_ID }} comes from the release job's environment" in notes
+    assert "before hooks not run (go mod tidy; go generate ./...)" in notes
+    # Not a release tag: a snapshot version, said so.
+    snapshot = go.plan_fetch(_released(GORELEASER, "main"), FetchSettings(origin="r"), None)
+    assert "main.version=0.0.0-SNAPSHOT-0123456 " in dict(go.build_env(snapshot))[
+        "REPROBUILD_GO_LDFLAGS"]
+    assert any("is not a release tag" in n for n in snapshot.notes)
+    # No goreleaser file: every main package, nothing stamped.
+    plain = go.plan_fetch(tree({"go.mod": GO_MOD, "go.sum": GO_SUM}), FetchSettings(origin="r"),
+                          None)
+    assert dict(go.build_env(plain))["REPROBUILD_GO_MAINS"] == ""
+    assert dict(go.build_env(plain))["REPROBUILD_GO_LDFLAGS"] == ""
+
+
+def test_goreleaser_templates_and_bad_files() -> None:
+    notes: list[str] = []
+    assert render("{{ .Version }}-{{.ShortCommit}}-{{ title .Os }}", {".Version": "1",
+                  ".ShortCommit": "abc"}, notes) == "1-abc-"
+    assert notes == ["goreleaser: template {{ title .Os }} is not understood: stamped empty"]
+    with pytest.raises(RecipeError, match=r"\.goreleaser\.yaml is not valid YAML"):
+        read_goreleaser(_released(b"builds: [\n", "v1.0.0"))

@@ -4,18 +4,21 @@ Everything reprobuild knows about Go lives in this package: planning (:mod:`.pla
 here the toolchain choice (the pinned Go image must be at least the ``go`` directive's
 version), the fetch command (``go mod download`` with the module proxy and the checksum
 database as the only hosts), the offline build environment (a ``file://`` module proxy made
-of the fetched cache, ``-trimpath``, no VCS stamping, no cgo) and the check of every
-downloaded module against ``go.sum``.
+of the fetched cache, ``-trimpath``, no VCS stamping, no cgo, and a goreleaser project's
+``-ldflags -X`` stamps, :mod:`.goreleaser`) and the check of every downloaded module
+against ``go.sum``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reprobuild.archive import ExtractedFile
+from reprobuild.ecosystems.golang.goreleaser import read_goreleaser
 from reprobuild.ecosystems.golang.plan import (
     STRATEGY,
     go_mod_hash,
@@ -115,7 +118,11 @@ class GoModules:
         if settings.pins:
             raise RecipeError(f"--pin {settings.pins[0]}: a Go build takes exactly what "
                               "go.mod and go.sum name", "drop --pin, or change go.mod")
-        return plan_go(tree)
+        plan = plan_go(tree)
+        release = read_goreleaser(tree)
+        if release is None:
+            return plan
+        return replace(plan, notes=(*plan.notes, *release.notes), options=release.options)
 
     def fetch_command(self, plan: FetchPlan) -> str:
         """``go mod download`` of the whole build list, into the module cache."""
@@ -135,11 +142,17 @@ class GoModules:
         return env
 
     def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
-        """The fetched cache as a ``file://`` module proxy; go.sum still checks every file."""
-        del plan
+        """The fetched cache as a ``file://`` module proxy; go.sum still checks every file.
+        A goreleaser project's main packages, ``-ldflags`` and tags go to the recipe as
+        ``REPROBUILD_GO_MAINS`` (empty: every main package), ``REPROBUILD_GO_LDFLAGS`` and
+        ``REPROBUILD_GO_TAGS``."""
+        options = dict(plan.options)
         return (("GOPROXY", f"file://{MODCACHE}/cache/download"), ("GOSUMDB", "off"),
                 ("GOFLAGS", "-trimpath -buildvcs=false"), ("GOTOOLCHAIN", "local"),
-                ("CGO_ENABLED", "0"), ("GOTELEMETRY", "off"))
+                ("CGO_ENABLED", "0"), ("GOTELEMETRY", "off"),
+                ("REPROBUILD_GO_MAINS", options.get("mains", "")),
+                ("REPROBUILD_GO_LDFLAGS", options.get("ldflags", "")),
+                ("REPROBUILD_GO_TAGS", options.get("tags", "")))
 
     def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
         """Keep the download cache only; every zip and go.mod must match go.sum."""
