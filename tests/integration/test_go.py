@@ -73,3 +73,30 @@ def test_a_go_build_step_that_reaches_for_the_network_is_caught(tmp_path: Path) 
     assert report is not None
     names = {a["name"] for a in report["egress"]}
     assert "proxy.golang.org" in names, report["egress"]
+
+
+def test_a_goreleaser_release_is_rebuilt_with_its_version_stamps(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "go-server", name="released")
+    (repo / ".goreleaser.yaml").write_text(
+        "version: 2\nbuilds:\n  - env: [CGO_ENABLED=0]\n    main: ./cmd/notes-mcp\n"
+        "    ldflags: ['-s -w -X main.version={{.Version}} -X main.commit={{.ShortCommit}}']\n"
+        "    goos: [linux, darwin]\n")
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "release"], check=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
+                        "PATH": "/usr/bin:/bin"})
+    subprocess.run(["git", "-C", str(repo), "tag", "v1.4.2"], check=True)
+    result = run_cli("check", str(repo), "--ref", "v1.4.2", "--variations", "none",
+                     "--out", str(tmp_path / "out"), json_path=tmp_path / "r.json")
+    assert result.code == 0, result.stdout + result.stderr
+    report = result.report
+    assert report is not None
+    assert any(".goreleaser.yaml applied: main ./cmd/notes-mcp" in n
+               for n in report["fetch"]["notes"]), report["fetch"]["notes"]
+    binary = tmp_path / "out" / "a" / "artifacts" / "linux-amd64" / "notes-mcp"
+    binary.chmod(0o755)
+    answer = subprocess.run([str(binary)], input='{"id":1,"method":"server/version"}\n',
+                            capture_output=True, text=True, timeout=30, check=True).stdout
+    assert json.loads(answer)["result"] == {"version": "1.4.2",
+                                            "commit": report["source"]["commit"][:7]}
