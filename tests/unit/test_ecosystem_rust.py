@@ -112,3 +112,19 @@ def test_the_rust_image_must_be_new_enough_for_rust_version() -> None:
     with pytest.raises(RecipeError, match=r"needs rust-version 1\.99; the pinned Rust "
                                           r"toolchain is 1\.97\.1"):
         cargo.choose_image(newer, "rust", definitions)
+
+
+def test_a_pinned_rust_toolchain_other_than_the_image_s_is_said() -> None:
+    from reprobuild.images import ToolchainImage  # noqa: PLC0415
+
+    image = ToolchainImage(name="rust", tag="reprobuild/rust:x", image_id="sha256:" + "1" * 64,
+                           definition_sha256="2" * 64,
+                           versions=(("rustc", "1.97.1+dfsg1-1~bpo13+1"),), path_env="/usr/bin")
+    source = tree({"Cargo.toml": MEMBER, "Cargo.lock": LOCK,
+                   "rust-toolchain.toml": b'[toolchain]\nchannel = "1.96"\n'})
+    fetch_plan = ecosystems.get("cargo").plan_fetch(source, FetchSettings(origin="r"), image)
+    assert any("rust-toolchain pins 1.96; built with the image's rustc 1.97.1" in n
+               for n in fetch_plan.notes)
+    same = tree({"Cargo.toml": MEMBER, "Cargo.lock": LOCK, "rust-toolchain": b"1.97\n"})
+    assert not any("rust-toolchain" in n for n in ecosystems.get("cargo").plan_fetch(
+        same, FetchSettings(origin="r"), image).notes)

@@ -118,6 +118,21 @@ def _workspace_root(levels: Sequence[str], files: Mapping[str, bytes]) -> str | 
     return own
 
 
+def _toolchain_channel(files: Mapping[str, bytes], root: str) -> str | None:
+    """The channel ``rust-toolchain.toml`` (or the older ``rust-toolchain``) pins."""
+    data = files.get(join(root, "rust-toolchain.toml"))
+    if data is not None:
+        try:
+            table = _toml(data, "rust-toolchain.toml").get("toolchain")
+        except RecipeError:
+            return None
+        channel = table.get("channel") if isinstance(table, dict) else None
+        return channel if isinstance(channel, str) else None
+    legacy = files.get(join(root, "rust-toolchain"))
+    text = legacy.decode("utf-8", "replace").strip() if legacy is not None else ""
+    return text if re.fullmatch(r"[0-9A-Za-z.-]{1,40}", text) else None
+
+
 def _lock_pins(lock: Mapping[str, Any], notes: list[str]) -> list[Pin]:
     """Every crates.io package of a lock, with its checksum; notes for the others."""
     pins = []
@@ -218,7 +233,6 @@ class Cargo:
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:
         """The workspace's manifests and lock, with stand-ins for its targets."""
-        del toolchain
         if settings.pins:
             raise RecipeError(f"--pin {settings.pins[0]}: a cargo build takes exactly what "
                               "Cargo.lock names", "drop --pin, or update Cargo.lock")
@@ -259,6 +273,12 @@ class Cargo:
         selected += [(path, b"") for path in sorted(set(stand_ins))]
         if (toolchain_file := join(root, "rust-toolchain.toml")) in files:
             selected.append(("rust-toolchain.toml", files[toolchain_file]))
+        pinned = _toolchain_channel(files, root)
+        have = dict(toolchain.versions).get("rustc", "").split("+", 1)[0] if toolchain else ""
+        if pinned and have and not have.startswith(pinned):
+            notes.append(f"rust-toolchain pins {pinned}; built with the image's rustc {have} "
+                         "(Debian's: rustup's downloads are not reachable), so a release "
+                         f"built with {pinned} may differ")
         pins = _lock_pins(lock, notes)
         relative = tree.subdir[len(prefix):] if tree.subdir != root else ""
         up = "/".join([".."] * len(PurePosixPath(relative).parts)) if relative else "."
