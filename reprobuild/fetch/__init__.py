@@ -238,7 +238,7 @@ def _store(ecosystem: Ecosystem, plan: FetchPlan, key: str, cache: DepsCache,
         "cutoff": plan.cutoff, "requirements": list(plan.requirements),
         "env": [list(e) for e in ecosystem.build_env(plan)],
         "pins": [list(p) for p in verified.pins], "hashes": [list(h) for h in verified.hashes],
-        "notes": notes, "created": round(time.time(), 3),
+        "notes": notes, "verify_notes": list(verified.notes), "created": round(time.time(), 3),
         "requests": [dataclasses.asdict(r) for r in outcome.requests]},
         executables=verified.executables)
     result = _result(plan, key, cache.tar_path(key), meta, outcome.requests, False, started)
@@ -254,5 +254,8 @@ def _result(plan: FetchPlan, key: str, archive: Path, meta: Mapping[str, Any],
         env=ecosystems.get(plan.strategy).build_env(plan),
         pins=tuple((str(n), str(v)) for n, v in meta.get("pins", [])),
         requests=requests_, cache_hit=hit, seconds=round(time.monotonic() - started, 3),
-        failure=None, notes=tuple(str(n) for n in meta.get("notes", [])),
+        # Planning notes follow this plan (a goreleaser file is not a fetch input); what the
+        # check of the fetched files found is the cache's.
+        failure=None, notes=tuple(dict.fromkeys([*plan.notes, *map(str, meta.get(
+            "verify_notes", meta.get("notes", [])))])),
         hashes=tuple((str(n), str(h)) for n, h in meta.get("hashes", [])))
