@@ -38,7 +38,9 @@ def test_a_pnpm_workspace_member_packs_bit_for_bit_with_its_ranges_rewritten(
     assert report["fetch"]["strategy"] == "pnpm"
     assert report["fetch"]["pins"] == {"ms": "2.1.3"}
     assert re.fullmatch(r"sha512-[A-Za-z0-9+/]{86}==", report["fetch"]["hashes"]["pnpm@11.8.0"])
-    assert {r["host"] for r in report["fetch"]["requests"]} == {"registry.npmjs.org"}
+    hosts = {r["host"] for r in report["fetch"]["requests"]}
+    assert hosts <= {"registry.npmjs.org"}
+    assert hosts or report["fetch"]["cache_hit"], "a fresh fetch lists its requests"
     assert [o["path"] for o in report["builds"][0]["outputs"]] == ["notes-mcp-1.2.0.tgz"]
     # What a release publishes: workspace: and catalog: became real ranges, the build ran
     # (dist/ with the version banner), and only the declared files are in.
