@@ -28,7 +28,13 @@ from reprobuild.ecosystems.interface import (
     files_of,
     join,
 )
-from reprobuild.ecosystems.node.plan import NPM_LOCKFILES, STRATEGY, nearest_lockfiles, plan_npm
+from reprobuild.ecosystems.node.plan import (
+    NPM_LOCKFILES,
+    STRATEGY,
+    UNTRUSTED_CERTIFICATE,
+    nearest_lockfiles,
+    plan_npm,
+)
 from reprobuild.ecosystems.node.pnpm import ECOSYSTEM as PNPM
 from reprobuild.ecosystems.node.release import NpmReleases
 from reprobuild.ecosystems.node.toolchain import node_images, select_node_image
@@ -52,8 +58,6 @@ _CONTENT = re.compile(r"npm-cache/_cacache/content-v2/(sha\d+)/([0-9a-f]{2})/([0
 _NPM_INTEGRITY = re.compile(
     r"(?P<want>sha\d+-[A-Za-z0-9+/=]+) integrity checksum failed when using sha\d+: wanted "
     r"(?P<wanted>sha\d+-[A-Za-z0-9+/=]+) but got (?P<got>sha\d+-[A-Za-z0-9+/=]+)")
-_UNTRUSTED_CERTIFICATE = ("SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_GET_ISSUER_CERT",
-                          "unable to get local issuer certificate", "self-signed certificate")
 
 
 class Npm:
@@ -201,7 +205,7 @@ class Npm:
 
     def failure_hint(self, log: str) -> str | None:
         """npm failing certificate checks: an intercepting proxy without ``--ca-cert``."""
-        if any(marker in log for marker in _UNTRUSTED_CERTIFICATE):
+        if any(marker in log for marker in UNTRUSTED_CERTIFICATE):
             return UNTRUSTED_CA_HINT
         return None
 

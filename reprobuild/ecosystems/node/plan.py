@@ -17,7 +17,8 @@ from reprobuild.ecosystems.interface import FetchPlan, Pin, files_of, join
 from reprobuild.errors import RecipeError
 from reprobuild.source import SourceTree
 
-__all__ = ["NPM_LOCKFILES", "OTHER_LOCKFILES", "STRATEGY", "nearest_lockfiles", "plan_npm"]
+__all__ = ["NPM_LOCKFILES", "OTHER_LOCKFILES", "STRATEGY", "UNTRUSTED_CERTIFICATE",
+           "nearest_lockfiles", "plan_npm"]
 
 STRATEGY = "npm"
 
@@ -30,6 +31,9 @@ OTHER_LOCKFILES = {
     "bun.lockb": "Bun",
 }
 """Lockfiles of other Node package managers, which this strategy does not read."""
+UNTRUSTED_CERTIFICATE = ("SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_GET_ISSUER_CERT",
+                         "unable to get local issuer certificate", "self-signed certificate")
+"""What Node's TLS stack says about a certificate it does not trust (npm and pnpm)."""
 _SUPPORTED = ("package-lock.json or npm-shrinkwrap.json (--recipe node) and pnpm-lock.yaml "
               "(--recipe pnpm)")
 

@@ -48,7 +48,7 @@ from reprobuild.ecosystems.interface import (
     files_of,
     join,
 )
-from reprobuild.ecosystems.node.plan import nearest_lockfiles
+from reprobuild.ecosystems.node.plan import UNTRUSTED_CERTIFICATE, nearest_lockfiles
 from reprobuild.ecosystems.node.release import NpmReleases
 from reprobuild.errors import (
     DependencyIntegrityError,
@@ -84,8 +84,6 @@ _INTEGRITY = re.compile(r'\[?ERR_PNPM_TARBALL_INTEGRITY\]?.*?Wanted "(?P<wanted>
 _TOOL_MISMATCH = re.compile(r"reprobuild: pnpm@(?P<version>\S+) tarball (?P<algo>sha\d+) is "
                             r"(?P<got>[0-9a-f]+), packageManager pins (?P<want>[0-9a-f]+)")
 _GONE = re.compile(r"^\s+(?P<entry>\S+@\S+) .*(?:Not Found - 404|404 Not Found)")
-_UNTRUSTED_CERTIFICATE = ("SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_GET_ISSUER_CERT",
-                          "unable to get local issuer certificate", "self-signed certificate")
 _TOOL_LIMITS = ExtractLimits(max_files=5_000, max_file_bytes=256 * 2**20,
                              max_total_bytes=512 * 2**20)
 
@@ -464,7 +462,7 @@ class Pnpm:
 
     def failure_hint(self, log: str) -> str | None:
         """Certificate failures: an intercepting proxy without ``--ca-cert``."""
-        if any(marker in log for marker in _UNTRUSTED_CERTIFICATE):
+        if any(marker in log for marker in UNTRUSTED_CERTIFICATE):
             return UNTRUSTED_CA_HINT
         return None
 
