@@ -142,7 +142,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
     timings["total_s"] = round(time.monotonic() - started, 3)
     return Report(
         verdict=verdict,
-        source=plan.source_info(tree), recipe=plan.recipe_info(recipe, reason),
+        source=plan.source_info(tree), recipe=plan.recipe_info(recipe, reason, tree),
         toolchain=plan.toolchain_info(toolchain),
         variations=tuple(v.value for v in env_a.varied),
         builds=builds, differences=differences, timings=timings, out_dir=str(out),

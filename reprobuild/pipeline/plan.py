@@ -181,10 +181,14 @@ def source_info(tree: SourceTree) -> SourceInfo:
                       tree_sha256=tree.tree_sha256, files=len(tree.entries))
 
 
-def recipe_info(recipe: Recipe, reason: str | None) -> RecipeInfo:
-    """The recipe as the report shows it."""
+def recipe_info(recipe: Recipe, reason: str | None, tree: SourceTree) -> RecipeInfo:
+    """The recipe as the report shows it, with the manifest it detected in the project."""
+    present = project_files(tree)
+    manifest = next((f for f in recipe.detect_files if f in present), None)
+    if manifest is not None and tree.subdir:
+        manifest = f"{tree.subdir}/{manifest}"
     return RecipeInfo(name=recipe.name, origin=recipe.origin, commands=recipe.commands,
-                      outputs=recipe.outputs, reason=reason)
+                      outputs=recipe.outputs, reason=reason, manifest=manifest)
 
 
 def toolchain_info(toolchain: images.ToolchainImage | None) -> ToolchainInfo:

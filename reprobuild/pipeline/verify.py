@@ -487,7 +487,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                                        results, strict=False)) if recipe else ()
     return Report(
         verdict=verdict,
-        source=plan.source_info(tree), recipe=plan.recipe_info(recipe, reason),
+        source=plan.source_info(tree), recipe=plan.recipe_info(recipe, reason, tree),
         toolchain=plan.toolchain_info(toolchain),
         variations=tuple(v.value for v in plan_pair(options.variations,
                                                     host_cpus=plan.host_cpus())[0].varied)

@@ -32,9 +32,10 @@ class ReportFormat:
 
 FORMATS: tuple[ReportFormat, ...] = (
     ReportFormat("json", "write the JSON report here", json.render, json.render_error),
-    ReportFormat("junit", "write a JUnit XML summary here (for CI dashboards)", junit.render),
+    ReportFormat("junit", "write a JUnit XML summary here (for CI dashboards)", junit.render,
+                 junit.render_error),
     ReportFormat("sarif", "write a SARIF 2.1.0 log here (for code-scanning dashboards)",
-                 sarif.render),
+                 sarif.render, sarif.render_error),
 )
 
 

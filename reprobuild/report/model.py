@@ -74,6 +74,9 @@ class RecipeInfo:
     outputs: tuple[str, ...]
     reason: str | None = None
     """Why this recipe, when more than one detected (null otherwise)."""
+    manifest: str | None = None
+    """The project's manifest the recipe detected (repository path), where code-scanning
+    dashboards pin a finding."""
 
 
 @dataclass(frozen=True)

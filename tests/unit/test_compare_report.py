@@ -6,6 +6,7 @@ import json
 import shlex
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -29,6 +30,7 @@ from reprobuild.report import (
 from reprobuild.report.formats import FORMATS, by_name, write_error, write_report
 from reprobuild.report.json import error_dict, to_dict
 from reprobuild.report.junit import to_junit
+from reprobuild.report.sarif import render_error as sarif_render_error
 from reprobuild.report.sarif import to_sarif
 
 
@@ -132,10 +134,18 @@ def test_junit_all_pass() -> None:
 def test_junit_failures_name_the_problem() -> None:
     cases = _cases(to_junit(_report(Verdict.EGRESS, diffs=2, egress=1)))
     egress = cases["no-egress"].find("failure")
-    assert egress is not None and egress.attrib["message"] == "1 network attempt(s)"
+    assert egress is not None and egress.attrib["message"] == "tried to reach x.example:80"
+    assert egress.attrib["type"] == "build-egress"
     assert "x.example:80" in (egress.text or "")
     repro = cases["reproducible"].find("failure")
     assert repro is not None and "p0.whl" in (repro.text or "")
+    assert repro.attrib["message"] == "2 artifact(s) differ: p0.whl; p1.whl"
+    # What dashboards key on: a classname per target, times, timestamp and host.
+    assert {c.attrib["classname"] for c in cases.values()} == {"reprobuild.r.s"}
+    assert cases["build-a"].attrib["time"] == "1.000"
+    suite = ET.fromstring(to_junit(_report(Verdict.REPRODUCIBLE))).find("testsuite")
+    assert suite is not None and suite.attrib["time"] == "2.500"
+    assert suite.attrib["hostname"] and len(suite.attrib["timestamp"]) == 19
 
 
 def test_junit_failed_build_skips_comparison() -> None:
@@ -156,9 +166,46 @@ def test_sarif_has_one_result_per_finding() -> None:
     assert "p0.whl" in run["results"][0]["message"]["text"]
     assert "x.example:80" in run["results"][2]["message"]["text"]
     uri = run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
-    assert uri == "s/"
-    assert run["versionControlProvenance"][0]["revisionId"] == "c" * 40
+    assert uri == "s/"  # no manifest known: the directory
+    assert "versionControlProvenance" not in run  # "/r" is a path, not a repository URI
+    assert run["automationDetails"]["id"] == "reprobuild//r/s/"
     json.dumps(log)  # serialisable as is
+
+
+def _sarif_schema() -> dict[str, Any]:
+    path = Path(__file__).parents[1] / "data" / "sarif-2.1.0-rtm.5.json"
+    return cast(dict[str, Any], json.loads(path.read_text()))
+
+
+def test_sarif_is_schema_valid_and_what_code_scanning_needs() -> None:
+    import jsonschema  # noqa: PLC0415
+
+    report = replace(_report(Verdict.EGRESS, diffs=2, egress=3, exit_b=1),
+                     recipe=RecipeInfo(name="python", origin="x", commands=(), outputs=(),
+                                       manifest="s/pyproject.toml"),
+                     source=replace(_report(Verdict.EGRESS).source,
+                                    url="https://git.example/o/r.git"))
+    log = to_sarif(report)
+    jsonschema.Draft4Validator(_sarif_schema()).validate(log)
+    jsonschema.Draft4Validator(_sarif_schema()).validate(
+        json.loads(sarif_render_error("bad input", 2)))
+    run = log["runs"][0]
+    rules = {r["id"]: r for r in run["tool"]["driver"]["rules"]}
+    assert all(r["fullDescription"]["text"] and r["help"]["text"] for r in rules.values())
+    assert "security" in rules["RB002"]["properties"]["tags"]
+    assert float(rules["RB002"]["properties"]["security-severity"]) >= 7
+    # Three packets to one destination are one result.
+    assert [r["ruleId"] for r in run["results"]].count("RB002") == 1
+    assert "3 attempt(s)" in run["results"][2]["message"]["text"]
+    location = run["results"][0]["locations"][0]["physicalLocation"]
+    assert location == {"artifactLocation": {"uri": "s/pyproject.toml"},
+                        "region": {"startLine": 1}}
+    assert run["versionControlProvenance"][0]["repositoryUri"] == "https://git.example/o/r.git"
+    # Fingerprints are stable across nights (timings, messages may change) and distinct.
+    again = to_sarif(replace(report, timings={"total_s": 99.0}))
+    prints = [r["partialFingerprints"] for r in run["results"]]
+    assert prints == [r["partialFingerprints"] for r in again["runs"][0]["results"]]
+    assert len({p["reprobuild/v1"] for p in prints}) == len(prints)
 
 
 def test_sarif_clean_run_has_no_results() -> None:
@@ -192,5 +239,10 @@ def test_json_keeps_the_schema_field_order_and_typed_records(tmp_path: Path) -> 
     for fmt in FORMATS:  # every registered format renders every report
         write_report(fmt, report, tmp_path / fmt.name)
         assert (tmp_path / fmt.name).stat().st_size > 0
-    assert not write_error(by_name("junit"), "m", 2, tmp_path / "none.xml")
-    assert not (tmp_path / "none.xml").exists()
+    # Every format writes something on an error exit (exit 2, 5): CI finds its file.
+    for fmt in FORMATS:
+        assert write_error(fmt, "no Docker engine", 5, tmp_path / f"error.{fmt.name}")
+    run = ET.fromstring((tmp_path / "error.junit").read_text()).find("testsuite/testcase")
+    assert run is not None and run.attrib["name"] == "run"
+    failure = run.find("failure")
+    assert failure is not None and failure.attrib["type"] == "exit-5"
