@@ -9,25 +9,30 @@ file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
 import typer
 
+from reprobuild.atomic import write_output
 from reprobuild.cli.console import RichProgress, err
 from reprobuild.cli.summary import print_summary
-from reprobuild.errors import ReprobuildError
+from reprobuild.errors import InputError, ReprobuildError
 from reprobuild.pipeline.check import CheckOptions, run_check
 from reprobuild.progress import Progress
 from reprobuild.report import Report
-from reprobuild.report.formats import FORMATS, by_name, write_error, write_report
+from reprobuild.report.formats import FORMATS, by_name, write_report
 from reprobuild.variations import parse_variations
 
-__all__ = ["ReportFiles", "check", "run_and_report", "with_report_options",
-           "write_error_reports", "write_reports"]
+__all__ = ["STDOUT", "ReportFiles", "annotate", "check", "check_report_files",
+           "run_and_report", "stdout_taken", "with_report_options", "write_error_reports",
+           "write_reports"]
 
 ReportFiles = Mapping[str, Path | None]
 """Format name -> the file the user asked for (None: not asked)."""
@@ -66,25 +71,96 @@ def _with_report_options(func: Callable[..., None], *, before: str) -> Callable[
     return command
 
 
+STDOUT = Path("-")
+"""``--json -``: the report on standard output (the summary then goes to stderr)."""
+
+
+def check_report_files(files: ReportFiles) -> None:
+    """Refuse report paths that cannot be written before any work starts: a directory, the
+    same file for two formats, standard output twice."""
+    seen: dict[str, str] = {}
+    for name, path in files.items():
+        if path is None:
+            continue
+        key = "-" if path == STDOUT else os.path.realpath(path)
+        if key in seen:
+            raise InputError(f"--{name} and --{seen[key]} both write to {path}",
+                             "give each report its own file")
+        seen[key] = name
+        if path != STDOUT and path.is_dir():
+            raise InputError(f"--{name} {path} is a directory",
+                             "name a file to write the report to (or - for stdout)")
+
+
+def _emit(data: bytes, path: Path) -> None:
+    if path == STDOUT:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_output(data, path)
+
+
+def _step_summary(data: bytes) -> None:
+    """Append the Markdown summary to GitHub Actions' job summary, when there is one."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if target:
+        with Path(target).open("ab") as handle:
+            handle.write(data)
+
+
 def write_reports(report: Report, files: ReportFiles) -> None:
-    """Write every report file the user asked for."""
+    """Write every report file the user asked for (and the job summary in GitHub Actions)."""
     for name, path in files.items():
         if path is not None:
-            write_report(by_name(name), report, path)
+            _emit(by_name(name).render(report), path)
+    _step_summary(by_name("markdown").render(report))
+    annotate(report)
 
 
 def write_error_reports(exc: ReprobuildError, files: ReportFiles) -> None:
-    """A run that ended in an error still leaves a report where a format has one."""
+    """A run that ended in an error still leaves every report it asked for."""
     for name, path in files.items():
-        if path is not None:
-            write_error(by_name(name), exc.message, int(exc.exit_code), path)
+        fmt = by_name(name)
+        if path is not None and fmt.render_error is not None:
+            with contextlib.suppress(OSError):  # the error itself is what the user needs
+                _emit(fmt.render_error(exc.message, int(exc.exit_code)), path)
+    render_error = by_name("markdown").render_error
+    if render_error is not None:
+        _step_summary(render_error(exc.message, int(exc.exit_code)))
+
+
+def _annotation(text: str) -> str:
+    """GitHub's workflow-command escaping; control characters never reach the log live."""
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return clean.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def annotate(report: Report) -> None:
+    """``::error``/``::warning`` lines for GitHub Actions (only when running there)."""
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    title = f"reprobuild {report.verdict.value}"
+    lines = [f"::error title={title}::{_annotation(d.path)} is not reproducible"
+             for d in report.differences]
+    lines += [f"::error title={title}::the build tried to reach {_annotation(where)}"
+              for where in dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in report.egress)]
+    lines += [f"::warning title=reprobuild::{_annotation(w)}" for w in report.warnings]
+    if report.message and not lines:
+        lines.append(f"::{'notice' if report.exit_code == 0 else 'error'} title={title}::"
+                     f"{_annotation(report.message)}")
+    for line in lines:  # GitHub reads workflow commands from stdout and stderr alike
+        print(line, file=sys.stderr)
 
 
 def run_and_report(run: Callable[[Progress], Report], *, report_files: ReportFiles,
-                   out_dir: Path | None, quiet: bool) -> Report:
-    """Run a command's core with progress, and write every report file it asked for, on
-    an error too (where the format has an error form)."""
+                   out_dir: Path | None, quiet: bool,
+                   prepare: Callable[[], None] = lambda: None) -> Report:
+    """Check the report paths, ``prepare`` (parse options), run a command's core with
+    progress, and write every report file it asked for, on an error too."""
+    check_report_files(report_files)
     try:
+        prepare()
         with RichProgress(err, enabled=not quiet and err.is_terminal) as progress:
             report = run(progress)
     except ReprobuildError as exc:
@@ -94,6 +170,11 @@ def run_and_report(run: Callable[[Progress], Report], *, report_files: ReportFil
     if report.out_dir and out_dir is not None:
         write_report(by_name("json"), report, Path(report.out_dir) / "report.json")
     return report
+
+
+def stdout_taken(files: ReportFiles) -> bool:
+    """Whether a report goes to standard output (the summary must not)."""
+    return any(path == STDOUT for path in files.values())
 
 
 @with_report_options(before="out_dir")
@@ -125,12 +206,17 @@ def check(
 ) -> None:
     """Build SOURCE twice in different environments and compare the outputs bit for bit."""
     del debug  # read by main() before Typer runs
-    options = CheckOptions(
-        source=source, ref=ref, subdir=subdir, recipe=recipe,
-        variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
-        ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap)
-    report = run_and_report(lambda progress: run_check(options, progress),
-                            report_files=report_files, out_dir=out_dir, quiet=quiet)
+    options: list[CheckOptions] = []
+
+    def prepare() -> None:  # inside the report-writing guard: bad options leave reports
+        options.append(CheckOptions(
+            source=source, ref=ref, subdir=subdir, recipe=recipe,
+            variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
+            ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap))
+
+    report = run_and_report(lambda progress: run_check(options[0], progress),
+                            report_files=report_files, out_dir=out_dir, quiet=quiet,
+                            prepare=prepare)
     if not quiet:
-        print_summary(report)
+        print_summary(report, to_stderr=stdout_taken(report_files))
     raise typer.Exit(int(report.exit_code))

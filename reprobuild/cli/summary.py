@@ -7,6 +7,7 @@ egress details) is printed escaped or with markup off.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from reprobuild.cli.console import err, escape, out, table
 from reprobuild.report import Report, Verdict
@@ -35,55 +36,57 @@ def _build_line(report: Report) -> str:
     return ",  ".join([*parts, f"total {report.timings.get('total_s', 0):.1f}s"])
 
 
-def print_summary(report: Report) -> None:
-    """The summary of one report on stdout (warnings on stderr)."""
+def print_summary(report: Report, *, to_stderr: bool = False) -> None:
+    """The summary of one report on stdout (warnings on stderr); all of it on stderr when
+    a report is written to stdout (``--json -``)."""
+    con = err if to_stderr else out
     style = _VERDICT_STYLE[report.verdict]
-    out.print(f"[{style}]{report.verdict.value.upper()}[/{style}]  "
+    con.print(f"[{style}]{report.verdict.value.upper()}[/{style}]  "
               f"(exit {int(report.exit_code)})" + (f" — {escape(report.message)}"
                                                    if report.message else ""))
     src = report.source
     where = escape(src.url + (f" [{src.subdir}]" if src.subdir else ""))
     commit = src.commit[:12] if src.commit else "working directory"
-    out.print(f"source     {where} @ {commit}  tree {_short(src.tree_sha256)}")
-    out.print(f"recipe     {escape(report.recipe.name)} ({escape(report.recipe.origin)})"
+    con.print(f"source     {where} @ {commit}  tree {_short(src.tree_sha256)}")
+    con.print(f"recipe     {escape(report.recipe.name)} ({escape(report.recipe.origin)})"
               + (f" — {escape(report.recipe.reason)}" if report.recipe.reason else ""))
-    out.print(f"toolchain  {report.toolchain.image} ({report.toolchain.image_id[:19]})")
-    out.print(f"variations {', '.join(report.variations) or 'none'}")
+    con.print(f"toolchain  {report.toolchain.image} ({report.toolchain.image_id[:19]})")
+    con.print(f"variations {', '.join(report.variations) or 'none'}")
     if report.fetch is not None:
         fetch = report.fetch
         how = "cache hit" if fetch.cache_hit else f"{len(fetch.requests)} request(s)"
-        out.print(f"fetch      {fetch.strategy}: {len(fetch.pins)} pinned, {how}, "
+        con.print(f"fetch      {fetch.strategy}: {len(fetch.pins)} pinned, {how}, "
                   f"{fetch.seconds:.1f}s" + (f" — failed: {escape(fetch.failure)}"
                                               if fetch.failure else ""))
     if report.builds:
-        out.print(f"builds     {_build_line(report)}")
+        con.print(f"builds     {_build_line(report)}")
         if report.verify is None or report.differences:
-            _print_artifacts(report)
+            _print_artifacts(report, con)
     if report.verify is not None:
-        _print_verify(report)
+        _print_verify(report, con)
     for diff in report.differences:
-        out.rule(f"[red]{escape(diff.path)}[/red]")
+        con.rule(f"[red]{escape(diff.path)}[/red]")
         if diff.diffoscope is None:
-            out.print("only in one build" if not (diff.sha256_a and diff.sha256_b)
+            con.print("only in one build" if not (diff.sha256_a and diff.sha256_b)
                       else "differs (diffoscope not run)")
             continue
-        out.print(diff.diffoscope.excerpt.rstrip(), markup=False, highlight=False)
+        con.print(diff.diffoscope.excerpt.rstrip(), markup=False, highlight=False)
         if diff.diffoscope.text and report.out_dir:
             full = escape(str(Path(report.out_dir) / diff.diffoscope.text))
-            out.print(f"[dim]full report: {full}[/dim]")
+            con.print(f"[dim]full report: {full}[/dim]")
     for build in report.builds:
         if build.timed_out or build.exit_code != 0:
-            out.rule(f"[yellow]build {escape(build.name)} log (last lines)[/yellow]")
-            out.print(build.log_tail, markup=False, highlight=False)
+            con.rule(f"[yellow]build {escape(build.name)} log (last lines)[/yellow]")
+            con.print(build.log_tail, markup=False, highlight=False)
     if report.egress:
-        print_egress(report)
+        print_egress(report, con)
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if report.out_dir and report.builds:
-        out.print(f"[dim]results kept in {escape(report.out_dir)}[/dim]")
+        con.print(f"[dim]results kept in {escape(report.out_dir)}[/dim]")
 
 
-def _print_artifacts(report: Report) -> None:
+def _print_artifacts(report: Report, con: Any) -> None:
     """One row per artifact path, one digest column per build, and whether all agree."""
     grid = table()
     grid.add_column("artifact", overflow="fold")
@@ -102,22 +105,22 @@ def _print_artifacts(report: Report) -> None:
                      *(_short(o.sha256 if o else None) for o in found),
                      "[green]same[/green]" if same else "[red]DIFFERS[/red]")
     if paths:
-        out.print(grid)
+        con.print(grid)
 
 
-def _print_verify(report: Report) -> None:
+def _print_verify(report: Report, con: Any) -> None:
     """What was published, how it was built, and each file against its rebuild."""
     info = report.verify
     assert info is not None
-    out.print(f"published  {escape(info.release or 'files given with --against')} "
+    con.print(f"published  {escape(info.release or 'files given with --against')} "
               f"(from {escape(info.found_from)})")
     conditions = info.conditions
     for fact in conditions.facts:
-        out.print(f"inferred   {escape(fact)}")
+        con.print(f"inferred   {escape(fact)}")
     applied = [*conditions.pins, *(f"{k}={v}" if v is not None else f"{k} unset"
                                    for k, v in conditions.env.items())]
     if applied:
-        out.print(f"applied    {escape(', '.join(applied))}"
+        con.print(f"applied    {escape(', '.join(applied))}"
                   + (f" (overrides: {escape(', '.join(conditions.overrides))})"
                      if conditions.overrides else ""))
     grid = table()
@@ -129,28 +132,28 @@ def _print_verify(report: Report) -> None:
         grid.add_row(escape(item.name), str(sizes.get(item.name, "")),
                      _short(item.published_sha256), _short(item.rebuilt_sha256),
                      f"[{style}]{item.equivalence}[/{style}]")
-    out.print(grid)
+    con.print(grid)
     for item in info.artifacts:
         if item.equivalence == "identical":
             continue
-        out.rule(f"[red]{escape(item.name)}[/red]")
+        con.rule(f"[red]{escape(item.name)}[/red]")
         for name in item.only_published:
-            out.print(f"[bold red]only in the published file:[/bold red] {escape(name)}")
+            con.print(f"[bold red]only in the published file:[/bold red] {escape(name)}")
         for name in item.only_rebuilt:
-            out.print(f"[red]only in the rebuild:[/red] {escape(name)}")
+            con.print(f"[red]only in the rebuild:[/red] {escape(name)}")
         for name in item.changed:
-            out.print(f"[red]changed:[/red] {escape(name)}")
+            con.print(f"[red]changed:[/red] {escape(name)}")
         for line in item.packaging:
-            out.print(f"[cyan]packaging:[/cyan] {escape(line)}")
+            con.print(f"[cyan]packaging:[/cyan] {escape(line)}")
         if item.diffoscope is not None and item.diffoscope.excerpt and item.changed:
-            out.print(item.diffoscope.excerpt.rstrip(), markup=False, highlight=False)
+            con.print(item.diffoscope.excerpt.rstrip(), markup=False, highlight=False)
     if info.rebuilt_only:
-        out.print(f"[dim]rebuilt, not published: {escape(', '.join(info.rebuilt_only))}[/dim]")
+        con.print(f"[dim]rebuilt, not published: {escape(', '.join(info.rebuilt_only))}[/dim]")
 
 
-def print_egress(report: Report) -> None:
+def print_egress(report: Report, con: Any = out) -> None:
     """The network attempts as a table: evidence of an injected build step."""
-    out.rule("[magenta]network attempts (none left the sandbox)[/magenta]")
+    con.rule("[magenta]network attempts (none left the sandbox)[/magenta]")
     grid = table()
     for column in ("build", "protocol", "destination", "name", "detail", "process"):
         grid.add_column(column, overflow="fold")
@@ -176,4 +179,4 @@ def print_egress(report: Report) -> None:
             name = f"{attempt.count} more not logged (rate limit)"
         grid.add_row(*(escape(str(v)) for v in (build, proto, dst, name,
                                                   attempt.detail or "", process)))
-    out.print(grid)
+    con.print(grid)

@@ -12,7 +12,7 @@ import typer
 
 from reprobuild import ecosystems
 from reprobuild.atomic import write_bytes_atomic
-from reprobuild.cli.check import ReportFiles, run_and_report, with_report_options
+from reprobuild.cli.check import ReportFiles, run_and_report, stdout_taken, with_report_options
 from reprobuild.cli.console import err, escape
 from reprobuild.cli.summary import print_summary
 from reprobuild.errors import InputError
@@ -81,14 +81,19 @@ def verify(
     del debug  # read by main() before Typer runs
     from reprobuild.pipeline.verify import VerifyOptions, run_verify  # noqa: PLC0415 - not for check
 
-    options = VerifyOptions(
-        source=source, ref=ref, subdir=subdir, recipe=recipe, against=tuple(against or ()),
-        env=parse_env(env or []), pins=tuple(pin or ()), twice=twice,
-        variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
-        ca_cert=ca_cert, diffoscope=not no_diffoscope)
+    options: list[VerifyOptions] = []
+
+    def prepare() -> None:  # inside the report-writing guard: bad options leave reports
+        options.append(VerifyOptions(
+            source=source, ref=ref, subdir=subdir, recipe=recipe, against=tuple(against or ()),
+            env=parse_env(env or []), pins=tuple(pin or ()), twice=twice,
+            variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
+            ca_cert=ca_cert, diffoscope=not no_diffoscope))
+
     started = time.time()
-    report = run_and_report(lambda progress: run_verify(options, progress),
-                            report_files=report_files, out_dir=out_dir, quiet=quiet)
+    report = run_and_report(lambda progress: run_verify(options[0], progress),
+                            report_files=report_files, out_dir=out_dir, quiet=quiet,
+                            prepare=prepare)
     if attest is not None:
         if report.verdict is Verdict.REPRODUCIBLE:
             from reprobuild import attestation  # noqa: PLC0415 - only for a match
@@ -99,5 +104,5 @@ def verify(
             err.print(f"[yellow]warning:[/yellow] no attestation written to {escape(str(attest))}: "
                       "the release did not match bit for bit")
     if not quiet:
-        print_summary(report)
+        print_summary(report, to_stderr=stdout_taken(report_files))
     raise typer.Exit(int(report.exit_code))

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reprobuild.atomic import write_bytes_atomic
-from reprobuild.report import json, junit, sarif
+from reprobuild.atomic import write_output
+from reprobuild.report import json, junit, markdown, sarif
 from reprobuild.report.model import Report
 
 __all__ = ["FORMATS", "ReportFormat", "by_name", "write_error", "write_report"]
@@ -36,6 +36,9 @@ FORMATS: tuple[ReportFormat, ...] = (
                  junit.render_error),
     ReportFormat("sarif", "write a SARIF 2.1.0 log here (for code-scanning dashboards)",
                  sarif.render, sarif.render_error),
+    ReportFormat("markdown", "write a Markdown summary here (also appended to "
+                 "$GITHUB_STEP_SUMMARY in GitHub Actions)", markdown.render,
+                 markdown.render_error),
 )
 
 
@@ -48,13 +51,14 @@ def by_name(name: str) -> ReportFormat:
 
 
 def write_report(fmt: ReportFormat, report: Report, path: Path) -> None:
-    """Write ``report`` as ``fmt`` so a reader never sees a half-written file."""
-    write_bytes_atomic(fmt.render(report), path)
+    """Write ``report`` as ``fmt`` so a reader never sees a half-written file (a device or
+    a symlink is written through, see :func:`~reprobuild.atomic.write_output`)."""
+    write_output(fmt.render(report), path)
 
 
 def write_error(fmt: ReportFormat, message: str, exit_code: int, path: Path) -> bool:
     """Write the error report of a format that has one; whether anything was written."""
     if fmt.render_error is None:
         return False
-    write_bytes_atomic(fmt.render_error(message, exit_code), path)
+    write_output(fmt.render_error(message, exit_code), path)
     return True

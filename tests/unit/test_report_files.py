@@ -1,0 +1,90 @@
+"""Report files on every exit path, ``-`` for stdout, and paths that are not plain files:
+the real CLI in a subprocess, with input that fails before any Docker work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from reprobuild.atomic import write_output
+from reprobuild.cli.check import annotate
+from reprobuild.report.markdown import cell
+
+
+def cli(*args: str, cwd: Path,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reprobuild", *args], cwd=cwd, text=True,
+                          capture_output=True, env={**os.environ, **(env or {})}, check=False)
+
+
+def test_every_report_is_written_when_the_input_is_bad(tmp_path: Path) -> None:
+    summary = tmp_path / "step-summary.md"
+    result = cli("check", str(tmp_path / "missing"), "--json", "r.json", "--junit", "r.xml",
+                 "--sarif", "r.sarif", "--markdown", "r.md", cwd=tmp_path,
+                 env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.returncode == 2, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == 2
+    failure = ET.parse(tmp_path / "r.xml").find("testsuite/testcase/failure")
+    assert failure is not None and failure.attrib["type"] == "exit-2"
+    sarif = json.loads((tmp_path / "r.sarif").read_text())
+    assert sarif["runs"][0]["invocations"][0]["executionSuccessful"] is False
+    assert "does not exist" in (tmp_path / "r.md").read_text()
+    assert "error (exit 2)" in summary.read_text()
+    # An option parsed by reprobuild (not by the command line parser) leaves them too.
+    result = cli("check", str(tmp_path), "--variations", "bogus", "--junit", "v.xml",
+                 cwd=tmp_path)
+    assert result.returncode == 2 and "unknown variation" in (tmp_path / "v.xml").read_text()
+
+
+def test_dash_is_stdout_and_the_summary_moves_to_stderr(tmp_path: Path) -> None:
+    result = cli("check", str(tmp_path / "missing"), "--json", "-", cwd=tmp_path)
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["message"].endswith("does not exist")
+    assert "error:" in result.stderr
+
+
+def test_report_paths_that_are_not_files_are_written_through_or_refused(
+        tmp_path: Path) -> None:
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    write_output(b"new", link)
+    assert link.is_symlink() and target.read_text() == "new"  # the link stays a link
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    write_output(b"through the pipe", fifo)
+    assert reader.communicate(timeout=10)[0] == b"through the pipe"
+    assert fifo.is_fifo()  # written through, not renamed over
+    with pytest.raises(IsADirectoryError):
+        write_output(b"x", tmp_path)
+    # The CLI refuses a directory and one file for two formats, before any work.
+    (tmp_path / "d").mkdir()
+    dup = cli("check", str(tmp_path), "--json", "a.json", "--sarif", "./a.json", cwd=tmp_path)
+    assert dup.returncode == 2 and "both write to" in dup.stderr
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_github_annotations_are_escaped_and_only_in_actions(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobuild.report import Verdict  # noqa: PLC0415
+    from tests.unit.test_compare_report import _report  # noqa: PLC0415
+
+    report = _report(Verdict.EGRESS, diffs=1, egress=2)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    annotate(report)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    annotate(report)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["::error title=reprobuild egress::p0.whl is not reproducible",
+                     "::error title=reprobuild egress::the build tried to reach x.example:80"]
+    # Markdown cells from build output carry no markup and no control characters.
+    assert cell("a|b\x1b[31m[x](http://e.example)\n") == r"a\|b \[31m\[x\]\(http://e.example\) "
