@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from reprobuild import __version__
+from reprobuild.cli import batch as batch_cli
 from reprobuild.cli import catalog
 from reprobuild.cli.check import check
 from reprobuild.cli.console import err, escape, out
@@ -31,6 +32,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "and explain every difference.")
 app.command("check")(check)
 app.command("verify")(verify)
+app.command("batch")(batch_cli.batch)
+app.command("merge")(batch_cli.merge)
 app.command("variations")(catalog.list_variations)
 app.add_typer(catalog.recipes_app, name="recipes")
 app.add_typer(catalog.images_app, name="images")

@@ -30,9 +30,20 @@ from reprobuild.report import Report
 from reprobuild.report.formats import FORMATS, by_name, write_report
 from reprobuild.variations import parse_variations
 
-__all__ = ["STDOUT", "ReportFiles", "annotate", "check", "check_report_files",
-           "run_and_report", "stdout_taken", "with_report_options", "write_error_reports",
-           "write_reports"]
+__all__ = [
+    "STDOUT",
+    "ReportFiles",
+    "annotate",
+    "check",
+    "check_report_files",
+    "emit",
+    "run_and_report",
+    "stdout_taken",
+    "step_summary",
+    "with_report_options",
+    "write_error_reports",
+    "write_reports",
+]
 
 ReportFiles = Mapping[str, Path | None]
 """Format name -> the file the user asked for (None: not asked)."""
@@ -92,7 +103,7 @@ def check_report_files(files: ReportFiles) -> None:
                              "name a file to write the report to (or - for stdout)")
 
 
-def _emit(data: bytes, path: Path) -> None:
+def emit(data: bytes, path: Path) -> None:
     if path == STDOUT:
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
@@ -101,7 +112,7 @@ def _emit(data: bytes, path: Path) -> None:
         write_output(data, path)
 
 
-def _step_summary(data: bytes) -> None:
+def step_summary(data: bytes) -> None:
     """Append the Markdown summary to GitHub Actions' job summary, when there is one."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
@@ -113,8 +124,8 @@ def write_reports(report: Report, files: ReportFiles) -> None:
     """Write every report file the user asked for (and the job summary in GitHub Actions)."""
     for name, path in files.items():
         if path is not None:
-            _emit(by_name(name).render(report), path)
-    _step_summary(by_name("markdown").render(report))
+            emit(by_name(name).render(report), path)
+    step_summary(by_name("markdown").render(report))
     annotate(report)
 
 
@@ -124,10 +135,10 @@ def write_error_reports(exc: ReprobuildError, files: ReportFiles) -> None:
         fmt = by_name(name)
         if path is not None and fmt.render_error is not None:
             with contextlib.suppress(OSError):  # the error itself is what the user needs
-                _emit(fmt.render_error(exc.message, int(exc.exit_code)), path)
+                emit(fmt.render_error(exc.message, int(exc.exit_code)), path)
     render_error = by_name("markdown").render_error
     if render_error is not None:
-        _step_summary(render_error(exc.message, int(exc.exit_code)))
+        step_summary(render_error(exc.message, int(exc.exit_code)))
 
 
 def _annotation(text: str) -> str:
@@ -161,7 +172,7 @@ def run_and_report(run: Callable[[Progress], Report], *, report_files: ReportFil
     check_report_files(report_files)
     try:
         prepare()
-        with RichProgress(err, enabled=not quiet and err.is_terminal) as progress:
+        with RichProgress(err, enabled=not quiet) as progress:
             report = run(progress)
     except ReprobuildError as exc:
         write_error_reports(exc, report_files)

@@ -36,6 +36,12 @@ class _LazyConsole:
                                     width=None if stream.isatty() else 140)
         return getattr(self._console, name)
 
+    def real(self) -> Console:
+        """The rich Console itself (for rich objects that need one, like Live)."""
+        self.__getattr__("print")
+        assert self._console is not None
+        return self._console
+
 
 out = _LazyConsole(stderr=False)
 err = _LazyConsole(stderr=True)
@@ -57,16 +63,19 @@ def table() -> Table:
 
 class RichProgress:
     """Progress observer: a spinner for the current step with the time since the start,
-    a line per detail (stderr)."""
+    a line per detail (stderr). Off a terminal (CI logs, ``reprobuild batch`` reading a
+    target's stderr) every step and detail is one plain line, ``[  12.3s] step``, with the
+    build's text stripped of control characters."""
 
     def __init__(self, console: _LazyConsole, enabled: bool) -> None:
         self._console = console
         self._enabled = enabled
+        self._plain = enabled and not console.is_terminal
         self._status: Any = None
         self._started = time.monotonic()
 
     def __enter__(self) -> RichProgress:
-        if self._enabled:
+        if self._enabled and not self._plain:
             self._status = self._console.status("starting")
             self._status.__enter__()
         return self
@@ -75,14 +84,23 @@ class RichProgress:
         if self._status is not None:
             self._status.__exit__(None, None, None)
 
+    def _line(self, indent: str, message: str) -> None:
+        clean = "".join(c if c.isprintable() else " " for c in message)
+        sys.stderr.write(f"{indent}[{time.monotonic() - self._started:7.1f}s] {clean}\n")
+        sys.stderr.flush()
+
     def step(self, message: str) -> None:
-        """Show the new phase on the spinner."""
-        if self._status is not None:
+        """Show the new phase on the spinner (a line of its own off a terminal)."""
+        if self._plain:
+            self._line("", message)
+        elif self._status is not None:
             elapsed = time.monotonic() - self._started
             self._status.update(f"{escape(message)} [dim]({elapsed:.0f}s)[/dim]")
 
     def detail(self, message: str) -> None:
         """Print one line of detail above the spinner."""
-        if self._enabled:
+        if self._plain:
+            self._line("  ", message)
+        elif self._enabled:
             elapsed = time.monotonic() - self._started
             self._console.print(f"  [dim]{elapsed:5.1f}s {escape(message)}[/dim]")

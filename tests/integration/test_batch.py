@@ -1,0 +1,101 @@
+"""``reprobuild batch`` and ``merge`` for real: a batch of fixture targets with mixed
+outcomes, its exit code and reports, and shards 1/3..3/3 merged back to the same result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import jsonschema
+import pytest
+
+from .conftest import make_repo
+
+pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
+
+SCHEMA = Path(__file__).parents[1] / "data" / "sarif-2.1.0-rtm.5.json"
+EXPECTED = {"ok": ("reproducible", 0), "unrepro": ("unreproducible", 1),
+            "fails": ("build-failed", 4), "net": ("egress", 3), "bad": ("error", 2)}
+
+
+def batch_file(tmp_path: Path) -> Path:
+    repos = {"ok": make_repo(tmp_path, "probe", probe="none", name="ok"),
+             "unrepro": make_repo(tmp_path, "probe", probe="hostname", name="unrepro"),
+             "fails": make_repo(tmp_path, "probe", probe="fail", name="fails"),
+             "net": make_repo(tmp_path, "egress", name="net")}
+    (repos["net"] / "ATTACK").write_text("http-https\n")
+    subprocess.run(["git", "-C", str(repos["net"]), "commit", "-qam", "attack"], check=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
+                        "PATH": "/usr/bin:/bin"})
+    lines = ["schema = 1"]
+    for name, repo in repos.items():
+        variations = "hostname" if name == "unrepro" else "none"
+        lines += ["", "[[target]]", f'name = "{name}"', f'source = "{repo}"',
+                  f'variations = "{variations}"']
+    lines += ["", "[[target]]", 'name = "bad"', f'source = "{tmp_path / "missing"}"']
+    path = tmp_path / "batch.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def reprobuild(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reprobuild", *args], capture_output=True,
+                          text=True, timeout=1800, check=False)
+
+
+def verdicts(report: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    return {t["name"]: (t["verdict"], t["exit_code"]) for t in report["targets"]}
+
+
+def test_a_mixed_batch_its_reports_and_its_shards_merged(tmp_path: Path) -> None:
+    batch = batch_file(tmp_path)
+    whole = reprobuild("batch", str(batch), "--json", str(tmp_path / "all.json"),
+                       "--junit", str(tmp_path / "all.xml"), "--sarif",
+                       str(tmp_path / "all.sarif"), "--markdown", str(tmp_path / "all.md"))
+    assert whole.returncode == 3, whole.stdout + whole.stderr  # egress is the most severe
+    report = json.loads((tmp_path / "all.json").read_text())
+    assert report["schema"] == "reprobuild.batch/v1" and report["exit_code"] == 3
+    assert verdicts(report) == EXPECTED
+    assert [t["name"] for t in report["targets"]] == list(EXPECTED)  # batch-file order
+    # Reports CI tools accept: schema-valid SARIF with one run per target, strict JUnit.
+    sarif = json.loads((tmp_path / "all.sarif").read_text())
+    jsonschema.Draft4Validator(json.loads(SCHEMA.read_text())).validate(sarif)
+    assert {r["automationDetails"]["id"] for r in sarif["runs"]} >= {
+        "reprobuild/unrepro/", "reprobuild/net/", "reprobuild/fails/"}
+    suites = ET.parse(tmp_path / "all.xml").getroot().findall("testsuite")
+    assert {s.attrib["name"] for s in suites} == {f"reprobuild {n}" for n in EXPECTED}
+    assert all(c.attrib["classname"].startswith("reprobuild.") and "time" in c.attrib
+               for s in suites for c in s.findall("testcase"))
+    markdown = (tmp_path / "all.md").read_text()
+    assert "| unrepro | ❌ unreproducible | 1 |" in markdown
+
+    # Three shards cover every target exactly once and merge back to the same result.
+    shard_reports = []
+    for index in (1, 2, 3):
+        path = tmp_path / f"shard{index}.json"
+        shard = reprobuild("batch", str(batch), "--shard", f"{index}/3", "--json", str(path),
+                           "--jobs", "2", "-q")
+        assert shard.returncode in (0, 1, 2, 3, 4), shard.stderr
+        shard_reports.append(path)
+    names = [t["name"] for p in shard_reports for t in json.loads(p.read_text())["targets"]]
+    assert sorted(names) == sorted(EXPECTED)
+    merged = reprobuild("merge", *map(str, shard_reports), "--json",
+                        str(tmp_path / "merged.json"), "--sarif", str(tmp_path / "m.sarif"))
+    assert merged.returncode == 3, merged.stderr
+    again = json.loads((tmp_path / "merged.json").read_text())
+    assert verdicts(again) == verdicts(report)
+    assert [t["name"] for t in again["targets"]] == [t["name"] for t in report["targets"]]
+    # The same findings keep the same fingerprints across runs (two "nights").
+    def prints(log: dict[str, Any]) -> set[str]:
+        return {r["partialFingerprints"]["reprobuild/v1"] for run in log["runs"]
+                for r in run["results"]}
+    assert prints(json.loads((tmp_path / "m.sarif").read_text())) == prints(sarif)
+    # Merging a shard twice is refused.
+    busy = next(p for p in shard_reports if json.loads(p.read_text())["targets"])
+    twice = reprobuild("merge", str(busy), str(busy))
+    assert twice.returncode == 2 and "more than one report" in twice.stderr
