@@ -19,6 +19,7 @@ import typer
 from reprobuild.cli.check import STDOUT, emit, step_summary
 from reprobuild.cli.console import err, escape, out, table
 from reprobuild.errors import InputError
+from reprobuild.pipeline import history
 from reprobuild.pipeline.batch import (
     BatchResult,
     combined_exit,
@@ -30,7 +31,9 @@ from reprobuild.pipeline.batch import (
 )
 from reprobuild.report import batch as batch_report
 
-__all__ = ["batch", "merge"]
+__all__ = ["batch", "history_app", "merge"]
+
+history_app = typer.Typer(no_args_is_help=True, help="What batch runs recorded with --history.")
 
 _STYLE = {"reproducible": "green", "repacked": "cyan", "unreproducible": "red",
           "egress": "bold red", "build-failed": "yellow", "error": "magenta"}
@@ -96,8 +99,26 @@ def _summary(data: dict[str, Any], to_stderr: bool) -> None:
                      str(target["exit_code"]), f"{float(target.get('seconds', 0)):.0f}s",
                      str(target.get("shard", "")))
     con.print(grid)
+    for entry in data.get("history", []):
+        if entry["change"]:
+            con.print(f"[bold]{escape(entry['name'])}[/bold]: {escape(entry['change'])}")
     con.print(f"{len(data['targets'])} target(s) in {float(data.get('seconds', 0)):.0f}s, "
               f"exit {data['exit_code']}")
+
+
+def _record_history(root: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Compare every target with its last record, then append the new ones."""
+    now = time.time()
+    entries = []
+    for target in data["targets"]:
+        past = history.load(root, target["name"])
+        record = history.record_of(target, now)
+        said = history.changes(past[-1] if past else None, record)
+        entries.append({"name": target["name"], "change": "; ".join(said),
+                        "previous": past[-1].verdict if past else None,
+                        "previous_time": past[-1].time if past else None})
+        history.append(root, record)
+    return entries
 
 
 def _write_reports(data: dict[str, Any], files: dict[str, Path | None]) -> None:
@@ -123,6 +144,10 @@ def batch(
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="keep each target's reports and evidence in DIR/<name>",
         file_okay=False)] = None,
+    history_dir: Annotated[Path | None, typer.Option(
+        "--history", help="append one record per target to this directory (keep it in a CI "
+                          "cache) and report regressions, fixes, new egress, changed "
+                          "toolchains and pins", file_okay=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, no summary")] = False,
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
@@ -140,6 +165,8 @@ def batch(
             on_progress=display.update if not quiet else (lambda _n, _p: None),
             host={"hostname": socket.gethostname()})
     data = result.to_dict()
+    if history_dir is not None:
+        data["history"] = _record_history(history_dir, data)
     _write_reports(data, files)
     if not quiet:
         _summary(data, to_stderr=any(p == STDOUT for p in files.values()))
@@ -177,3 +204,26 @@ def merge(
         _summary(merged, to_stderr=any(p == STDOUT for p in files.values()))
     raise typer.Exit(merged["exit_code"])
 
+
+
+@history_app.command("show")
+def history_show(
+    directory: Annotated[Path, typer.Argument(help="the --history directory", file_okay=False)],
+    targets: Annotated[list[str] | None, typer.Argument(help="targets (default: all)")] = None,
+) -> None:
+    """Each target's timeline: one row per run, what changed from the run before."""
+    found = history.timeline(directory, targets)
+    for name, records in found.items():
+        grid = table()
+        for column in ("when (UTC)", "verdict", "exit", "commit", "change"):
+            grid.add_column(column, overflow="fold")
+        previous = None
+        for record in records:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(record.time))
+            change = "; ".join(history.changes(previous, record))
+            style = _STYLE.get(record.verdict, "white")
+            grid.add_row(when, f"[{style}]{escape(record.verdict)}[/{style}]",
+                         str(record.exit_code), (record.commit or "")[:12], escape(change))
+            previous = record
+        out.print(f"[bold]{escape(name)}[/bold] ({len(records)} run(s))")
+        out.print(grid)

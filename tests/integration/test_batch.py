@@ -34,7 +34,7 @@ def batch_file(tmp_path: Path) -> Path:
                         "PATH": "/usr/bin:/bin"})
     lines = ["schema = 1"]
     for name, repo in repos.items():
-        variations = "hostname" if name == "unrepro" else "none"
+        variations = "hostname" if name in ("ok", "unrepro") else "none"
         lines += ["", "[[target]]", f'name = "{name}"', f'source = "{repo}"',
                   f'variations = "{variations}"']
     lines += ["", "[[target]]", 'name = "bad"', f'source = "{tmp_path / "missing"}"']
@@ -99,3 +99,31 @@ def test_a_mixed_batch_its_reports_and_its_shards_merged(tmp_path: Path) -> None
     busy = next(p for p in shard_reports if json.loads(p.read_text())["targets"])
     twice = reprobuild("merge", str(busy), str(busy))
     assert twice.returncode == 2 and "more than one report" in twice.stderr
+
+
+def test_the_history_flags_a_regression_on_the_second_night(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "probe", probe="none", name="srv")
+    batch = tmp_path / "nightly.toml"
+    batch.write_text(f'[[target]]\nname = "srv"\nsource = "{repo}"\nvariations = "hostname"\n')
+    history = tmp_path / "history"
+    first = reprobuild("batch", str(batch), "--history", str(history), "-q",
+                       "--json", str(tmp_path / "night1.json"))
+    assert first.returncode == 0, first.stderr
+    # Overnight, a commit makes the build depend on the host name.
+    (repo / "PROBE").write_text("hostname\n")
+    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "leak"], check=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
+                        "PATH": "/usr/bin:/bin"})
+    second = reprobuild("batch", str(batch), "--history", str(history), "--markdown",
+                        str(tmp_path / "night2.md"), "--json", str(tmp_path / "night2.json"))
+    assert second.returncode == 1, second.stderr
+    entry = json.loads((tmp_path / "night2.json").read_text())["history"][0]
+    assert entry["change"].startswith("regression: reproducible on ")
+    assert "unreproducible now" in entry["change"] and "commit " in entry["change"]
+    markdown = (tmp_path / "night2.md").read_text()
+    assert markdown.index("regression") < markdown.index("| target |")  # leads the summary
+    assert "regression" in second.stdout
+    assert len(list((history / "srv").glob("*.json"))) == 2  # append-only, one per night
+    shown = reprobuild("history", "show", str(history), "srv")
+    assert shown.returncode == 0 and "unreproducible" in shown.stdout, shown.stderr

@@ -105,3 +105,31 @@ def test_merge_orders_by_the_batch_file_and_refuses_a_shard_twice() -> None:
     assert merged["exit_code"] == 3 and merged["shard"] == "merged"
     with pytest.raises(ValueError, match="more than one report"):
         merge([one, one], combined_exit=combined_exit)
+
+
+def test_history_says_what_changed_and_is_append_only(tmp_path: Path) -> None:
+    from reprobuild.pipeline import history  # noqa: PLC0415
+
+    night1 = history.HistoryRecord(name="srv", time=1796000000.0, verdict="reproducible",
+                                   exit_code=0, commit="a" * 40, toolchain="sha256:1",
+                                   pins="p1", egress=())
+    night2 = history.HistoryRecord(name="srv", time=1796086400.0, verdict="egress",
+                                   exit_code=3, commit="b" * 40, toolchain="sha256:2",
+                                   pins="p2", egress=("x.example:443",))
+    said = history.changes(night1, night2)
+    assert said[0] == "regression: reproducible on 2026-11-30, egress now"
+    assert "new egress destination(s): x.example:443" in said
+    assert {"toolchain image changed", "fetched pins changed"} <= set(said)
+    assert history.changes(night2, night1)[0].startswith("fixed: egress on 2026-12-01")
+    assert history.changes(None, night1) == []
+    assert history.changes(night1, night1) == []
+    # Two writers (shards) at once never share a file; records come back in time order.
+    for record in (night2, night1, night1):
+        history.append(tmp_path, record)
+    assert [r.verdict for r in history.load(tmp_path, "srv")] == [
+        "reproducible", "reproducible", "egress"]
+    assert len(list((tmp_path / "srv").glob("*.json"))) == 3
+    (tmp_path / "srv" / "junk.json").write_text("{not json")
+    assert len(history.load(tmp_path, "srv")) == 3
+    with pytest.raises(InputError, match="not a target name"):
+        history.load(tmp_path, "../etc")
