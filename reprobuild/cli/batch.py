@@ -109,6 +109,7 @@ def _summary(data: dict[str, Any], to_stderr: bool) -> None:
 def _record_history(root: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
     """Compare every target with its last record, then append the new ones."""
     now = time.time()
+    root.mkdir(parents=True, exist_ok=True)  # a CI cache saves the path even for no targets
     entries = []
     for target in data["targets"]:
         past = history.load(root, target["name"])

@@ -127,3 +127,51 @@ def test_the_history_flags_a_regression_on_the_second_night(tmp_path: Path) -> N
     assert len(list((history / "srv").glob("*.json"))) == 2  # append-only, one per night
     shown = reprobuild("history", "show", str(history), "srv")
     assert shown.returncode == 0 and "unreproducible" in shown.stdout, shown.stderr
+
+
+def _workflow_script(job: str, step: str) -> str:
+    import yaml  # noqa: PLC0415
+
+    workflow = yaml.safe_load((Path(__file__).parents[2] / "ci" / "github" /
+                               "reprobuild-nightly.yml").read_text())
+    return str(next(s for s in workflow["jobs"][job]["steps"] if s.get("id") == step)["run"])
+
+
+def test_the_shipped_workflow_s_shard_and_merge_steps_run_for_real(tmp_path: Path) -> None:
+    """The scripts of ci/github/reprobuild-nightly.yml, run as the runner would (matrix and
+    strategy values filled in, artifacts laid out as download-artifact merges them)."""
+    ok = make_repo(tmp_path, "probe", probe="none", name="ok")
+    batch = tmp_path / "reprobuild.toml"
+    batch.write_text(f'[[target]]\nname = "ok"\nsource = "{ok}"\nvariations = "none"\n\n'
+                     f'[[target]]\nname = "gone"\nsource = "{tmp_path / "missing"}"\n')
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+           "REPROBUILD_BATCH": str(batch), "HOME": str(Path.home())}
+    env.update({k: v for k, v in __import__("os").environ.items()
+                if k in ("REPROBUILD_CA_CERT", "XDG_CACHE_HOME", "DOCKER_HOST")})
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    total = 2
+    for index in range(1, total + 1):
+        job = tmp_path / f"job{index}"
+        job.mkdir()
+        script = _workflow_script("check", "batch").replace(
+            "${{ matrix.shard }}", str(index)).replace("${{ strategy.job-total }}", str(total))
+        output = job / "github-output"
+        subprocess.run(["bash", "-e", "-c", script], cwd=job, check=True, timeout=900,
+                       env={**env, "GITHUB_OUTPUT": str(output)})
+        assert output.read_text().startswith("exit=")
+        assert (job / "history").is_dir()
+        (shards / f"shard-{index}.json").write_bytes((job / f"shard-{index}.json").read_bytes())
+    merge = tmp_path / "merge"
+    merge.mkdir()
+    (merge / "shards").symlink_to(shards)
+    output = merge / "github-output"
+    subprocess.run(["bash", "-e", "-c", _workflow_script("merge", "merge")], cwd=merge,
+                   check=True, timeout=300, env={**env, "GITHUB_OUTPUT": str(output)})
+    assert output.read_text().strip() == "exit=2"  # the missing source is the worst outcome
+    merged = json.loads((merge / "merged.json").read_text())
+    assert verdicts(merged) == {"ok": ("reproducible", 0), "gone": ("error", 2)}
+    jsonschema.Draft4Validator(json.loads(SCHEMA.read_text())).validate(
+        json.loads((merge / "merged.sarif").read_text()))
+    assert ET.parse(merge / "merged.xml").getroot().tag == "testsuites"
+    assert "| gone |" in (merge / "merged.md").read_text()
