@@ -133,7 +133,7 @@ def batch(
     file: Annotated[Path, typer.Argument(help="batch file: [[target]] tables (see README)",
                                          exists=True, dir_okay=False)],
     jobs: Annotated[int | None, typer.Option(
-        help="targets at once [default: one per CPU, at most one per 4 GiB of memory]",
+        help="targets at once [default: one per 2 CPUs, at most one per 4 GiB of memory]",
         min=1)] = None,
     shard: Annotated[str | None, typer.Option(
         help="run only shard I of N (I/N), for a CI matrix; merge the shards' --json with "

@@ -219,13 +219,16 @@ def select_shard(targets: Sequence[Target], shard: tuple[int, int] | None) -> li
 
 
 def default_jobs() -> int:
-    """How many targets run at once by default: one per CPU, at most one per 4 GiB."""
+    """How many targets run at once by default: one per two CPUs (each target runs its two
+    builds side by side, so one target already keeps two CPUs busy: measured on 2 CPUs,
+    two targets at once gave 394 targets/hour against 422 for one), at most one per 4 GiB
+    of memory, at least one."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         memory = 4 << 30
-    return max(1, min(cpus, memory // (4 << 30)))
+    return max(1, min(cpus // 2, memory // (4 << 30)))
 
 
 ProgressCallback = Callable[[str, str], None]
