@@ -139,6 +139,9 @@ def write_error_reports(exc: ReprobuildError, files: ReportFiles) -> None:
     render_error = by_name("markdown").render_error
     if render_error is not None:
         step_summary(render_error(exc.message, int(exc.exit_code)))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        print(f"::error title=reprobuild error (exit {int(exc.exit_code)})::"
+              f"{_annotation(exc.message)}", file=sys.stderr)
 
 
 def _annotation(text: str) -> str:

@@ -7,6 +7,7 @@ Text that comes from a build (logs, file names, egress details) is printed only 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -78,11 +79,15 @@ class RichProgress:
         if self._enabled and not self._plain:
             self._status = self._console.status("starting")
             self._status.__enter__()
+        elif self._plain and os.environ.get("GITHUB_ACTIONS") == "true":
+            sys.stderr.write("::group::reprobuild progress\n")  # a foldable log group
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._status is not None:
             self._status.__exit__(None, None, None)
+        elif self._plain and os.environ.get("GITHUB_ACTIONS") == "true":
+            sys.stderr.write("::endgroup::\n")
 
     def _line(self, indent: str, message: str) -> None:
         clean = "".join(c if c.isprintable() else " " for c in message)

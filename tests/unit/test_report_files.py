@@ -42,6 +42,17 @@ def test_every_report_is_written_when_the_input_is_bad(tmp_path: Path) -> None:
     assert result.returncode == 2 and "unknown variation" in (tmp_path / "v.xml").read_text()
 
 
+def test_in_github_actions_progress_is_a_log_group_and_errors_are_annotations(
+        tmp_path: Path) -> None:
+    result = cli("check", str(tmp_path / "missing"), cwd=tmp_path,
+                 env={"GITHUB_ACTIONS": "true"})
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "::group::reprobuild progress" and "::endgroup::" in lines
+    assert any(line.startswith("::error title=reprobuild error (exit 2)::")
+               and "does not exist" in line for line in lines)
+
+
 def test_dash_is_stdout_and_the_summary_moves_to_stderr(tmp_path: Path) -> None:
     result = cli("check", str(tmp_path / "missing"), "--json", "-", cwd=tmp_path)
     assert result.returncode == 2
