@@ -53,8 +53,9 @@ class _Display:
         if self.live:
             from rich.live import Live  # noqa: PLC0415 - only on a terminal
 
-            self._live = Live(self._table(), console=err.real(), refresh_per_second=2,
-                              transient=True)
+            # get_renderable: every refresh redraws the table, so elapsed times tick.
+            self._live = Live(console=err.real(), refresh_per_second=2, transient=True,
+                              get_renderable=self._table)
             self._live.__enter__()
         return self
 
@@ -67,7 +68,7 @@ class _Display:
         for column in ("target", "phase", "elapsed"):
             grid.add_column(column)
         now = time.monotonic()
-        for name, (phase, since) in self.state.items():
+        for name, (phase, since) in list(self.state.items()):  # the refresh thread reads
             if phase == "queued" or phase.startswith("done"):
                 continue
             grid.add_row(escape(name), escape(phase), f"{now - since:.0f}s")
@@ -79,9 +80,7 @@ class _Display:
             if phase == "queued" or name not in self.state or self.state[name][0] == "queued":
                 since = time.monotonic()
             self.state[name] = (phase, since)
-            if self._live is not None:
-                self._live.update(self._table())
-            elif phase != "queued":
+            if self._live is None and phase != "queued":
                 clean = "".join(c if c.isprintable() else " " for c in phase)
                 err.print(f"[{time.monotonic() - self.started:7.1f}s] {escape(name)}: "
                           f"{escape(clean)}", highlight=False, soft_wrap=True)
