@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-__all__ = ["RichProgress", "err", "escape", "out", "table"]
+__all__ = ["RichProgress", "err", "escape", "out", "plain", "table"]
 
 
 class _LazyConsole:
@@ -48,11 +48,20 @@ out = _LazyConsole(stderr=False)
 err = _LazyConsole(stderr=True)
 
 
+def plain(text: str) -> str:
+    """Text from a build (log lines, file names, egress details) made inert for a terminal:
+    every control character but newline and tab is shown as ``\\xNN`` (rich itself passes
+    ESC through, so an escape sequence in a build log would reach the terminal live)."""
+    return "".join(c if c in "\n\t" or (c.isprintable() and c not in "\x7f")
+                   else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                   for c in text)
+
+
 def escape(text: str) -> str:
-    """Rich markup escaping, imported when something is printed."""
+    """Rich markup escaping, control characters made visible (:func:`plain`)."""
     from rich.markup import escape as rich_escape  # noqa: PLC0415 - lazy
 
-    return rich_escape(text)
+    return rich_escape(plain(text))
 
 
 def table() -> Table:

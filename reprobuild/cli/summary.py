@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reprobuild.cli.console import err, escape, out, table
+from reprobuild.cli.console import err, escape, out, plain, table
 from reprobuild.report import Report, Verdict
 
 __all__ = ["print_egress", "print_summary"]
@@ -70,14 +70,14 @@ def print_summary(report: Report, *, to_stderr: bool = False) -> None:
             con.print("only in one build" if not (diff.sha256_a and diff.sha256_b)
                       else "differs (diffoscope not run)")
             continue
-        con.print(diff.diffoscope.excerpt.rstrip(), markup=False, highlight=False)
+        con.print(plain(diff.diffoscope.excerpt.rstrip()), markup=False, highlight=False)
         if diff.diffoscope.text and report.out_dir:
             full = escape(str(Path(report.out_dir) / diff.diffoscope.text))
             con.print(f"[dim]full report: {full}[/dim]")
     for build in report.builds:
         if build.timed_out or build.exit_code != 0:
             con.rule(f"[yellow]build {escape(build.name)} log (last lines)[/yellow]")
-            con.print(build.log_tail, markup=False, highlight=False)
+            con.print(plain(build.log_tail), markup=False, highlight=False)
     if report.egress:
         print_egress(report, con)
     for warning in report.warnings:
@@ -146,7 +146,7 @@ def _print_verify(report: Report, con: Any) -> None:
         for line in item.packaging:
             con.print(f"[cyan]packaging:[/cyan] {escape(line)}")
         if item.diffoscope is not None and item.diffoscope.excerpt and item.changed:
-            con.print(item.diffoscope.excerpt.rstrip(), markup=False, highlight=False)
+            con.print(plain(item.diffoscope.excerpt.rstrip()), markup=False, highlight=False)
     if info.rebuilt_only:
         con.print(f"[dim]rebuilt, not published: {escape(', '.join(info.rebuilt_only))}[/dim]")
 

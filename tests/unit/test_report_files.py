@@ -99,3 +99,21 @@ def test_github_annotations_are_escaped_and_only_in_actions(
                      "::error title=reprobuild egress::the build tried to reach x.example:80"]
     # Markdown cells from build output carry no markup and no control characters.
     assert cell("a|b\x1b[31m[x](http://e.example)\n") == r"a\|b \[31m\[x\]\(http://e.example\) "
+
+
+def test_build_text_never_reaches_the_terminal_with_live_control_characters(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from reprobuild.cli.summary import print_summary  # noqa: PLC0415
+    from reprobuild.report import Verdict  # noqa: PLC0415
+    from tests.unit.test_compare_report import _report  # noqa: PLC0415
+
+    report = _report(Verdict.BUILD_FAILED, exit_b=2)
+    hostile = "\x1b]0;pwned\x07\x1b[2J"
+    builds = (report.builds[0], replace(report.builds[1], log_tail=f"boom {hostile}"))
+    report = replace(report, builds=builds, warnings=(f"odd file {hostile}",))
+    print_summary(report)
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "\x07" not in captured.out
+    assert "boom \\x1b]0;pwned\\x07\\x1b[2J" in captured.out
