@@ -34,6 +34,7 @@ from reprobuild.ecosystems.node.plan import (
     UNTRUSTED_CERTIFICATE,
     nearest_lockfiles,
     plan_npm,
+    registry_env,
 )
 from reprobuild.ecosystems.node.pnpm import ECOSYSTEM as PNPM
 from reprobuild.ecosystems.node.release import NpmReleases
@@ -131,14 +132,7 @@ class Npm:
     def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
         """npm's own proxy settings (it ignores HTTPS_PROXY), quick retries, the CA."""
         del plan
-        env = {"npm_config_https_proxy": proxy, "npm_config_proxy": proxy,
-               "npm_config_update_notifier": "false", "npm_config_fetch_retries": "1",
-               "npm_config_fetch_retry_mintimeout": "1000",
-               "npm_config_fetch_retry_maxtimeout": "5000", "NODE_OPTIONS": ""}
-        if ca_file is not None:
-            env["NODE_EXTRA_CA_CERTS"] = ca_file
-            env["npm_config_cafile"] = ca_file
-        return env
+        return registry_env(proxy, ca_file)
 
     def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
         """``npm ci --offline`` in the build reads the fetched cache and nothing else."""

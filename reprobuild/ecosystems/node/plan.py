@@ -18,7 +18,7 @@ from reprobuild.errors import RecipeError
 from reprobuild.source import SourceTree
 
 __all__ = ["NPM_LOCKFILES", "OTHER_LOCKFILES", "STRATEGY", "UNTRUSTED_CERTIFICATE",
-           "nearest_lockfiles", "plan_npm"]
+           "nearest_lockfiles", "plan_npm", "registry_env"]
 
 STRATEGY = "npm"
 
@@ -36,6 +36,22 @@ UNTRUSTED_CERTIFICATE = ("SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_GET_ISSUER_CERT
 """What Node's TLS stack says about a certificate it does not trust (npm and pnpm)."""
 _SUPPORTED = ("package-lock.json or npm-shrinkwrap.json (--recipe node) and pnpm-lock.yaml "
               "(--recipe pnpm)")
+
+
+def registry_env(proxy: str, ca_file: str | None,
+                 tools: tuple[str, ...] = ("npm",)) -> dict[str, str]:
+    """Each npm-style tool's own proxy settings (``<tool>_config_*``: npm ignores
+    HTTPS_PROXY), no update check, one quick retry, and the CA for Node's TLS."""
+    env = {"NODE_OPTIONS": ""}
+    for tool in tools:
+        env |= {f"{tool}_config_https_proxy": proxy, f"{tool}_config_proxy": proxy,
+                f"{tool}_config_update_notifier": "false", f"{tool}_config_fetch_retries": "1",
+                f"{tool}_config_fetch_retry_mintimeout": "1000",
+                f"{tool}_config_fetch_retry_maxtimeout": "5000"}
+    if ca_file is not None:
+        env["NODE_EXTRA_CA_CERTS"] = ca_file
+        env["npm_config_cafile"] = ca_file
+    return env
 
 
 def nearest_lockfiles(tree: SourceTree) -> tuple[str, tuple[str, ...]] | None:

@@ -48,7 +48,11 @@ from reprobuild.ecosystems.interface import (
     files_of,
     join,
 )
-from reprobuild.ecosystems.node.plan import UNTRUSTED_CERTIFICATE, nearest_lockfiles
+from reprobuild.ecosystems.node.plan import (
+    UNTRUSTED_CERTIFICATE,
+    nearest_lockfiles,
+    registry_env,
+)
 from reprobuild.ecosystems.node.release import NpmReleases
 from reprobuild.errors import (
     DependencyIntegrityError,
@@ -344,19 +348,8 @@ class Pnpm:
     def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
         """npm's and pnpm's own proxy settings, one quick retry, the CA."""
         del plan
-        env = {"npm_config_https_proxy": proxy, "npm_config_proxy": proxy,
-               "npm_config_update_notifier": "false", "npm_config_fetch_retries": "1",
-               "npm_config_fetch_retry_mintimeout": "1000",
-               "npm_config_fetch_retry_maxtimeout": "5000", "NODE_OPTIONS": "",
-               "pnpm_config_https_proxy": proxy, "pnpm_config_proxy": proxy,
-               "pnpm_config_update_notifier": "false", "pnpm_config_fetch_retries": "1",
-               "pnpm_config_fetch_retry_mintimeout": "1000",
-               "pnpm_config_fetch_retry_maxtimeout": "5000",
-               "pnpm_config_registry": "https://registry.npmjs.org/", "CI": "true"}
-        if ca_file is not None:
-            env["NODE_EXTRA_CA_CERTS"] = ca_file
-            env["npm_config_cafile"] = ca_file
-        return env
+        return registry_env(proxy, ca_file, ("npm", "pnpm")) | {
+            "pnpm_config_registry": "https://registry.npmjs.org/", "CI": "true"}
 
     def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
         """pnpm from ``/deps/bin``, the fetched store, offline; no registry age check."""
