@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reprobuild.archive import ExtractedFile
-from reprobuild.errors import ReprobuildError
+from reprobuild.errors import RecipeError, ReprobuildError
 from reprobuild.source import EntryKind, SourceTree
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ __all__ = [
     "Verified",
     "files_of",
     "join",
+    "load_yaml",
 ]
 
 DEPS_DIR = "/deps"
@@ -289,6 +290,20 @@ class Ecosystem(FetchJob, Protocol):
     def failure_hint(self, log: str) -> str | None:
         """A hint for a failed fetch the tool's log explains (untrusted certificates)."""
         ...
+
+
+def load_yaml(data: bytes, path: str, hint: str) -> Any:
+    """A YAML manifest from the tree (pnpm's lock, a goreleaser file), with PyYAML's safe
+    loader (libyaml's when built); invalid YAML is a :class:`RecipeError` with ``hint``.
+    PyYAML is imported only here, when a project has such a file."""
+    import yaml  # noqa: PLC0415  (see the docstring)
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(data, Loader=loader)  # noqa: S506  (a safe loader)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}",
+                          hint) from exc
 
 
 def files_of(tree: SourceTree) -> dict[str, bytes]:

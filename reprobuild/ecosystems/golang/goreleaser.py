@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from reprobuild.ecosystems.interface import files_of, join
-from reprobuild.errors import RecipeError
+from reprobuild.ecosystems.interface import files_of, join, load_yaml
 from reprobuild.source import SourceTree
 
 __all__ = ["CONFIG_FILES", "GoRelease", "read_goreleaser", "render"]
@@ -101,18 +100,6 @@ def _words(value: object) -> list[str]:
     return []
 
 
-def _load(data: bytes, path: str) -> dict[str, Any]:
-    import yaml  # noqa: PLC0415  (PyYAML: only projects with a goreleaser file need it)
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        value = yaml.load(data, Loader=loader)  # noqa: S506  (a safe loader)
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}",
-                          "fix it, or remove it to build as plain `go build` does") from exc
-    return value if isinstance(value, dict) else {}
-
-
 def read_goreleaser(tree: SourceTree) -> GoRelease | None:
     """The project's goreleaser linux builds, applied as the release applies them."""
     files = files_of(tree)
@@ -120,7 +107,9 @@ def read_goreleaser(tree: SourceTree) -> GoRelease | None:
                 None)
     if path is None:
         return None
-    config = _load(files[path], path)
+    loaded = load_yaml(files[path], path,
+                       "fix it, or remove it to build as plain `go build` does")
+    config: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
     fields, notes = _fields(tree)
     project = str(config.get("project_name") or (tree.subdir or tree.location).rsplit("/", 1)[-1])
     builds = [b for b in config.get("builds") or [{}] if isinstance(b, dict)]

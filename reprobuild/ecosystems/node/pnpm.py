@@ -19,8 +19,9 @@ and checks that every store file is named by its own sha512. The builds run pnpm
 there, offline, with the supply-chain age check (which asks the registry) turned off: the
 lockfile was checked when it was fetched.
 
-The lockfile is YAML, read with PyYAML's safe loader (imported only here, when a pnpm
-project is planned).
+The lockfile is YAML, read with PyYAML's safe loader
+(:func:`~reprobuild.ecosystems.interface.load_yaml`, imported only when a pnpm project is
+planned).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from reprobuild.ecosystems.interface import (
     Verified,
     files_of,
     join,
+    load_yaml,
 )
 from reprobuild.ecosystems.node.plan import (
     UNTRUSTED_CERTIFICATE,
@@ -115,17 +117,6 @@ DEFAULT_PNPM = PnpmTool(
     "reprobuild's default (package.json names no packageManager)")
 """The pnpm used when ``packageManager`` is absent: a release that reads lockfile 9.0,
 its sha512 the registry's ``dist.integrity``, pinned here so it is checked like a pin."""
-
-
-def _yaml(data: bytes, path: str) -> Any:
-    import yaml  # noqa: PLC0415  (PyYAML: only pnpm projects need it)
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader if built
-    try:
-        return yaml.load(data, Loader=loader)  # noqa: S506  (a safe loader)
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}",
-                          "fix the file; nothing was fetched") from exc
 
 
 def _json_object(data: bytes | None, path: str) -> dict[str, Any]:
@@ -203,7 +194,7 @@ def plan_pnpm(tree: SourceTree) -> FetchPlan:
                           "pass --recipe node for an npm lockfile")
     root = found[0]
     lock_path = join(root, LOCKFILE)
-    lock = _yaml(files[lock_path], lock_path)
+    lock = load_yaml(files[lock_path], lock_path, "fix the file; nothing was fetched")
     if not isinstance(lock, dict):
         raise RecipeError(f"{lock_path}: expected a mapping", "regenerate the lockfile")
     version = str(lock.get("lockfileVersion", ""))
