@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
@@ -45,6 +45,7 @@ __all__ = [
     "write_reports",
 ]
 
+_Options = TypeVar("_Options")
 ReportFiles = Mapping[str, Path | None]
 """Format name -> the file the user asked for (None: not asked)."""
 
@@ -167,16 +168,16 @@ def annotate(report: Report) -> None:
         print(line, file=sys.stderr)
 
 
-def run_and_report(run: Callable[[Progress], Report], *, report_files: ReportFiles,
-                   out_dir: Path | None, quiet: bool,
-                   prepare: Callable[[], None] = lambda: None) -> Report:
-    """Check the report paths, ``prepare`` (parse options), run a command's core with
-    progress, and write every report file it asked for, on an error too."""
+def run_and_report(options: Callable[[], _Options], run: Callable[[_Options, Progress], Report],
+                   *, report_files: ReportFiles, out_dir: Path | None, quiet: bool) -> Report:
+    """Check the report paths, build the command's ``options`` (parsing them can fail with a
+    bad-input error, which still leaves every report), run its core with progress, and
+    write every report file it asked for, on an error too."""
     check_report_files(report_files)
     try:
-        prepare()
+        parsed = options()
         with RichProgress(err, enabled=not quiet) as progress:
-            report = run(progress)
+            report = run(parsed, progress)
     except ReprobuildError as exc:
         write_error_reports(exc, report_files)
         raise
@@ -220,17 +221,11 @@ def check(
 ) -> None:
     """Build SOURCE twice in different environments and compare the outputs bit for bit."""
     del debug  # read by main() before Typer runs
-    options: list[CheckOptions] = []
-
-    def prepare() -> None:  # inside the report-writing guard: bad options leave reports
-        options.append(CheckOptions(
-            source=source, ref=ref, subdir=subdir, recipe=recipe,
-            variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
-            ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap))
-
-    report = run_and_report(lambda progress: run_check(options[0], progress),
-                            report_files=report_files, out_dir=out_dir, quiet=quiet,
-                            prepare=prepare)
+    report = run_and_report(lambda: CheckOptions(
+        source=source, ref=ref, subdir=subdir, recipe=recipe,
+        variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
+        ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap),
+        run_check, report_files=report_files, out_dir=out_dir, quiet=quiet)
     if not quiet:
         print_summary(report, to_stderr=stdout_taken(report_files))
     raise typer.Exit(int(report.exit_code))

@@ -81,19 +81,13 @@ def verify(
     del debug  # read by main() before Typer runs
     from reprobuild.pipeline.verify import VerifyOptions, run_verify  # noqa: PLC0415 - not for check
 
-    options: list[VerifyOptions] = []
-
-    def prepare() -> None:  # inside the report-writing guard: bad options leave reports
-        options.append(VerifyOptions(
-            source=source, ref=ref, subdir=subdir, recipe=recipe, against=tuple(against or ()),
-            env=parse_env(env or []), pins=tuple(pin or ()), twice=twice,
-            variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
-            ca_cert=ca_cert, diffoscope=not no_diffoscope))
-
     started = time.time()
-    report = run_and_report(lambda progress: run_verify(options[0], progress),
-                            report_files=report_files, out_dir=out_dir, quiet=quiet,
-                            prepare=prepare)
+    report = run_and_report(lambda: VerifyOptions(
+        source=source, ref=ref, subdir=subdir, recipe=recipe, against=tuple(against or ()),
+        env=parse_env(env or []), pins=tuple(pin or ()), twice=twice,
+        variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
+        ca_cert=ca_cert, diffoscope=not no_diffoscope),
+        run_verify, report_files=report_files, out_dir=out_dir, quiet=quiet)
     if attest is not None:
         if report.verdict is Verdict.REPRODUCIBLE:
             from reprobuild import attestation  # noqa: PLC0415 - only for a match
