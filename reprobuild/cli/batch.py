@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from reprobuild.cli.check import STDOUT, emit, step_summary
+from reprobuild.cli.check import emit, stdout_taken, step_summary
 from reprobuild.cli.console import err, escape, out, table
 from reprobuild.errors import InputError
 from reprobuild.pipeline import history
@@ -81,9 +81,8 @@ class _Display:
                 since = time.monotonic()
             self.state[name] = (phase, since)
             if self._live is None and phase != "queued":
-                clean = "".join(c if c.isprintable() else " " for c in phase)
                 err.print(f"[{time.monotonic() - self.started:7.1f}s] {escape(name)}: "
-                          f"{escape(clean)}", highlight=False, soft_wrap=True)
+                          f"{escape(phase)}", highlight=False, soft_wrap=True)
 
 
 def _summary(data: dict[str, Any], to_stderr: bool) -> None:
@@ -169,7 +168,7 @@ def batch(
         data["history"] = _record_history(history_dir, data)
     _write_reports(data, files)
     if not quiet:
-        _summary(data, to_stderr=any(p == STDOUT for p in files.values()))
+        _summary(data, to_stderr=stdout_taken(files))
     raise typer.Exit(data["exit_code"])
 
 
@@ -201,7 +200,7 @@ def merge(
     files = {"json": json_file, "junit": junit, "sarif": sarif, "markdown": markdown}
     _write_reports(merged, files)
     if not quiet:
-        _summary(merged, to_stderr=any(p == STDOUT for p in files.values()))
+        _summary(merged, to_stderr=stdout_taken(files))
     raise typer.Exit(merged["exit_code"])
 
 

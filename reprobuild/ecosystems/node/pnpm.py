@@ -359,7 +359,8 @@ class Pnpm:
             raise EnvironmentFailure("the pnpm fetch left no pnpm tarball", "see the fetch log")
         sha512 = file_digest(tgz, "sha512").split(":", 1)[1]
         if tool.algo and tool.hexdigest:
-            actual = file_digest(tgz, tool.algo).split(":", 1)[1]
+            actual = sha512 if tool.algo == "sha512" else file_digest(tgz, tool.algo).split(
+                ":", 1)[1]
             if actual != tool.hexdigest:
                 raise DependencyIntegrityError(f"pnpm@{tool.version}",
                                                f"{tool.algo}:{tool.hexdigest}",
