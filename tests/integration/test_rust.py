@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import GIT_ENV, make_repo, run_cli
+from .conftest import git, make_repo, run_cli
 
 pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
 
 
 def commit(repo: Path, message: str) -> None:
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(repo), "commit", "-qm", message], check=True,
-                   env={**GIT_ENV, "PATH": "/usr/bin:/bin"})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
 
 
 def test_a_rust_workspace_builds_bit_for_bit_from_crates_io(tmp_path: Path) -> None:
