@@ -19,17 +19,9 @@ import typer
 from reprobuild.cli.check import emit, stdout_taken, step_summary
 from reprobuild.cli.console import err, escape, out, table
 from reprobuild.errors import InputError
-from reprobuild.pipeline import history
-from reprobuild.pipeline.batch import (
-    BatchResult,
-    combined_exit,
-    default_jobs,
-    load_batch,
-    parse_shard,
-    run_batch,
-    select_shard,
-)
-from reprobuild.report import batch as batch_report
+
+# The batch machinery (subprocess pool, history, report merging) is imported by the
+# commands that use it, not on every start of the tool.
 
 __all__ = ["batch", "history_app", "merge"]
 
@@ -106,6 +98,8 @@ def _summary(data: dict[str, Any], to_stderr: bool) -> None:
 
 def _record_history(root: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
     """Compare every target with its last record, then append the new ones."""
+    from reprobuild.pipeline import history  # noqa: PLC0415 - see the imports
+
     now = time.time()
     root.mkdir(parents=True, exist_ok=True)  # a CI cache saves the path even for no targets
     entries = []
@@ -121,6 +115,8 @@ def _record_history(root: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _write_reports(data: dict[str, Any], files: dict[str, Path | None]) -> None:
+    from reprobuild.report import batch as batch_report  # noqa: PLC0415 - see the imports
+
     for name, path in files.items():
         if path is not None:
             emit(batch_report.FORMATS[name](data), path)
@@ -152,6 +148,14 @@ def batch(
 ) -> None:
     """Check every target of a batch file, a bounded number at a time."""
     del debug
+    from reprobuild.pipeline.batch import (  # noqa: PLC0415 - see the imports
+        default_jobs,
+        load_batch,
+        parse_shard,
+        run_batch,
+        select_shard,
+    )
+
     files = {"json": json_file, "junit": junit, "sarif": sarif, "markdown": markdown}
     targets = load_batch(file)
     chosen = parse_shard(shard) if shard else None
@@ -159,7 +163,7 @@ def batch(
     workers = jobs or default_jobs()
     label = f"{chosen[0]}/{chosen[1]}" if chosen else "all"
     with _Display(live=not quiet and err.is_terminal) as display:
-        result: BatchResult = run_batch(
+        result = run_batch(
             selected, batch=str(file), jobs=workers, shard=label, out=out_dir,
             on_progress=display.update if not quiet else (lambda _n, _p: None),
             host={"hostname": socket.gethostname()})
@@ -182,6 +186,9 @@ def merge(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no summary")] = False,
 ) -> None:
     """Combine the batch reports of several shards into one (JSON, JUnit, SARIF, Markdown)."""
+    from reprobuild.pipeline.batch import combined_exit  # noqa: PLC0415 - see the imports
+    from reprobuild.report import batch as batch_report  # noqa: PLC0415
+
     loaded = []
     for path in reports:
         try:
@@ -211,6 +218,8 @@ def history_show(
     targets: Annotated[list[str] | None, typer.Argument(help="targets (default: all)")] = None,
 ) -> None:
     """Each target's timeline: one row per run, what changed from the run before."""
+    from reprobuild.pipeline import history  # noqa: PLC0415 - see the imports
+
     found = history.timeline(directory, targets)
     for name, records in found.items():
         grid = table()
