@@ -14,13 +14,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from reprobuild.report.markdown import cell
+from reprobuild.report.markdown import ICON, cell
 
 __all__ = ["FORMATS", "merge", "render_json", "render_junit", "render_markdown",
            "render_sarif"]
 
-_ICON = {"reproducible": "✅", "unreproducible": "❌", "egress": "🚨", "build-failed": "⚠️",
-         "repacked": "📦", "error": "⛔"}
+_ICON = {verdict.value: mark for verdict, mark in ICON.items()}
 
 
 def merge(batches: Sequence[Mapping[str, Any]], *, combined_exit: Any) -> dict[str, Any]:

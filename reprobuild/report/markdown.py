@@ -13,10 +13,11 @@ import re
 from reprobuild.report.model import Report, Verdict
 from reprobuild.report.sarif import target_id
 
-__all__ = ["cell", "render", "render_error", "to_markdown"]
+__all__ = ["ICON", "cell", "render", "render_error", "to_markdown"]
 
-_ICON = {Verdict.REPRODUCIBLE: "✅", Verdict.UNREPRODUCIBLE: "❌", Verdict.EGRESS: "🚨",
-         Verdict.BUILD_FAILED: "⚠️", Verdict.REPACKED: "📦", Verdict.ERROR: "⛔"}
+ICON = {Verdict.REPRODUCIBLE: "✅", Verdict.UNREPRODUCIBLE: "❌", Verdict.EGRESS: "🚨",
+        Verdict.BUILD_FAILED: "⚠️", Verdict.REPACKED: "📦", Verdict.ERROR: "⛔"}
+"""The mark of each verdict in a summary (the batch table uses the same)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
 
@@ -32,7 +33,7 @@ def cell(text: str, limit: int = 200) -> str:
 def to_markdown(report: Report) -> str:
     """The summary of one report."""
     target = target_id(report)
-    icon = _ICON.get(report.verdict, "")
+    icon = ICON.get(report.verdict, "")
     lines = [f"### {icon} reprobuild: {report.verdict.value} — {cell(target)}", ""]
     if report.message:
         lines += [cell(report.message, 500), ""]
@@ -74,5 +75,5 @@ def render(report: Report) -> bytes:
 
 def render_error(message: str, exit_code: int) -> bytes:
     """A run that ended before a verdict."""
-    return (f"### {_ICON[Verdict.ERROR]} reprobuild: error (exit {exit_code})\n\n"
+    return (f"### {ICON[Verdict.ERROR]} reprobuild: error (exit {exit_code})\n\n"
             f"{cell(message, 500)}\n").encode()
