@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reprobuild.archive import ExtractedFile, FileOrder, build_tar
+from reprobuild.explain.leaves import excerpt as leaf_excerpt
+from reprobuild.explain.leaves import read_leaves
 from reprobuild.report import DiffoscopeInfo
 from reprobuild.sandbox.spec import OUT_DIR, SandboxLimits, SandboxSpec
 from reprobuild.source import EntryKind, SourceEntry
@@ -69,6 +71,7 @@ def diffoscope_script(name: str, limits: DiffoscopeLimits) -> str:
         f" --max-text-report-size {limits.max_report_bytes}"
         f" --max-diff-block-lines {limits.max_diff_block_lines}"
         f" --text {OUT_DIR}/diffoscope.txt --html {OUT_DIR}/diffoscope.html"
+        f" --json {OUT_DIR}/diffoscope.json"
         f" {_IN_DIR}/a/{quoted} {_IN_DIR}/b/{quoted}",
         "",
     ])
@@ -94,13 +97,17 @@ def explain(sandbox: Sandbox, *, image: str, mismatch: Mismatch, a_dir: Path, b_
         writable=(_IN_DIR, "/tmp"),
         stdin=build_tar(entries, order=FileOrder.SORTED, mtime=0),
         limits=SandboxLimits(timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
-                             pids=256, output_mb=max(64, 3 * limits.max_report_bytes >> 20)),
+                             pids=256, output_mb=max(64, 4 * limits.max_report_bytes >> 20)),
     )
     result = sandbox.run(spec, output_dir=dest, log_path=dest / "diffoscope.log")
     text = dest / "diffoscope.txt"
     html = dest / "diffoscope.html"
+    tree = dest / "diffoscope.json"
+    found = read_leaves(tree)
     excerpt = ""
-    if text.is_file():
+    if found:
+        excerpt = leaf_excerpt(found, max_lines=_EXCERPT_LINES)
+    elif text.is_file():
         with text.open(encoding="utf-8", errors="replace") as handle:
             excerpt = "".join(line for _, line in zip(range(_EXCERPT_LINES), handle,
                                                       strict=False))
@@ -109,4 +116,5 @@ def explain(sandbox: Sandbox, *, image: str, mismatch: Mismatch, a_dir: Path, b_
     return DiffoscopeInfo(
         text=str(text.relative_to(root)) if text.is_file() else None,
         html=str(html.relative_to(root)) if html.is_file() else None,
-        exit_code=result.exit_code, timed_out=result.timed_out, excerpt=excerpt)
+        exit_code=result.exit_code, timed_out=result.timed_out, excerpt=excerpt,
+        json=str(tree.relative_to(root)) if tree.is_file() else None)

@@ -16,7 +16,9 @@ import difflib
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reprobuild.archive import FileOrder
 from reprobuild.errors import InputError
@@ -37,6 +39,10 @@ class Variation(str, Enum):
     CPUS = "cpus"
     ENV_ORDER = "env_order"
     FILE_ORDER = "file_order"
+
+
+CLOCK_SHIFT_DAYS = 398
+"""How far build B's clock runs ahead (reprotest's shift: over a year, not a whole one)."""
 
 
 class EnvOrder(str, Enum):
@@ -123,7 +129,7 @@ def _b_value(variation: Variation, host_cpus: int) -> dict[str, object]:
         case Variation.HOME:
             return {"home": "/home/rebuilder"}
         case Variation.CLOCK:
-            return {"faketime": "+398d"}
+            return {"faketime": f"+{CLOCK_SHIFT_DAYS}d"}
         case Variation.CPUS:
             return {"cpuset": "0"} if host_cpus > 1 else {}
         case Variation.ENV_ORDER:
@@ -242,6 +248,41 @@ def build_script(env: BuildEnv, *, project_dir: str, commands: Sequence[str],
         f"exec env -i {assignments} /usr/bin/python3 -I -S -c {shlex.quote(LAUNCHER)} {quoted}",
         "",
     ])
+
+
+def markers(env: BuildEnv) -> dict[Variation, tuple[str, ...]]:
+    """Strings only ``env`` (a varied build) has, per variation it varies: finding one in
+    an artifact names the variation that put it there. Paths come before names, so a home
+    directory that contains the user name is matched as the home directory."""
+    found: dict[Variation, tuple[str, ...]] = {}
+    if env.workdir != _A.workdir:
+        found[Variation.BUILD_PATH] = (env.workdir.removesuffix("/src"),)
+    if env.home != _A.home:
+        found[Variation.HOME] = (env.home,)
+    if env.hostname != _A.hostname:
+        found[Variation.HOSTNAME] = (f"{env.hostname}.{env.domainname}", env.domainname,
+                                     env.hostname)
+    if env.user != _A.user:
+        found[Variation.USER] = (env.user,)
+    if env.timezone != _A.timezone:
+        found[Variation.TIMEZONE] = (env.timezone, *_utc_offsets(env.timezone))
+    if env.locale != _A.locale:
+        found[Variation.LOCALE] = (env.locale.split(".")[0],)
+    return found
+
+
+def _utc_offsets(zone: str) -> tuple[str, ...]:
+    """How a time in ``zone`` shows its offset (``+1400``, ``+14:00``)."""
+    try:
+        offset = datetime.now(ZoneInfo(zone)).utcoffset()
+    except (ZoneInfoNotFoundError, ValueError):
+        return ()
+    if offset is None:
+        return ()
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return (f"{sign}{hours:02d}{rest:02d}", f"{sign}{hours:02d}:{rest:02d}")
 
 
 def settings(env: BuildEnv) -> dict[str, str]:

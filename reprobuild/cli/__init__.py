@@ -22,6 +22,7 @@ from reprobuild.cli import batch as batch_cli
 from reprobuild.cli import catalog
 from reprobuild.cli.check import check
 from reprobuild.cli.console import err, escape, out
+from reprobuild.cli.explain import explain
 from reprobuild.cli.verify import verify
 from reprobuild.errors import ExitCode, ReprobuildError
 
@@ -32,6 +33,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "and explain every difference.")
 app.command("check")(check)
 app.command("verify")(verify)
+app.command("explain")(explain)
 app.command("batch")(batch_cli.batch)
 app.command("merge")(batch_cli.merge)
 app.add_typer(batch_cli.history_app, name="history")

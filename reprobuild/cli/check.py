@@ -24,10 +24,12 @@ from reprobuild.atomic import write_output
 from reprobuild.cli.console import RichProgress, err
 from reprobuild.cli.summary import print_summary
 from reprobuild.errors import InputError, ReprobuildError
+from reprobuild.explain.search import DEFAULT_BUDGET, parse_budget
 from reprobuild.pipeline.check import CheckOptions, run_check
 from reprobuild.progress import Progress
 from reprobuild.report import Report
 from reprobuild.report.formats import FORMATS, by_name, write_report
+from reprobuild.report.markdown import INDEX_NAME, index_markdown
 from reprobuild.variations import parse_variations
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "step_summary",
     "with_report_options",
     "write_error_reports",
+    "write_evidence_index",
     "write_reports",
 ]
 
@@ -182,9 +185,17 @@ def run_and_report(options: Callable[[], _Options], run: Callable[[_Options, Pro
         write_error_reports(exc, report_files)
         raise
     write_reports(report, report_files)
-    if report.out_dir and out_dir is not None:
-        write_report(by_name("json"), report, Path(report.out_dir) / "report.json")
+    if report.out_dir:
+        write_evidence_index(report, Path(report.out_dir))
     return report
+
+
+def write_evidence_index(report: Report, where: Path) -> None:
+    """``report.json`` and ``summary.md`` (an index linking every diffoscope report, log
+    and the JSON) in the results directory, whether it is ``--out`` or a kept temporary
+    one."""
+    write_report(by_name("json"), report, where / "report.json")
+    write_output(index_markdown(report).encode("utf-8"), where / INDEX_NAME)
 
 
 def stdout_taken(files: ReportFiles) -> bool:
@@ -216,6 +227,16 @@ def check(
     no_trap: Annotated[bool, typer.Option(
         "--no-trap", help="block the network without recording attempts (for measuring "
                           "the trap's cost; never for real checks)")] = False,
+    explain: Annotated[bool | None, typer.Option(
+        "--explain/--no-explain", help="find which variation caused each difference with "
+        "extra builds [default: when unreproducible and the budget allows]",
+        show_default=False)] = None,
+    explain_budget: Annotated[str, typer.Option(
+        help="what the explanation may spend: extra builds ('8') or time ('600s', '10m')")
+    ] = str(DEFAULT_BUDGET),
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="every network attempt as its own row, every finding's "
+                                "members")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, no summary")] = False,
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
 ) -> None:
@@ -224,8 +245,9 @@ def check(
     report = run_and_report(lambda: CheckOptions(
         source=source, ref=ref, subdir=subdir, recipe=recipe,
         variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
-        ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap),
+        ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap, explain=explain,
+        explain_budget=parse_budget(explain_budget)),
         run_check, report_files=report_files, out_dir=out_dir, quiet=quiet)
     if not quiet:
-        print_summary(report, to_stderr=stdout_taken(report_files))
+        print_summary(report, to_stderr=stdout_taken(report_files), verbose=verbose)
     raise typer.Exit(int(report.exit_code))

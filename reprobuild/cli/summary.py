@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.cli.console import err, escape, out, plain, table
-from reprobuild.report import Report, Verdict
+from reprobuild.report import FindingInfo, Report, Verdict
 
-__all__ = ["print_egress", "print_summary"]
+__all__ = ["print_egress", "print_explanation", "print_summary", "recap"]
 
 _VERDICT_STYLE = {
     Verdict.REPRODUCIBLE: "bold green",
@@ -36,9 +36,10 @@ def _build_line(report: Report) -> str:
     return ",  ".join([*parts, f"total {report.timings.get('total_s', 0):.1f}s"])
 
 
-def print_summary(report: Report, *, to_stderr: bool = False) -> None:
+def print_summary(report: Report, *, to_stderr: bool = False, verbose: bool = False) -> None:
     """The summary of one report on stdout (warnings on stderr); all of it on stderr when
-    a report is written to stdout (``--json -``)."""
+    a report is written to stdout (``--json -``). It ends with a one-line recap, so the
+    last screen of a run says the verdict, the causes and where the evidence is."""
     con = err if to_stderr else out
     style = _VERDICT_STYLE[report.verdict]
     con.print(f"[{style}]{report.verdict.value.upper()}[/{style}]  "
@@ -64,26 +65,16 @@ def print_summary(report: Report, *, to_stderr: bool = False) -> None:
             _print_artifacts(report, con)
     if report.verify is not None:
         _print_verify(report, con)
-    for diff in report.differences:
-        con.rule(f"[red]{escape(diff.path)}[/red]")
-        if diff.diffoscope is None:
-            con.print("only in one build" if not (diff.sha256_a and diff.sha256_b)
-                      else "differs (diffoscope not run)")
-            continue
-        con.print(plain(diff.diffoscope.excerpt.rstrip()), markup=False, highlight=False)
-        if diff.diffoscope.text and report.out_dir:
-            full = escape(str(Path(report.out_dir) / diff.diffoscope.text))
-            con.print(f"[dim]full report: {full}[/dim]")
+    print_explanation(report, con, verbose=verbose)
     for build in report.builds:
         if build.timed_out or build.exit_code != 0:
             con.rule(f"[yellow]build {escape(build.name)} log (last lines)[/yellow]")
             con.print(plain(build.log_tail), markup=False, highlight=False)
     if report.egress:
-        print_egress(report, con)
+        print_egress(report, con, verbose=verbose)
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    if report.out_dir and report.builds:
-        con.print(f"[dim]results kept in {escape(report.out_dir)}[/dim]")
+    con.print(recap(report), highlight=False)
 
 
 def _print_artifacts(report: Report, con: Any) -> None:
@@ -151,9 +142,42 @@ def _print_verify(report: Report, con: Any) -> None:
         con.print(f"[dim]rebuilt, not published: {escape(', '.join(info.rebuilt_only))}[/dim]")
 
 
-def print_egress(report: Report, con: Any = out) -> None:
-    """The network attempts as a table: evidence of an injected build step."""
+def _grouped_egress(report: Report, con: Any) -> None:
+    """One row per destination and kind, with a count: a name tried 8 times is one row."""
+    grid = table()
+    for column in ("builds", "protocol", "destination", "name", "attempts", "process"):
+        grid.add_column(column, overflow="fold")
+    rows: dict[tuple[str, str, str], list[Any]] = {}
+    for attempt in report.egress:
+        if attempt.kind == "dropped":
+            continue
+        dst = attempt.dst or ""
+        if attempt.dport is not None:
+            dst = f"[{dst}]:{attempt.dport}" if ":" in dst else f"{dst}:{attempt.dport}"
+        name = attempt.name or ""
+        if attempt.qtype:
+            name += f" ({attempt.qtype})"
+        key = (attempt.kind + (" (forged)" if attempt.forged else ""), dst, name)
+        rows.setdefault(key, []).append(attempt)
+    dropped = sum(a.count or 0 for a in report.egress if a.kind == "dropped")
+    for (proto, dst, name), attempts in rows.items():
+        builds = ", ".join(dict.fromkeys(a.build.upper() for a in attempts))
+        process = next((f"{a.cmdline or a.exe}" for a in attempts if a.cmdline or a.exe), "")
+        grid.add_row(*(escape(v) for v in (builds, proto, dst, name, str(len(attempts)),
+                                           process)))
+    con.print(grid)
+    if dropped:
+        con.print(f"[dim]{dropped} more not logged (rate limit)[/dim]")
+    con.print("[dim]every attempt is in the JSON report; --verbose lists them here[/dim]")
+
+
+def print_egress(report: Report, con: Any = out, *, verbose: bool = False) -> None:
+    """The network attempts as a table: evidence of an injected build step (grouped by
+    destination; one row per attempt with ``verbose``)."""
     con.rule("[magenta]network attempts (none left the sandbox)[/magenta]")
+    if not verbose:
+        _grouped_egress(report, con)
+        return
     grid = table()
     for column in ("build", "protocol", "destination", "name", "detail", "process"):
         grid.add_column(column, overflow="fold")
@@ -180,3 +204,96 @@ def print_egress(report: Report, con: Any = out) -> None:
         grid.add_row(*(escape(str(v)) for v in (build, proto, dst, name,
                                                   attempt.detail or "", process)))
     con.print(grid)
+
+
+_ATTRIBUTION = {"together": "{} together", "undecided": "one of {}",
+                "build-time": "{} (time of the build)",
+                "nondeterministic": "none: identical builds differ"}
+
+
+def _culprit(finding: FindingInfo) -> str:
+    names = ", ".join(finding.culprits) or "none"
+    return _ATTRIBUTION.get(finding.attribution, "{}").format(names)
+
+
+def print_explanation(report: Report, con: Any = out, *, verbose: bool = False) -> None:
+    """Each difference: its findings (cause, culprit, what differs, the fix), the changed
+    lines diffoscope found, and where its full reports are."""
+    root = Path(report.out_dir) if report.out_dir else None
+    for diff in report.differences:
+        con.rule(f"[red]{escape(diff.path)}[/red]")
+        if diff.findings:
+            grid = table()
+            for column in ("cause", "culprit", "what differs", "example"):
+                grid.add_column(column, overflow="fold")
+            for finding in diff.findings:
+                grid.add_row(f"[bold]{escape(finding.label)}[/bold]", escape(_culprit(finding)),
+                             escape(finding.what), escape(finding.example))
+            con.print(grid)
+            for hint in dict.fromkeys(f.hint for f in diff.findings):
+                con.print(f"[green]fix:[/green] {escape(hint)}", highlight=False)
+            if verbose:
+                for finding in diff.findings:
+                    con.print(f"[dim]{escape(finding.label)} ({escape(finding.aspect)}): "
+                              f"{escape(', '.join(m or diff.path for m in finding.members))}"
+                              "[/dim]", highlight=False)
+        if diff.diffoscope is None:
+            con.print("only in one build" if not (diff.sha256_a and diff.sha256_b)
+                      else "differs (diffoscope not run)")
+            continue
+        con.print(plain(diff.diffoscope.excerpt.rstrip()), markup=False, highlight=False)
+        if root is not None:
+            reports = [str(root / p) for p in (diff.diffoscope.html, diff.diffoscope.text) if p]
+            if reports:
+                con.print(f"[dim]full report: {escape('  '.join(reports))}[/dim]",
+                          highlight=False)
+    explanation = report.explanation
+    if explanation is not None:
+        extra = len(explanation.builds)
+        if explanation.status == "skipped":
+            con.print(f"[yellow]explanation skipped:[/yellow] {escape(explanation.reason or '')}"
+                      " (raise --explain-budget, or --no-explain)", highlight=False)
+        else:
+            con.print(f"[dim]explained with {extra} extra build{'s' if extra != 1 else ''} in "
+                      f"{explanation.seconds:.1f}s (at most {explanation.bound}; budget "
+                      f"{escape(explanation.budget)})"
+                      + (f" — {escape(explanation.reason)}" if explanation.reason else "")
+                      + "[/dim]", highlight=False)
+
+
+def _causes(report: Report) -> str:
+    """``embedded timestamp (clock), archive metadata (umask, user)``."""
+    culprits: dict[str, dict[str, None]] = {}
+    for finding in (f for d in report.differences for f in d.findings):
+        names = culprits.setdefault(finding.label, {})
+        for name in finding.culprits or ("nondeterministic",):
+            names[name] = None
+    return ", ".join(f"{label} ({', '.join(names)})" for label, names in culprits.items())
+
+
+def recap(report: Report) -> str:
+    """The last line of a summary: the verdict, the counts, the causes, where the evidence
+    is (markup escaped; text from the build made plain)."""
+    style = _VERDICT_STYLE[report.verdict]
+    parts = [f"[{style}]{report.verdict.value.upper()}[/{style}]"]
+    outputs = {o.path for b in report.builds for o in b.outputs}
+    if report.differences:
+        total = len(outputs | {d.path for d in report.differences})
+        parts.append(f"{len(report.differences)} of {total} artifact(s) differ")
+        causes = _causes(report)
+        if causes:
+            parts.append(f"causes: {escape(causes)}")
+        elif report.explanation is None:
+            parts.append("causes not explained (--explain)")
+    elif report.verdict is Verdict.REPRODUCIBLE:
+        parts.append(f"{len(outputs)} artifact(s) identical")
+    if report.egress:
+        where = dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in report.egress
+                              if a.kind != "dropped")
+        parts.append(f"{len(report.egress)} network attempt(s) to {len(where)} "
+                     "destination(s)")
+    parts.append(f"{report.timings.get('total_s', 0):.1f}s")
+    if report.out_dir and report.builds:
+        parts.append(f"evidence: {escape(str(Path(report.out_dir) / 'summary.md'))}")
+    return " · ".join(parts)
+

@@ -241,6 +241,9 @@ class Ecosystem(FetchJob, Protocol):
     """Recipe ``image`` names this ecosystem refines for a project (``node``)."""
     releases: Releases | None
     """Its registry's releases, if ``verify`` can compare with them."""
+    fix_hints: Mapping[str, str]
+    """What its own tools do about a class of cause (``embedded-timestamp``, ...: the
+    values of :class:`reprobuild.explain.causes.CauseClass`), added to the generic fix."""
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:

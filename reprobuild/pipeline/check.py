@@ -14,7 +14,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reprobuild import ecosystems, images
+from reprobuild.ecosystems.interface import NO_FETCH
 from reprobuild.evidence import blocked_attempts, mark_one_sided, summarize
+from reprobuild.explain.search import DEFAULT_BUDGET, Budget
 from reprobuild.pipeline import plan
 from reprobuild.progress import Progress, SilentProgress
 from reprobuild.recipes import Recipe
@@ -24,14 +27,16 @@ from reprobuild.report import (
     decide_verdict,
 )
 from reprobuild.sandbox import agent
-from reprobuild.sandbox.spec import SandboxResult
+from reprobuild.sandbox.spec import SandboxLimits, SandboxResult
 from reprobuild.source import SourceTree
-from reprobuild.variations import plan_pair, unavailable
+from reprobuild.variations import BuildEnv, plan_pair, unavailable
 
 if TYPE_CHECKING:
     import docker
 
     from reprobuild.fetch import FetchedDeps
+    from reprobuild.pipeline.explain import BuildInputs, Explained
+    from reprobuild.pipeline.phases import Session
 
 __all__ = ["DEFAULT_TIMEOUT_S", "CheckOptions", "run_check"]
 
@@ -40,7 +45,12 @@ DEFAULT_TIMEOUT_S = 1800.0
 
 @dataclass(frozen=True, kw_only=True)
 class CheckOptions(plan.RunOptions):
-    """What ``check`` takes: exactly the options every building command has."""
+    """What ``check`` takes: the options every building command has, and the explanation's."""
+
+    explain: bool | None = None
+    """Find the culprit variations of a difference with extra builds; None: when the pair
+    is unreproducible and the budget allows one round."""
+    explain_budget: Budget = DEFAULT_BUDGET
 
 
 def run_check(options: CheckOptions, progress: Progress | None = None) -> Report:
@@ -119,8 +129,22 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
         if built and outputs:
             differences = phases.compare_pair(session, artifacts, out=out, options=options)
         timings["compare_s"] = round(time.monotonic() - t, 3)
+        explained = None
+        if differences and options.explain is not False:
+            inputs = _inputs(tree, recipe, toolchain, limits, options.trap, deps,
+                             tuple(fetched.env) if fetched else ())
+            explained = _explain(options, session, inputs, env_b=env_b,
+                                 differences=differences, out=out, results=results,
+                                 host_cpus=host_cpus)
+            if explained is not None:
+                timings["explain_s"] = explained.info.seconds
+                warnings.extend(explained.warnings)
+                differences = tuple(replace(d, findings=explained.findings.get(d.path, ()))
+                                    for d in differences)
 
     egress = tuple(mark_one_sided([r.egress for r in results]))
+    if explained is not None:
+        egress += explained.egress
     if fetched is not None:
         egress = tuple(blocked_attempts(fetched.requests)) + egress
     verdict = decide_verdict(egress=bool(egress), built=built, outputs=outputs,
@@ -147,4 +171,31 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
         variations=tuple(v.value for v in env_a.varied),
         builds=builds, differences=differences, timings=timings, out_dir=str(out),
         egress=egress, fetch=plan.fetch_info(fetched),
-        warnings=tuple(warnings), message=message)
+        warnings=tuple(warnings), message=message,
+        explanation=explained.info if explained is not None else None)
+
+
+def _inputs(tree: SourceTree, recipe: Recipe, toolchain: images.ToolchainImage,
+            limits: SandboxLimits, trap: bool, deps: bytes | None,
+            deps_env: tuple[tuple[str, str], ...]) -> BuildInputs:
+    from reprobuild.pipeline.explain import BuildInputs  # noqa: PLC0415 - see run_check
+    return BuildInputs(tree=tree, recipe=recipe, toolchain=toolchain, limits=limits,
+                       trap=trap, deps=deps, deps_env=deps_env)
+
+
+def _explain(options: CheckOptions, session: Session, inputs: BuildInputs, *,
+             env_b: BuildEnv, differences: tuple[DifferenceInfo, ...], out: Path,
+             results: list[SandboxResult], host_cpus: int) -> Explained | None:
+    """The explanation of an unreproducible pair, unless the builds tried the network (that
+    is the finding; rebuilding would only repeat the attempts)."""
+    from reprobuild.pipeline.explain import explain_pair  # noqa: PLC0415
+
+    if any(r.egress for r in results):
+        return None
+    hints = {} if inputs.recipe.fetch_strategy == NO_FETCH else dict(
+        ecosystems.get(inputs.recipe.fetch_strategy, origin=inputs.recipe.origin).fix_hints)
+    return explain_pair(session, inputs, env_b=env_b, differences=differences, out=out,
+                        budget=options.explain_budget,
+                        build_seconds=max(r.duration_s for r in results),
+                        host_cpus=host_cpus, ecosystem_hints=hints)
+

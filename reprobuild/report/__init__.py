@@ -11,7 +11,10 @@ from reprobuild.report.model import (
     ConditionsInfo,
     DifferenceInfo,
     DiffoscopeInfo,
+    ExplainBuildInfo,
+    ExplanationInfo,
     FetchInfo,
+    FindingInfo,
     OutputInfo,
     PublishedInfo,
     RecipeInfo,
@@ -25,6 +28,7 @@ from reprobuild.report.model import (
 )
 
 __all__ = ["SCHEMA", "ArtifactInfo", "BuildInfo", "ConditionsInfo", "DifferenceInfo",
-           "DiffoscopeInfo", "FetchInfo", "OutputInfo", "PublishedInfo", "RecipeInfo", "Report",
+           "DiffoscopeInfo", "ExplainBuildInfo", "ExplanationInfo", "FetchInfo", "FindingInfo",
+           "OutputInfo", "PublishedInfo", "RecipeInfo", "Report",
            "SourceInfo", "ToolchainInfo", "Verdict", "VerifyInfo", "decide_verdict",
            "exit_code_for"]

@@ -20,8 +20,9 @@ __all__ = ["error_dict", "render", "render_error", "to_dict"]
 def to_dict(report: Report) -> dict[str, Any]:
     """The JSON object for a report (field order is stable: schema first)."""
     raw = asdict(report)
-    if raw["verify"] is None:
-        del raw["verify"]  # a check's report is exactly the v1 schema it always was
+    for optional in ("verify", "explanation"):
+        if raw[optional] is None:
+            del raw[optional]  # a check's report is exactly the v1 schema it always was
     raw["verdict"] = report.verdict.value
     raw["exit_code"] = int(report.exit_code)
     ordered = {"schema": raw.pop("schema"), "tool": raw.pop("tool"),

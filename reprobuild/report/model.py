@@ -121,6 +121,38 @@ class DiffoscopeInfo:
     exit_code: int | None
     timed_out: bool
     excerpt: str
+    """The changed lines of diffoscope's leaf differences, content before listings."""
+    json: str | None = None
+    """diffoscope's JSON report (the tree the excerpt and the classes are read from)."""
+
+
+@dataclass(frozen=True)
+class FindingInfo:
+    """One way a differing artifact differs: what caused it, what kind of cause, the fix.
+
+    Members that differ the same way for the same cause are one finding.
+    """
+
+    cause: str
+    """The class (``embedded-timestamp``, ``archive-metadata``, ... README lists them)."""
+    label: str
+    aspect: str
+    """What differs: ``content``, ``mtime``, ``mode``, ``owner``, ``order``, ``presence``,
+    ``zip-entry``, ``header``, ``header-time`` or ``bytes``."""
+    what: str
+    """``mode of 3 members``, ``gzip header time``: what differs, for a person."""
+    members: tuple[str, ...]
+    culprits: tuple[str, ...]
+    """The variations that cause it (``clock`` for the time of the build)."""
+    attribution: str
+    """``variation`` (each culprit alone causes it), ``together`` (only combined),
+    ``build-time`` (two identical builds differ, in time values only),
+    ``nondeterministic`` (two identical builds differ otherwise), ``undecided`` (one of the
+    culprits; the budget ran out or a build failed)."""
+    evidence: tuple[str, ...]
+    """The builds that show it (``b``, the explanation builds ``x1``...)."""
+    example: str
+    hint: str
 
 
 @dataclass(frozen=True)
@@ -135,6 +167,40 @@ class DifferenceInfo:
     sha256_a: str | None
     sha256_b: str | None
     diffoscope: DiffoscopeInfo | None
+    findings: tuple[FindingInfo, ...] = ()
+    """Why it differs, when the explanation ran (``--explain``)."""
+
+
+@dataclass(frozen=True)
+class ExplainBuildInfo:
+    """One extra build of the explanation: which of B's variations it applied."""
+
+    name: str
+    round: int
+    variations: tuple[str, ...]
+    """Empty for the control build (A's environment again)."""
+    exit_code: int | None
+    timed_out: bool
+    duration_s: float
+    log: str
+    differs: tuple[str, ...]
+    """The artifacts whose bytes differ from build A's."""
+
+
+@dataclass(frozen=True)
+class ExplanationInfo:
+    """How the culprits were found: the extra builds, their cost, the classes found."""
+
+    status: str
+    """``complete``, ``partial`` (budget spent or a build failed), or ``skipped``."""
+    reason: str | None
+    budget: str
+    bound: int
+    """The most extra builds this search could take (README, "--explain")."""
+    builds: tuple[ExplainBuildInfo, ...]
+    seconds: float
+    causes: tuple[str, ...]
+    """The classes found, most members first."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +295,8 @@ class Report:
     message: str | None = None
     verify: VerifyInfo | None = None
     """Only for ``verify``; absent from a check's JSON."""
+    explanation: ExplanationInfo | None = None
+    """Only when a check explained its differences (absent otherwise)."""
     schema: str = SCHEMA
     tool: dict[str, str] = field(default_factory=lambda: {"name": "reprobuild",
                                                           "version": __version__})

@@ -43,6 +43,7 @@ class Toy:
     allow_list: tuple[tuple[str, int], ...] = (("registry.toy.example", 443),)
     image_families: tuple[str, ...] = ("toy",)
     releases: Releases | None = None
+    fix_hints: Mapping[str, str] = {"content": "toys are reproducible"}
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:

@@ -32,6 +32,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reprobuild.recipes",),
     ("reprobuild.report.*",),
     ("reprobuild.report", "reprobuild.attestation"),
+    ("reprobuild.explain.*",),
+    ("reprobuild.explain",),
     ("reprobuild.compare", "reprobuild.fetch.*"),
     ("reprobuild.fetch",),
     ("reprobuild.pipeline.*",),

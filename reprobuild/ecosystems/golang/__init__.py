@@ -75,6 +75,13 @@ class GoModules:
                                                 ("sum.golang.org", 443))
     image_families: tuple[str, ...] = ("go",)
     releases: Releases | None = None
+    fix_hints: Mapping[str, str] = {
+        "embedded-timestamp": "a -ldflags '-X main.date=...' set from the build time: set "
+        "it from the commit time ({{ .CommitDate }} in goreleaser, or SOURCE_DATE_EPOCH)",
+        "build-path": "build with -trimpath (the go recipe does; a -ldflags or cgo flag "
+        "with $(pwd) brings the path back)",
+        "host-user": "a -ldflags '-X ...' set from $(whoami) or $(hostname): drop it",
+    }
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:

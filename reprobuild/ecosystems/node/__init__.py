@@ -29,6 +29,7 @@ from reprobuild.ecosystems.interface import (
     join,
 )
 from reprobuild.ecosystems.node.plan import (
+    NODE_FIX_HINTS,
     NPM_LOCKFILES,
     STRATEGY,
     UNTRUSTED_CERTIFICATE,
@@ -70,6 +71,7 @@ class Npm:
     allow_list: tuple[tuple[str, int], ...] = (("registry.npmjs.org", 443),)
     image_families: tuple[str, ...] = ("node",)
     releases: Releases | None = NpmReleases()
+    fix_hints: Mapping[str, str] = NODE_FIX_HINTS
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:

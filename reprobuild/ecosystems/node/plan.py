@@ -17,8 +17,8 @@ from reprobuild.ecosystems.interface import FetchPlan, Pin, files_of, join
 from reprobuild.errors import RecipeError
 from reprobuild.source import SourceTree
 
-__all__ = ["NPM_LOCKFILES", "OTHER_LOCKFILES", "STRATEGY", "UNTRUSTED_CERTIFICATE",
-           "nearest_lockfiles", "plan_npm", "registry_env"]
+__all__ = ["NODE_FIX_HINTS", "NPM_LOCKFILES", "OTHER_LOCKFILES", "STRATEGY",
+           "UNTRUSTED_CERTIFICATE", "nearest_lockfiles", "plan_npm", "registry_env"]
 
 STRATEGY = "npm"
 
@@ -219,3 +219,16 @@ def plan_npm(tree: SourceTree) -> FetchPlan:
                      files=tuple(selected), pin_source=f"package-lock:{lock_path}",
                      pins=tuple(sorted(pins.values(), key=lambda p: (p.name, p.version))),
                      notes=tuple(dict.fromkeys(notes)))
+
+
+NODE_FIX_HINTS: dict[str, str] = {
+    "embedded-timestamp": "a bundler banner or a generated version file with the build "
+    "date: take it from SOURCE_DATE_EPOCH (npm pack and pnpm pack already store fixed "
+    "member times)",
+    "build-path": "source maps with absolute sources or sourceRoot, or a bundler that "
+    "inlines __dirname: make them relative to the package",
+    "file-order": "a build script that globs files without sorting (bundler entry "
+    "lists, generated index files)",
+}
+"""What Node's tools do about a class of cause (npm and pnpm share it)."""
+

@@ -51,6 +51,7 @@ from reprobuild.ecosystems.interface import (
     load_yaml,
 )
 from reprobuild.ecosystems.node.plan import (
+    NODE_FIX_HINTS,
     UNTRUSTED_CERTIFICATE,
     nearest_lockfiles,
     registry_env,
@@ -270,6 +271,7 @@ class Pnpm:
     allow_list: tuple[tuple[str, int], ...] = (("registry.npmjs.org", 443),)
     image_families: tuple[str, ...] = ()  # the node ecosystem picks the Node.js image
     releases: Releases | None = NpmReleases()
+    fix_hints: Mapping[str, str] = NODE_FIX_HINTS
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:

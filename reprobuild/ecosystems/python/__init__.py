@@ -62,6 +62,17 @@ class PythonBuild:
     allow_list: tuple[tuple[str, int], ...] = (("pypi.org", 443), ("files.pythonhosted.org", 443))
     image_families: tuple[str, ...] = ()
     releases: Releases | None = PyPIReleases()
+    fix_hints: Mapping[str, str] = {
+        "embedded-timestamp": "setuptools' sdist keeps the file times of the files it "
+        "generates (PKG-INFO, *.egg-info/, setup.cfg) and the build time in the gzip header; "
+        "hatchling and flit-core clamp both to SOURCE_DATE_EPOCH",
+        "archive-metadata": "setuptools' sdist and wheel store the modes and owner names "
+        "the files have on disk; hatchling stores fixed ones",
+        "build-path": "look for code generated at build time that records __file__, "
+        "os.getcwd() or sys.prefix",
+        "randomness": "set and dict order follows PYTHONHASHSEED, which differs per run: "
+        "sort before writing",
+    }
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:

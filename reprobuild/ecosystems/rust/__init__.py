@@ -180,6 +180,14 @@ class Cargo:
                                                 ("static.crates.io", 443))
     image_families: tuple[str, ...] = ("rust",)
     releases: Releases | None = None
+    fix_hints: Mapping[str, str] = {
+        "embedded-timestamp": "a build.rs that embeds the current time: read "
+        "SOURCE_DATE_EPOCH instead",
+        "build-path": "file!(), panic locations and debug info hold the build directory: "
+        "pass --remap-path-prefix=$PWD=. in RUSTFLAGS",
+        "cpu-count": "codegen-units follow the CPU count unless set: pin codegen-units in "
+        "the release profile",
+    }
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:
