@@ -117,8 +117,17 @@ def findings(outcome: Mapping[Symptom, Attribution], observed: Mapping[Symptom, 
     leaves = leaves or {}
     groups: dict[tuple[str, CauseClass, Aspect, tuple[str, ...], str],
                  list[tuple[Symptom, Attribution]]] = {}
-    for symptom in sorted(outcome):
+    keys: dict[Symptom, tuple[str, CauseClass, Aspect, tuple[str, ...], str]] = {}
+    sources = _derived(outcome, leaves)
+    for symptom in sorted(outcome, key=lambda s: (s in sources, s)):
         attribution = outcome[symptom]
+        source = sources.get(symptom)
+        if source is not None and source in keys:
+            # A manifest of another changed member (a RECORD or SOURCES line with its
+            # digest or size): it changed because that member did.
+            keys[symptom] = keys[source]
+            groups[keys[source]].append((symptom, attribution))
+            continue
         unstable = attribution.kind is AttributionKind.UNSTABLE
         before = sides.a.get(symptom, b"")
         after = (sides.control if unstable else sides.b).get(symptom, b"")
@@ -129,6 +138,7 @@ def findings(outcome: Mapping[Symptom, Attribution], observed: Mapping[Symptom, 
         if label == "build-time":
             culprits = (Variation.CLOCK.value,)
         key = (symptom.artifact, cause, symptom.aspect, culprits, label)
+        keys[symptom] = key
         groups.setdefault(key, []).append((symptom, attribution))
     result: dict[str, list[FindingInfo]] = {}
     for (artifact, cause, aspect, culprits, label), items in groups.items():
@@ -146,6 +156,35 @@ def findings(outcome: Mapping[Symptom, Attribution], observed: Mapping[Symptom, 
                                                 leaves.get(artifact, ())),
             hint=hint))
     return {k: tuple(v) for k, v in result.items()}
+
+
+def _derived(outcome: Mapping[Symptom, Attribution],
+             leaves: Mapping[str, Sequence[Leaf]]) -> dict[Symptom, Symptom]:
+    """Changed members whose every changed line names another changed member of the same
+    artifact (a manifest listing its digest): each mapped to the member it names."""
+    content = [s for s in outcome if s.aspect is Aspect.CONTENT and s.member]
+    found: dict[Symptom, Symptom] = {}
+    for symptom in content:
+        leaf = _leaf_for(symptom.member, leaves.get(symptom.artifact, ()))
+        if leaf is None or not (leaf.removed or leaf.added):
+            continue
+        others = [t for t in content if t.artifact == symptom.artifact and t != symptom]
+        named: list[Symptom] = []
+        for line in (*leaf.removed, *leaf.added):
+            hit = next((t for t in others if _names(line, t.member)), None)
+            if hit is None:
+                break
+            named.append(hit)
+        else:
+            if named and named[0] not in found:
+                found[symptom] = named[0]
+    return found
+
+
+def _names(line: str, member: str) -> bool:
+    """Whether a line names ``member`` (or its path below the archive's top directory)."""
+    tail = member.split("/", 1)[1] if "/" in member else member
+    return member in line or (len(tail) > 3 and tail in line)
 
 
 def causes_of(found: Iterable[FindingInfo]) -> tuple[str, ...]:

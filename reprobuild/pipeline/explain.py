@@ -19,7 +19,14 @@ from reprobuild import images
 from reprobuild.evidence import EgressAttempt
 from reprobuild.explain import findings as assemble
 from reprobuild.explain.leaves import Leaf, read_leaves
-from reprobuild.explain.search import AttributionKind, Budget, GroupSearch, Test, bound
+from reprobuild.explain.search import (
+    Attribution,
+    AttributionKind,
+    Budget,
+    GroupSearch,
+    Test,
+    bound,
+)
 from reprobuild.explain.symptoms import Aspect, Observation, Symptom, contents, observe
 from reprobuild.pipeline import plan
 from reprobuild.pipeline.phases import Session
@@ -103,6 +110,17 @@ def explain_pair(session: Session, inputs: BuildInputs, *, env_b: BuildEnv,
     changed = sorted(observed)
     sides = assemble.Sides(a=_bytes(changed, a_dir), b=_bytes(changed, b_dir), control={})
     varied = env_b.varied
+    if not varied:
+        # A and B had identical environments: every difference is the time of the build
+        # or nondeterminism, and B is already the control build.
+        outcome = {s: Attribution(AttributionKind.UNSTABLE, (), ("b",)) for s in observed}
+        found = assemble.findings(outcome, observed, replace(sides, control=sides.b),
+                                  leaves=leaves, ecosystem_hints=ecosystem_hints)
+        return Explained(ExplanationInfo(
+            status="complete", reason="no variations: build B was A's environment again",
+            budget=str(budget), bound=0, builds=(),
+            seconds=round(time.monotonic() - started, 3),
+            causes=assemble.causes_of(f for per in found.values() for f in per)), found)
     suspected = assemble.suspects(observed, sides, markers(env_b),
                                   [x for found in leaves.values() for x in found])
     search: GroupSearch[Symptom] = GroupSearch(varied, observed, suspected)
@@ -149,6 +167,9 @@ def explain_pair(session: Session, inputs: BuildInputs, *, env_b: BuildEnv,
                 seen = _observe_all(paths, a_dir, result.output_dir)
                 search.record(test, (s for s in seen if s in observed))
     outcome = search.outcome()
+    culprits = {v for a in outcome.values() for v in a.culprits
+                if a.kind in (AttributionKind.VARIATION, AttributionKind.TOGETHER)}
+    limit = bound(len(varied), len(suspected), len(culprits))
     control = next((t for t in search.tests if t.is_control and t.name in results), None)
     if control is not None:
         unstable = [s for s, a in outcome.items() if a.kind is AttributionKind.UNSTABLE]

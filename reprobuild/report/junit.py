@@ -78,7 +78,9 @@ def to_junit(report: Report) -> str:
               for a in report.egress]
     cases.append(("no-egress", f"tried to reach {_top(destinations)}" if egress else None,
                   "build-egress", "\n".join(egress), report.timings.get("fetch_s", 0.0)))
-    diffs = [f"{d.path}: {d.sha256_a} != {d.sha256_b}" for d in report.differences]
+    diffs = [f"{d.path}: {d.sha256_a} != {d.sha256_b}" + "".join(
+        f"\n  {f.label} ({', '.join(f.culprits) or f.attribution}): {f.what}; fix: {f.hint}"
+        for f in d.findings) for d in report.differences]
     skipped = frozenset({"reproducible"} if report.verdict is Verdict.BUILD_FAILED and not diffs
                         else ())
     cases.append(("reproducible",

@@ -96,6 +96,9 @@ def _findings(report: Report) -> list[tuple[str, str, str]]:
         text = f"{diff.path} is not reproducible: sha256 {diff.sha256_a} vs {diff.sha256_b}"
         if diff.diffoscope and diff.diffoscope.text:
             text += f" (diffoscope: {diff.diffoscope.text})"
+        for finding in diff.findings:
+            culprits = ", ".join(finding.culprits) or finding.attribution
+            text += f". {finding.label} ({culprits}): {finding.what}; fix: {finding.hint}"
         found.append(("RB001", diff.path, text))
     destinations: dict[str, list[str]] = {}
     for attempt in report.egress:
