@@ -192,7 +192,7 @@ def test_a_bad_budget_is_one_clear_error(text: str) -> None:
 def _zip(path: Path, members: dict[str, tuple[bytes, int]]) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         for name, (data, mode) in members.items():
-            info = zipfile.ZipInfo(name, date_time=when)
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 2, 3, 4, 6))
             info.external_attr = (0o100000 | mode) << 16
             info.create_system = 3
             archive.writestr(info, data)
