@@ -74,7 +74,7 @@ def print_summary(report: Report, *, to_stderr: bool = False, verbose: bool = Fa
         print_egress(report, con, verbose=verbose)
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    con.print(recap(report), highlight=False)
+    con.print(recap(report), highlight=False, soft_wrap=True)  # one line, however wide
 
 
 def _print_artifacts(report: Report, con: Any) -> None:
