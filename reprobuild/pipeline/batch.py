@@ -49,7 +49,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "name": (str, True), "source": (str, True), "ref": (str, False), "subdir": (str, False),
     "recipe": (str, False), "variations": (str, False), "timeout": ((int, float), False),
-    "verify": ((str, bool), False),
+    "verify": ((str, bool), False), "explain_budget": ((str, int), False),
 }
 # Most severe first: the environment failed (the night's results mean nothing), egress (a
 # possible attack), a target that cannot be checked as written, a failed build, an
@@ -74,6 +74,8 @@ class Target:
     timeout: float | None = None
     verify: str | bool | None = None
     """A release spec (``--against``), or true for the release the project names."""
+    explain_budget: str | int | None = None
+    """``--explain-budget`` of a check (extra builds, or ``600s``); verify has none."""
 
     def argv(self) -> list[str]:
         """The ``reprobuild`` command line that checks this target (reports added later)."""
@@ -86,6 +88,8 @@ class Target:
             args += ["--timeout", str(self.timeout)]
         if isinstance(self.verify, str):
             args += ["--against", self.verify]
+        if self.explain_budget is not None and not self.verify:
+            args += ["--explain-budget", str(self.explain_budget)]
         return args
 
 
@@ -184,6 +188,9 @@ def load_batch(path: Path) -> list[Target]:
             if required and key not in table:
                 raise _fail(origin, where, f"missing {key}", "every target needs name and "
                             "source")
+        if table.get("verify") and "explain_budget" in table:
+            raise _fail(origin, where, "explain_budget is for check targets",
+                        "verify explains nothing by rebuilding; drop one of them")
         name = table["name"]
         if not _NAME.fullmatch(name):
             raise _fail(origin, where, f"name {name!r} is not a simple name",

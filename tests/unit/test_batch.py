@@ -39,13 +39,14 @@ name = "go.server"
 source = "/srv/repo"
 variations = "all,-cpus"
 timeout = 600
+explain_budget = "20m"
 '''))
     assert [t.name for t in targets] == ["time", "go.server"]
     assert targets[0].argv() == ["verify", "https://git.example/servers.git", "--ref",
                                  "2026.7.10", "--subdir", "src/time", "--against",
                                  "pypi:mcp-server-time==2026.7.10"]
     assert targets[1].argv() == ["check", "/srv/repo", "--variations", "all,-cpus",
-                                 "--timeout", "600"]
+                                 "--timeout", "600", "--explain-budget", "20m"]
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -61,6 +62,8 @@ timeout = 600
     ("schema = 1\n", "no targets"),
     ("[[target]\n", "invalid TOML"),
     ("jobs = 3\n", "unknown key 'jobs'"),
+    ('[[target]]\nname = "a"\nsource = "x"\nverify = true\nexplain_budget = 8\n',
+     "explain_budget is for check targets"),
 ])
 def test_bad_batch_files_say_what_and_where(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as info:

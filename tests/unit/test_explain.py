@@ -496,3 +496,37 @@ def test_the_index_links_every_report_and_no_excerpt_escapes_its_block() -> None
     fence = next(line for line in text.splitlines() if line.startswith("```"))
     assert fence == "`````"  # longer than the longest run of backticks inside
     assert json.dumps(text)  # plain text, no control characters
+
+
+# --------------------------------------------------------------------------- the terminal
+
+
+def test_the_last_line_recaps_verdict_causes_and_evidence(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from reprobuild.cli.summary import print_summary  # noqa: PLC0415 - rich, lazily
+
+    report, finding = _explained_report()
+    hostile = replace(finding, example="m: \x1b]0;pwned\x07 → x", members=("\x1b[2Jm",))
+    report = replace(report, out_dir="/results", differences=(
+        replace(report.differences[0], findings=(hostile,)),))
+    print_summary(report, verbose=True)
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "\\x1b]0;pwned\\x07" in shown
+    assert "fix: use SOURCE_DATE_EPOCH" in shown
+    last = shown.rstrip("\n").splitlines()[-1]
+    assert last == ("UNREPRODUCIBLE · 1 of 1 artifact(s) differ · causes: embedded timestamp "
+                    "(clock) · 2.5s · evidence: /results/summary.md")
+
+
+def test_network_attempts_are_one_row_per_destination_unless_verbose(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from reprobuild.cli.summary import print_egress  # noqa: PLC0415
+
+    report = _report(Verdict.EGRESS, egress=8)
+    print_egress(report)
+    grouped = capsys.readouterr().out
+    assert grouped.count("x.example") == 1
+    assert "│ 8 " in grouped or " 8 │" in grouped
+    print_egress(report, verbose=True)
+    assert capsys.readouterr().out.count("x.example") == 8
