@@ -268,6 +268,8 @@ def markers(env: BuildEnv) -> dict[Variation, tuple[str, ...]]:
         found[Variation.TIMEZONE] = (env.timezone, *_utc_offsets(env.timezone))
     if env.locale != _A.locale:
         found[Variation.LOCALE] = (env.locale.split(".")[0],)
+    if env.umask != _A.umask:
+        found[Variation.UMASK] = (env.umask, f"0o{int(env.umask, 8):o}")
     return found
 
 

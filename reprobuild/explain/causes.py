@@ -24,11 +24,13 @@ from reprobuild.variations import CLOCK_SHIFT_DAYS, Variation
 __all__ = [
     "CAUSES",
     "CULPRIT_FIXES",
+    "ORDER_SUSPECTS",
     "Cause",
     "CauseClass",
     "classify",
     "fix_hint",
     "marked",
+    "reordered",
     "shifted_by_clock",
     "time_only",
 ]
@@ -193,22 +195,45 @@ def shifted_by_clock(before: bytes, after: bytes) -> bool:
     return any(abs(b - a - CLOCK_SHIFT_DAYS) <= 1 for a in _days(before) for b in theirs)
 
 
+def _word(value: str) -> re.Pattern[bytes]:
+    """``value`` as a whole word: ``0o2`` is not found in ``0o22``."""
+    return re.compile(rb"(?<![A-Za-z0-9])" + re.escape(value.encode()) + rb"(?![A-Za-z0-9])")
+
+
 def marked(before: bytes, after: bytes,
            markers: Mapping[Variation, Sequence[str]]) -> tuple[Variation, ...]:
     """Variations whose own strings (:func:`reprobuild.variations.markers`) appear in
-    ``after`` more often than in ``before``: what put them there is a suspect."""
+    ``after`` more often than in ``before``: what put them there is a suspect. A string
+    found is taken out before the next is looked for (a home directory holds the user)."""
     found = []
     rest_before, rest_after = before, after
     for variation, values in markers.items():
         hit = False
         for value in sorted(values, key=len, reverse=True):
-            raw = value.encode()
-            if raw and rest_after.count(raw) > rest_before.count(raw):
+            if not value:
+                continue
+            word = _word(value)
+            if len(word.findall(rest_after)) > len(word.findall(rest_before)):
                 hit = True
-            rest_before, rest_after = rest_before.replace(raw, b""), rest_after.replace(raw, b"")
+            rest_before, rest_after = word.sub(b"", rest_before), word.sub(b"", rest_after)
         if hit:
             found.append(variation)
     return tuple(found)
+
+
+ORDER_SUSPECTS = (Variation.LOCALE, Variation.FILE_ORDER, Variation.ENV_ORDER)
+"""What puts the same things in another order: collation, directory order, the order of
+the environment."""
+
+
+def reordered(before: bytes, after: bytes) -> bool:
+    """Whether ``after`` holds exactly ``before``'s bytes in another order, line by line
+    (a listing, a sorted string, a joined list)."""
+    if before == after or len(before) != len(after):
+        return False
+    changed = [(x, y) for x, y in zip(before.splitlines(), after.splitlines(), strict=False)
+               if x != y]
+    return bool(changed) and all(sorted(x) == sorted(y) for x, y in changed)
 
 
 def classify(aspect: Aspect, attribution: Attribution, *, only_time: bool) -> CauseClass:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from reprobuild.explain.causes import (
     CAUSES,
+    ORDER_SUSPECTS,
     CauseClass,
     classify,
     fix_hint,
     marked,
+    reordered,
     shifted_by_clock,
     time_only,
 )
@@ -49,7 +51,8 @@ def suspects(observed: Mapping[Symptom, Observation], sides: Sides,
              ) -> tuple[Variation, ...]:
     """Variations that what A and B show points at, to be tested alone first: modes follow
     the umask, owners the user, order the file system, a time shifted by build B's clock,
-    and build B's own path, host or user name in the bytes."""
+    build B's own path, host, user name or umask in the bytes, and the same bytes in
+    another order (collation, directory or environment order)."""
     found: set[Variation] = set()
     for symptom, seen in observed.items():
         match symptom.aspect:
@@ -66,12 +69,16 @@ def suspects(observed: Mapping[Symptom, Observation], sides: Sides,
                 found.update(marked(before, after, markers))
                 if shifted_by_clock(before, after):
                     found.add(Variation.CLOCK)
+                if reordered(before, after):
+                    found.update(ORDER_SUSPECTS)
     for leaf in leaves:
         before = "\n".join(leaf.removed).encode()
         after = "\n".join(leaf.added).encode()
         found.update(marked(before, after, markers))
         if shifted_by_clock(before, after):
             found.add(Variation.CLOCK)
+        if reordered(before, after):
+            found.update(ORDER_SUSPECTS)
     return tuple(v for v in Variation if v in found)
 
 

@@ -24,6 +24,7 @@ from reprobuild.explain.causes import (
     classify,
     fix_hint,
     marked,
+    reordered,
     shifted_by_clock,
     time_only,
 )
@@ -263,6 +264,13 @@ def test_time_only_masks_dates_times_and_unix_seconds() -> None:
     assert not time_only(b"same", b"same")
 
 
+def test_the_same_bytes_in_another_order_are_a_reordering() -> None:
+    assert reordered(b"files=a,b,c\n", b"files=c,b,a\n")
+    assert reordered(b"x\nlocale=stz\n", b"x\nlocale=szt\n")
+    assert not reordered(b"cpus=2", b"cpus=1")
+    assert not reordered(b"abc", b"abcd")
+
+
 def test_the_clock_shift_is_recognised_in_dates_and_seconds() -> None:
     assert shifted_by_clock(b"date 2026-12-01", b"date 2028-01-03")
     assert shifted_by_clock(b"t=1780000000", b"t=" + str(1780000000 + 398 * 86400).encode())
@@ -279,6 +287,8 @@ def test_markers_name_the_variation_that_wrote_them() -> None:
     assert marked(b"on reprobuild-a", b"on rebuild-b", found) == (Variation.HOSTNAME,)
     assert marked(b"+0000", b"+1400", found) == (Variation.TIMEZONE,)
     assert marked(b"same", b"same", found) == ()
+    assert marked(b"umask=0o22", b"umask=0o2", found) == (Variation.UMASK,)
+    assert marked(b"mode 0o2", b"mode 0o22", found) == ()
     _, only_user = plan_pair({Variation.USER}, host_cpus=2)
     assert set(markers(only_user)) == {Variation.USER}
 
