@@ -230,8 +230,14 @@ def print_explanation(report: Report, con: Any = out, *, verbose: bool = False) 
                 grid.add_row(f"[bold]{escape(finding.label)}[/bold]", escape(_culprit(finding)),
                              escape(finding.what), escape(finding.example))
             con.print(grid)
-            for hint in dict.fromkeys(f.hint for f in diff.findings):
-                con.print(f"[green]fix:[/green] {escape(hint)}", highlight=False)
+            shown: set[str] = set()
+            for finding in diff.findings:
+                # A tool's advice shared by two findings (modes and owners) is said once.
+                parts = [p for p in finding.hint.split("; ") if p not in shown]
+                shown.update(parts)
+                if parts:
+                    con.print(f"[green]fix ({escape(finding.label)}):[/green] "
+                              f"{escape('; '.join(parts))}", highlight=False)
             if verbose:
                 for finding in diff.findings:
                     con.print(f"[dim]{escape(finding.label)} ({escape(finding.aspect)}): "
@@ -287,6 +293,9 @@ def recap(report: Report) -> str:
             parts.append("causes not explained (--explain)")
     elif report.verdict is Verdict.REPRODUCIBLE:
         parts.append(f"{len(outputs)} artifact(s) identical")
+    elif report.message and not report.egress:
+        text = plain(report.message)
+        parts.append(escape(text if len(text) <= 120 else text[:119] + "…"))
     if report.egress:
         where = dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in report.egress
                               if a.kind != "dropped")

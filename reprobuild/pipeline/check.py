@@ -188,10 +188,11 @@ def _explain(options: CheckOptions, session: Session, inputs: BuildInputs, *,
              results: list[SandboxResult], host_cpus: int) -> Explained | None:
     """The explanation of an unreproducible pair, unless the builds tried the network (that
     is the finding; rebuilding would only repeat the attempts)."""
-    from reprobuild.pipeline.explain import explain_pair  # noqa: PLC0415
+    from reprobuild.pipeline.explain import explain_pair, skipped  # noqa: PLC0415
 
     if any(r.egress for r in results):
-        return None
+        reason = "the builds tried to reach the network: that is the finding to act on"
+        return skipped(reason, options.explain_budget) if options.explain else None
     hints = {} if inputs.recipe.fetch_strategy == NO_FETCH else dict(
         ecosystems.get(inputs.recipe.fetch_strategy, origin=inputs.recipe.origin).fix_hints)
     return explain_pair(session, inputs, env_b=env_b, differences=differences, out=out,

@@ -36,7 +36,7 @@ from reprobuild.sandbox.spec import SandboxLimits, SandboxResult
 from reprobuild.source import SourceTree
 from reprobuild.variations import BuildEnv, Variation, markers, plan_pair
 
-__all__ = ["BuildInputs", "Explained", "explain_pair"]
+__all__ = ["BuildInputs", "Explained", "explain_pair", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ def _bytes(symptoms: Sequence[Symptom], where: Path) -> dict[Symptom, bytes]:
     return found
 
 
-def _skipped(reason: str, budget: Budget, limit: int) -> Explained:
+def skipped(reason: str, budget: Budget, limit: int = 0) -> Explained:
+    """An explanation that did not run, and why."""
     return Explained(ExplanationInfo(status="skipped", reason=reason, budget=str(budget),
                                      bound=limit, builds=(), seconds=0.0, causes=()), {})
 
@@ -139,7 +140,7 @@ def explain_pair(session: Session, inputs: BuildInputs, *, env_b: BuildEnv,
         if len(runnable) < len(tests):
             partial = f"the budget ({budget}) ran out before the search ended"
             if not runnable and not results:
-                return _skipped(f"one round of {len(tests)} build(s) of ~{build_seconds:.0f}s "
+                return skipped(f"one round of {len(tests)} build(s) of ~{build_seconds:.0f}s "
                                 f"would not fit the budget ({budget})", budget, limit)
         for test in tests[len(runnable):]:
             search.record(test, None)

@@ -138,7 +138,7 @@ def test_a_setuptools_server_is_explained_without_rerunning_anything(tmp_path: P
     again = run_cli("explain", str(out))
     assert again.code == 0, again.stdout + again.stderr
     assert _last_line(again.stdout) == last
-    assert "fix:" in again.stdout
+    assert "fix (archive metadata):" in again.stdout
 
 
 def test_the_budget_cuts_the_search_and_says_what_is_left(tmp_path: Path) -> None:

@@ -523,7 +523,7 @@ def test_the_last_line_recaps_verdict_causes_and_evidence(
     shown = capsys.readouterr().out
     assert "\x1b" not in shown and "\x07" not in shown
     assert "\\x1b]0;pwned\\x07" in shown
-    assert "fix: use SOURCE_DATE_EPOCH" in shown
+    assert "fix (embedded timestamp): use SOURCE_DATE_EPOCH" in shown
     last = shown.rstrip("\n").splitlines()[-1]
     assert last == ("UNREPRODUCIBLE · 1 of 1 artifact(s) differ · causes: embedded timestamp "
                     "(clock) · 2.5s · evidence: /results/summary.md")
