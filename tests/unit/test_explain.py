@@ -540,3 +540,16 @@ def test_network_attempts_are_one_row_per_destination_unless_verbose(
     assert "│ 8 " in grouped or " 8 │" in grouped
     print_egress(report, verbose=True)
     assert capsys.readouterr().out.count("x.example") == 8
+
+
+def test_ci_reports_carry_each_finding_and_its_fix() -> None:
+    from reprobuild.report.junit import render as junit  # noqa: PLC0415
+    from reprobuild.report.sarif import to_sarif  # noqa: PLC0415
+
+    report, _ = _explained_report()
+    result = to_sarif(report)["runs"][0]["results"][0]
+    assert result["ruleId"] == "RB001"
+    assert "embedded timestamp (clock): content of 1 member; fix: use SOURCE_DATE_EPOCH" \
+        in result["message"]["text"]
+    assert b"embedded timestamp (clock): content of 1 member; fix: use SOURCE_DATE_EPOCH" \
+        in junit(report)
