@@ -238,6 +238,27 @@ def _redact(url: str) -> str:
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1***@", url)
 
 
+def _shown(raw: bytes) -> str:
+    """A file name as a message may show it: undecodable bytes and controls as ``\\xNN``."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def _entry_name(raw: bytes) -> str:
+    """A tree entry's name as text; a name that is not UTF-8 is refused (shown escaped).
+
+    Names go into tar headers, the report and the builds' tools as text; carrying other
+    bytes through would change them on the way, so they are refused rather than guessed.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SourceError(
+            f"refusing source entry whose name is not UTF-8: {_shown(raw)}",
+            hint="rename it to a UTF-8 name in the repository (git mv) and commit",
+        ) from None
+
+
 def _check_entry_path(path: str) -> None:
     """Refuse tree paths that could escape the sandbox's workspace or corrupt our listing."""
     if not path or path.startswith("/") or "\0" in path or "\n" in path:
@@ -314,6 +335,73 @@ def _last_line(stderr: bytes) -> str:
     return _redact(lines[-1]) if lines else "(no message from git)"
 
 
+_MISSING_OBJECT_RES = (
+    re.compile(r"could not fetch ([0-9a-f]{40,64}) from promisor remote"),
+    re.compile(r"[Cc]ould not read ([0-9a-f]{40,64})"),
+    re.compile(r"(?:missing|bad) (?:blob|tree|commit|object) ([0-9a-f]{40,64})"),
+    re.compile(r"unable to read (?:tree )?\(?([0-9a-f]{40,64})"),
+)
+#: git's boilerplate after the line that says what went wrong.
+_GIT_BOILERPLATE = ("could not read from remote repository", "please make sure you have",
+                    "and the repository exists")
+_SSH_HOST_RE = re.compile(r"^ssh: (?:connect to host |Could not resolve hostname )([^\s:]+)[: ]"
+                          r"\s*(?:port \d+: )?(.*)$")
+_CURL_HOST_RE = re.compile(r"(Could not resolve host|Failed to connect to|Connection timed out "
+                           r"after|Resolving timed out)[: ]*([^\s:]+)?")
+
+
+def _missing_object(stderr: bytes) -> str | None:
+    """The object id a git error says the repository does not have, if it says one."""
+    text = stderr.decode("utf-8", "replace")
+    for pattern in _MISSING_OBJECT_RES:
+        match = pattern.search(text)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _lacks(oid: str) -> SourceError:
+    return SourceError(
+        f"the repository lacks object {oid} (a partial clone or a damaged copy)",
+        hint="fetch the missing objects (`git fetch --refetch`, or clone again without "
+             "--filter), or give the repository's URL instead of the local copy",
+    )
+
+
+def _git_failure(stderr: bytes) -> str:
+    """The line of a failed clone or fetch that says what went wrong, not git's boilerplate.
+
+    An unreachable host (ssh or curl could not resolve or connect) is said as such.
+    """
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    for line in lines:
+        ssh = _SSH_HOST_RE.match(line)
+        if ssh:
+            return _redact(f"could not reach host {ssh.group(1)} ({ssh.group(2).strip()})")
+        curl = _CURL_HOST_RE.search(line)
+        if curl and "unable to access" in line:
+            host = curl.group(2) or "(unknown)"
+            return _redact(f"could not reach host {host} ({line.rsplit(': ', 1)[-1]})")
+    for line in lines:
+        if "no space left on device" in line.lower():
+            return "no space left on device"
+    useful = [ln for ln in lines if not ln.lower().startswith(("cloning into", "warning:"))
+              and not any(b in ln.lower() for b in _GIT_BOILERPLATE)]
+    if useful:
+        return _redact(useful[0].removeprefix("fatal: ").removeprefix("error: "))
+    return _last_line(stderr)
+
+
+def _check_git(proc: subprocess.CompletedProcess[bytes], what: str) -> None:
+    """Raise the one clear error a failed git command deserves (a missing object is named)."""
+    if proc.returncode == 0:
+        return
+    oid = _missing_object(proc.stderr)
+    if oid is not None:
+        raise _lacks(oid)
+    raise SourceError(f"{what}: {_git_failure(proc.stderr)}")
+
+
 def _clone(url: str, workdir: Path) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     dest = Path(tempfile.mkdtemp(prefix="source-", dir=workdir)) / "repo.git"
@@ -325,8 +413,14 @@ def _clone(url: str, workdir: Path) -> Path:
         timeout=CLONE_TIMEOUT_S,
     )
     if proc.returncode != 0:
+        cause = _git_failure(proc.stderr)
+        if cause == "no space left on device":
+            raise EnvironmentFailure(
+                f"could not clone {_redact(url)}: no space left on device in {workdir}",
+                hint="free space there, or point TMPDIR at a larger filesystem",
+            )
         raise SourceError(
-            f"could not clone {_redact(url)}: {_last_line(proc.stderr)}",
+            f"could not clone {_redact(url)}: {cause}",
             hint="check the URL, your credentials (ssh-agent / credential helper) and network",
         )
     return dest
@@ -378,6 +472,14 @@ def _resolve(repo: Path, ref: str | None, *, remote: bool, allow_file: bool) -> 
         if fetch.returncode == 0:
             proc = _git(args, repo=repo, allow_file=allow_file)
     if proc.returncode != 0:
+        named = _git(["rev-parse", "--verify", "--quiet", "--end-of-options",
+                      ref if ref is not None else "HEAD"], repo=repo, allow_file=allow_file)
+        oid = named.stdout.decode().strip()
+        if named.returncode == 0 and oid:
+            if _git(["cat-file", "-e", oid], repo=repo).returncode != 0:
+                raise _lacks(oid)
+            raise SourceError(f"{ref or 'HEAD'} does not name a commit (it is {oid})",
+                              hint="give a branch, tag or commit SHA")
         if ref is None:
             raise SourceError(
                 "the repository has no commits (HEAD does not resolve)",
@@ -391,8 +493,9 @@ def _resolve(repo: Path, ref: str | None, *, remote: bool, allow_file: bool) -> 
 
 def _commit_time(repo: Path, commit: str) -> int:
     proc = _git(["cat-file", "commit", commit], repo=repo)
+    _check_git(proc, f"cannot read commit {commit}")
     match = _COMMITTER_RE.search(proc.stdout.split(b"\n\n", 1)[0])
-    if proc.returncode != 0 or match is None:
+    if match is None:
         raise SourceError(f"cannot read commit {commit}: {_last_line(proc.stderr)}")
     return int(match.group(1))
 
@@ -400,8 +503,7 @@ def _commit_time(repo: Path, commit: str) -> int:
 def _read_git_tree(repo: Path, commit: str, limits: SourceLimits) -> list[SourceEntry]:
     """Read every committed blob of ``commit``; gitlinks (submodules) are skipped."""
     proc = _git(["ls-tree", "-r", "-z", "-l", "--full-tree", commit], repo=repo)
-    if proc.returncode != 0:
-        raise SourceError(f"cannot list commit {commit}: {_last_line(proc.stderr)}")
+    _check_git(proc, f"cannot list commit {commit}")
     wanted: list[tuple[str, int, str]] = []  # (path, mode, oid)
     total = 0
     for record in proc.stdout.split(b"\0"):
@@ -409,7 +511,7 @@ def _read_git_tree(repo: Path, commit: str, limits: SourceLimits) -> list[Source
             continue
         meta, _, raw_path = record.partition(b"\t")
         mode_s, otype, oid, size_s = meta.decode().split()
-        path = os.fsdecode(raw_path)
+        path = _entry_name(raw_path)
         if otype == "commit":  # gitlink: a submodule, not content of this tree
             continue
         if otype != "blob":
@@ -442,14 +544,15 @@ def _cat_blobs(repo: Path, oids: list[str]) -> dict[str, bytes]:
     if not oids:
         return {}
     proc = _git(["cat-file", "--batch"], repo=repo, stdin="".join(f"{o}\n" for o in oids).encode())
-    if proc.returncode != 0:
-        raise SourceError(f"cannot read blobs: {_last_line(proc.stderr)}")
+    _check_git(proc, "cannot read blobs")
     out = proc.stdout
     blobs: dict[str, bytes] = {}
     pos = 0
     for oid in oids:
         eol = out.index(b"\n", pos)
         header = out[pos:eol].decode().split()
+        if header == [oid, "missing"]:
+            raise _lacks(oid)
         if len(header) != 3 or header[0] != oid:
             raise SourceError(f"cannot read blob {oid}: {' '.join(header)}")
         size = int(header[2])
@@ -475,7 +578,7 @@ def _walk_directory(root: Path, limits: SourceLimits) -> list[SourceEntry]:
         for child in children:
             if child.name == ".git":
                 continue
-            path = f"{rel}/{child.name}" if rel else child.name
+            path = _entry_name(os.fsencode(f"{rel}/{child.name}" if rel else child.name))
             st = child.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 stack.append((Path(child.path), path))

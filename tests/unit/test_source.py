@@ -381,3 +381,74 @@ def test_tree_sha256_stable_and_sensitive(repo: Path, tmp_path: Path) -> None:
     (export / "pkg" / "server.py").chmod(0o755)
     mode = acquire(str(export), ref=None, subdir=None, workdir=tmp_path)
     assert mode.tree_sha256 not in (from_dir.tree_sha256, changed.tree_sha256)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_with_the_name_escaped(
+    repo: Path, tmp_path: Path
+) -> None:
+    name = os.fsdecode(b"caf\xe9.txt")
+    (repo / name).write_bytes(b"x")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "latin-1 name")
+    with pytest.raises(SourceError) as info:
+        acquire(str(repo), ref=None, subdir=None, workdir=tmp_path)
+    message = str(info.value)
+    assert "caf\\xe9.txt" in message and "UTF-8" in message
+    message.encode("utf-8")  # printable: no lone surrogate reaches the terminal
+    plain = tmp_path / "plain"
+    (plain / "dir").mkdir(parents=True)
+    (plain / "dir" / name).write_bytes(b"x")
+    with pytest.raises(SourceError, match=r"dir/caf\\xe9\.txt"):
+        acquire(str(plain), ref=None, subdir=None, workdir=tmp_path)
+
+
+def test_a_missing_tree_is_named(repo: Path, tmp_path: Path) -> None:
+    oid = git(repo, "rev-parse", "HEAD:pkg/inner")
+    (repo / ".git" / "objects" / oid[:2] / oid[2:]).unlink()
+    with pytest.raises(SourceError) as info:
+        acquire(str(repo), ref=None, subdir=None, workdir=tmp_path)
+    assert f"lacks object {oid}" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_missing_commit_is_named_not_called_an_empty_repository(
+    repo: Path, tmp_path: Path
+) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    (repo / ".git" / "objects" / head[:2] / head[2:]).unlink()
+    with pytest.raises(SourceError) as info:
+        acquire(str(repo), ref=None, subdir=None, workdir=tmp_path)
+    assert f"lacks object {head}" in str(info.value)
+    assert "no commits" not in str(info.value)
+
+
+def test_a_partial_clone_names_the_object_it_lacks(repo: Path, tmp_path: Path) -> None:
+    git(repo, "config", "uploadpack.allowFilter", "true")
+    partial = tmp_path / "partial"
+    git(tmp_path, "clone", "-q", "--no-checkout", "--filter=blob:none", f"file://{repo}",
+        str(partial))
+    with pytest.raises(SourceError) as info:
+        acquire(str(partial), ref=None, subdir=None, workdir=tmp_path / "w")
+    assert "lacks object" in str(info.value) and "partial clone" in str(info.value)
+
+
+def test_a_missing_repository_names_the_cause_not_gits_last_line(tmp_path: Path) -> None:
+    with pytest.raises(SourceError) as info:
+        acquire(f"file://{tmp_path}/missing.git", ref=None, subdir=None, workdir=tmp_path / "w")
+    message = str(info.value)
+    assert "does not appear to be a git repository" in message
+    assert "and the repository exists" not in message
+
+
+@pytest.mark.parametrize("url", ["git@unreachable.invalid:x/y.git",
+                                 "ssh://git@unreachable.invalid/x/y.git",
+                                 "https://unreachable.invalid/x/y.git"])
+def test_an_unreachable_host_is_said_so(url: str, tmp_path: Path) -> None:
+    with pytest.raises(SourceError) as info:
+        acquire(url, ref=None, subdir=None, workdir=tmp_path / "w")
+    message = str(info.value)
+    assert "could not reach host unreachable.invalid" in message
+    assert "and the repository exists" not in message
