@@ -13,6 +13,7 @@ The legal keys live in one place, :data:`SCHEMA`, which drives validation and
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import string
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from reprobuild.ecosystems import ECOSYSTEMS, strategy_names
-from reprobuild.errors import RecipeError
+from reprobuild.errors import InputError, RecipeError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +35,7 @@ __all__ = [
     "ANY_KEY",
     "DEFAULT_COMMIT_TIME",
     "FETCH_STRATEGIES",
+    "MAX_TIMEOUT_S",
     "PLACEHOLDERS",
     "SANDBOX_ENV",
     "SCHEMA",
@@ -42,6 +44,7 @@ __all__ = [
     "Kind",
     "Recipe",
     "builtin_recipes",
+    "check_number",
     "detected_recipes",
     "load_recipe_file",
     "recipe_to_toml",
@@ -77,6 +80,36 @@ SANDBOX_ENV = frozenset(
 """Variables the sandbox pins so both builds see the same world; recipes may not set them."""
 
 _RESERVED_ENV_PREFIX = "REPROBUILD_"
+
+MAX_TIMEOUT_S = 7 * 24 * 3600
+"""A week: no build needs more, and every larger number (or ``inf``, ``nan``) overflows
+or disables the deadline somewhere on the way to the engine."""
+
+
+def check_number(value: float, *, name: str, maximum: float, unit: str = "seconds",
+                 whole: bool = False, origin: str | None = None) -> float:
+    """``value`` when it is finite, positive and at most ``maximum``; else an
+    :class:`~reprobuild.errors.InputError` naming ``name`` (an option or a recipe key).
+
+    Every number a user or an untrusted file hands in goes through this: ``nan`` compares
+    false with everything (a limit of ``nan`` is no limit) and ``inf`` or a huge integer
+    overflows when a deadline is computed.
+    """
+    where = f"{origin}: {name}" if origin else name
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"{where} must be a number, got {type(value).__name__}",
+                         f"{unit}, more than 0 and at most {maximum:g}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{where} must be a finite number, got {value}",
+                         f"{unit}, more than 0 and at most {maximum:g}")
+    if value <= 0 or value > maximum:
+        raise InputError(f"{where} must be more than 0 and at most {maximum:g}, got {value:g}",
+                         f"{unit}, more than 0 and at most {maximum:g}")
+    if whole and value != int(value):
+        raise InputError(f"{where} must be a whole number, got {value:g}",
+                         f"{unit}, a whole number from 1 to {maximum:g}")
+    return value
+
 
 PLACEHOLDERS: Mapping[str, str] = {
     "commit_time": "committer time of the built commit, in Unix seconds "
@@ -569,7 +602,11 @@ def _check_values(doc: _Doc) -> None:
 
     timeout = doc.int_("build", "timeout_s")
     if timeout is not None and timeout <= 0:
-        raise doc.fail("build", "timeout_s", f"must be positive, got {timeout}", "seconds, > 0")
+        raise doc.fail("build", "timeout_s", f"must be positive, got {timeout}",
+                       f"seconds, from 1 to {MAX_TIMEOUT_S} (a week)")
+    if timeout is not None and timeout > MAX_TIMEOUT_S:
+        raise doc.fail("build", "timeout_s", f"must be at most {MAX_TIMEOUT_S} (a week), "
+                       f"got {timeout}", f"seconds, from 1 to {MAX_TIMEOUT_S}")
 
     for name, value in doc.env().items():
         where = f"[env].{name}"

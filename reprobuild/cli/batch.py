@@ -19,6 +19,7 @@ import typer
 from reprobuild.cli.check import emit, stdout_taken, step_summary
 from reprobuild.cli.console import err, escape, out, table
 from reprobuild.errors import InputError
+from reprobuild.recipes import check_number
 
 # The batch machinery (subprocess pool, history, report merging) is imported by the
 # commands that use it, not on every start of the tool.
@@ -26,6 +27,9 @@ from reprobuild.errors import InputError
 __all__ = ["batch", "history_app", "merge"]
 
 history_app = typer.Typer(no_args_is_help=True, help="What batch runs recorded with --history.")
+
+_MAX_JOBS = 256
+"""Each target runs two builds at once; more than this is a typo, not a machine."""
 
 _STYLE = {"reproducible": "green", "repacked": "cyan", "unreproducible": "red",
           "egress": "bold red", "build-failed": "yellow", "error": "magenta"}
@@ -127,8 +131,8 @@ def batch(
     file: Annotated[Path, typer.Argument(help="batch file: [[target]] tables (see README)",
                                          exists=True, dir_okay=False)],
     jobs: Annotated[int | None, typer.Option(
-        help="targets at once [default: one per 2 CPUs, at most one per 4 GiB of memory]",
-        min=1)] = None,
+        help="targets at once [default: one per 2 CPUs, at most one per 4 GiB of memory]")]
+    = None,
     shard: Annotated[str | None, typer.Option(
         help="run only shard I of N (I/N), for a CI matrix; merge the shards' --json with "
              "'reprobuild merge'")] = None,
@@ -160,7 +164,8 @@ def batch(
     targets = load_batch(file)
     chosen = parse_shard(shard) if shard else None
     selected = select_shard(targets, chosen)
-    workers = jobs or default_jobs()
+    workers = default_jobs() if jobs is None else int(check_number(
+        jobs, name="--jobs", maximum=_MAX_JOBS, unit="targets at once", whole=True))
     label = f"{chosen[0]}/{chosen[1]}" if chosen else "all"
     with _Display(live=not quiet and err.is_terminal) as display:
         result = run_batch(

@@ -27,6 +27,7 @@ from reprobuild.errors import InputError, ReprobuildError
 from reprobuild.explain.search import DEFAULT_BUDGET, parse_budget
 from reprobuild.pipeline.check import CheckOptions, run_check
 from reprobuild.progress import Progress
+from reprobuild.recipes import MAX_TIMEOUT_S, check_number
 from reprobuild.report import Report
 from reprobuild.report.formats import FORMATS, by_name, write_report
 from reprobuild.report.markdown import INDEX_NAME, index_markdown
@@ -42,6 +43,7 @@ __all__ = [
     "run_and_report",
     "stdout_taken",
     "step_summary",
+    "timeout_option",
     "with_report_options",
     "write_error_reports",
     "write_evidence_index",
@@ -105,6 +107,14 @@ def check_report_files(files: ReportFiles) -> None:
         if path != STDOUT and path.is_dir():
             raise InputError(f"--{name} {path} is a directory",
                              "name a file to write the report to (or - for stdout)")
+
+
+def timeout_option(value: float | None) -> float | None:
+    """``--timeout``: finite, positive seconds, at most a week (``nan`` would be no limit,
+    ``inf`` overflows the deadline)."""
+    if value is None:
+        return None
+    return check_number(value, name="--timeout", maximum=MAX_TIMEOUT_S)
 
 
 def emit(data: bytes, path: Path) -> None:
@@ -214,7 +224,7 @@ def check(
         help="what build B varies: 'all', 'none', or a list like 'hostname,clock' or "
              "'all,-cpus' (see 'reprobuild variations')")] = "all",
     timeout: Annotated[float | None, typer.Option(
-        help="wall-clock seconds per build [default: recipe's, else 1800]", min=1)] = None,
+        help="wall-clock seconds per build [default: recipe's, else 1800]")] = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="keep reports, logs, diffoscope output and both builds' artifacts here "
                       "(must not exist or be empty)", file_okay=False)] = None,
@@ -244,8 +254,9 @@ def check(
     del debug  # read by main() before Typer runs
     report = run_and_report(lambda: CheckOptions(
         source=source, ref=ref, subdir=subdir, recipe=recipe,
-        variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
-        ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap, explain=explain,
+        variations=parse_variations(variations), timeout_s=timeout_option(timeout),
+        out_dir=out_dir, ca_cert=ca_cert, diffoscope=not no_diffoscope, trap=not no_trap,
+        explain=explain,
         explain_budget=parse_budget(explain_budget)),
         run_check, report_files=report_files, out_dir=out_dir, quiet=quiet)
     if not quiet:

@@ -12,7 +12,13 @@ import typer
 
 from reprobuild import ecosystems
 from reprobuild.atomic import write_bytes_atomic
-from reprobuild.cli.check import ReportFiles, run_and_report, stdout_taken, with_report_options
+from reprobuild.cli.check import (
+    ReportFiles,
+    run_and_report,
+    stdout_taken,
+    timeout_option,
+    with_report_options,
+)
 from reprobuild.cli.console import err, escape
 from reprobuild.cli.summary import print_summary
 from reprobuild.errors import InputError
@@ -62,7 +68,7 @@ def verify(
     = False,
     variations: Annotated[str, typer.Option(help="with --twice: what build B varies")] = "all",
     timeout: Annotated[float | None, typer.Option(
-        help="wall-clock seconds per build [default: recipe's, else 1800]", min=1)] = None,
+        help="wall-clock seconds per build [default: recipe's, else 1800]")] = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="keep reports, logs, diffoscope output, published and rebuilt files here "
                       "(must not exist or be empty)", file_okay=False)] = None,
@@ -85,7 +91,8 @@ def verify(
     report = run_and_report(lambda: VerifyOptions(
         source=source, ref=ref, subdir=subdir, recipe=recipe, against=tuple(against or ()),
         env=parse_env(env or []), pins=tuple(pin or ()), twice=twice,
-        variations=parse_variations(variations), timeout_s=timeout, out_dir=out_dir,
+        variations=parse_variations(variations), timeout_s=timeout_option(timeout),
+        out_dir=out_dir,
         ca_cert=ca_cert, diffoscope=not no_diffoscope),
         run_verify, report_files=report_files, out_dir=out_dir, quiet=quiet)
     if attest is not None:

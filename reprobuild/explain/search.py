@@ -97,6 +97,9 @@ class Budget:
 DEFAULT_BUDGET = Budget(seconds=900.0)
 """Fifteen minutes: a Python or Node server's explanation takes well under one."""
 
+_MAX_BUDGET_BUILDS = 1000
+_MAX_BUDGET_S = 7 * 24 * 3600.0
+"""Absurd budgets (and ``1e400``, which reads as infinity) are typos, not plans."""
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(builds?|s|sec|m|min)?\s*$")
 
 
@@ -111,8 +114,15 @@ def parse_budget(text: str) -> Budget:
         if not number.is_integer():
             raise InputError(f"--explain-budget {text!r}: a number of builds is whole",
                              "use e.g. '8', '600s' or '10m'")
+        if number > _MAX_BUDGET_BUILDS:
+            raise InputError(f"--explain-budget {text!r} is more than {_MAX_BUDGET_BUILDS} "
+                             "builds", "use e.g. '8', '600s' or '10m'")
         return Budget(builds=int(number))
-    return Budget(seconds=number * (60 if unit.startswith("m") else 1))
+    seconds = number * (60 if unit.startswith("m") else 1)
+    if not math.isfinite(seconds) or seconds > _MAX_BUDGET_S:
+        raise InputError(f"--explain-budget {text!r} is more than a week",
+                         "use e.g. '8', '600s' or '10m'")
+    return Budget(seconds=seconds)
 
 
 def _ordered(group: Iterable[Variation]) -> tuple[Variation, ...]:

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.errors import ExitCode, InputError
+from reprobuild.explain.search import parse_budget
+from reprobuild.recipes import MAX_TIMEOUT_S, check_number
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -191,6 +193,16 @@ def load_batch(path: Path) -> list[Target]:
         if table.get("verify") and "explain_budget" in table:
             raise _fail(origin, where, "explain_budget is for check targets",
                         "verify explains nothing by rebuilding; drop one of them")
+        if "timeout" in table:
+            check_number(table["timeout"], name="timeout", maximum=MAX_TIMEOUT_S,
+                         origin=f"{origin}: {where}")
+        if "explain_budget" in table:
+            try:
+                parse_budget(str(table["explain_budget"]))
+            except InputError as exc:
+                raise _fail(origin, where, exc.message.replace("--explain-budget",
+                                                               "explain_budget"),
+                            exc.hint or "") from exc
         name = table["name"]
         if not _NAME.fullmatch(name):
             raise _fail(origin, where, f"name {name!r} is not a simple name",
