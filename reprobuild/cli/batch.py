@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from reprobuild.cli.check import emit, stdout_taken, step_summary
+from reprobuild.cli.check import check_report_files, emit, stdout_taken, step_summary
 from reprobuild.cli.console import err, escape, out, table
 from reprobuild.errors import InputError
 from reprobuild.recipes import check_number
@@ -161,6 +161,7 @@ def batch(
     )
 
     files = {"json": json_file, "junit": junit, "sarif": sarif, "markdown": markdown}
+    check_report_files(files)
     targets = load_batch(file)
     chosen = parse_shard(shard) if shard else None
     selected = select_shard(targets, chosen)
@@ -194,6 +195,8 @@ def merge(
     from reprobuild.pipeline.batch import combined_exit  # noqa: PLC0415 - see the imports
     from reprobuild.report import batch as batch_report  # noqa: PLC0415
 
+    files = {"json": json_file, "junit": junit, "sarif": sarif, "markdown": markdown}
+    check_report_files(files)
     loaded = []
     for path in reports:
         try:
@@ -209,7 +212,6 @@ def merge(
         merged = batch_report.merge(loaded, combined_exit=combined_exit)
     except ValueError as exc:
         raise InputError(str(exc), "merge each shard's report once") from exc
-    files = {"json": json_file, "junit": junit, "sarif": sarif, "markdown": markdown}
     _write_reports(merged, files)
     if not quiet:
         _summary(merged, to_stderr=stdout_taken(files))

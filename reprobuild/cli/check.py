@@ -13,7 +13,9 @@ import contextlib
 import functools
 import inspect
 import os
+import stat
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_type_hints
@@ -38,6 +40,7 @@ __all__ = [
     "ReportFiles",
     "annotate",
     "check",
+    "check_output_path",
     "check_report_files",
     "emit",
     "run_and_report",
@@ -104,9 +107,42 @@ def check_report_files(files: ReportFiles) -> None:
             raise InputError(f"--{name} and --{seen[key]} both write to {path}",
                              "give each report its own file")
         seen[key] = name
-        if path != STDOUT and path.is_dir():
-            raise InputError(f"--{name} {path} is a directory",
-                             "name a file to write the report to (or - for stdout)")
+        if path != STDOUT:
+            check_output_path(f"--{name}", path)
+
+
+def check_output_path(option: str, path: Path) -> None:
+    """Refuse, before any work, a file the run could not write at its end: a directory, a
+    device or FIFO not open to us, a parent directory that is missing or not writable
+    (``--json /proc/x/r.json``). A device, FIFO or a symlink to one is written through
+    (:func:`~reprobuild.atomic.write_output`), anything else is replaced atomically in its
+    directory, which is probed by creating (and removing) a file there."""
+    try:
+        info: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise InputError(f"{option} {path}: {exc.strerror or exc}",
+                         "name a file in a directory you can write to") from exc
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{option} {path} is a directory",
+                         "name a file to write the report to (or - for stdout)")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        if not os.access(path, os.W_OK):
+            raise InputError(f"{option} {path} is not writable", "name a file you can write")
+        return
+    parent = Path(os.path.realpath(path)).parent
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: directory {parent} does not exist",
+                         "create it first, or name a file in an existing directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write in {parent}: "
+                         f"{exc.strerror or exc}",
+                         "name a file in a directory you can write to") from exc
+    os.close(fd)
+    Path(probe).unlink()
 
 
 def timeout_option(value: float | None) -> float | None:
@@ -123,7 +159,11 @@ def emit(data: bytes, path: Path) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        write_output(data, path)
+        try:
+            write_output(data, path)
+        except OSError as exc:  # checked at the start; something changed since
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}",
+                             "name a file in a directory you can write to") from exc
 
 
 def step_summary(data: bytes) -> None:

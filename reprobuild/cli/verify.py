@@ -11,9 +11,10 @@ from typing import Annotated
 import typer
 
 from reprobuild import ecosystems
-from reprobuild.atomic import write_bytes_atomic
+from reprobuild.atomic import write_output
 from reprobuild.cli.check import (
     ReportFiles,
+    check_output_path,
     run_and_report,
     stdout_taken,
     timeout_option,
@@ -88,18 +89,24 @@ def verify(
     from reprobuild.pipeline.verify import VerifyOptions, run_verify  # noqa: PLC0415 - not for check
 
     started = time.time()
-    report = run_and_report(lambda: VerifyOptions(
-        source=source, ref=ref, subdir=subdir, recipe=recipe, against=tuple(against or ()),
-        env=parse_env(env or []), pins=tuple(pin or ()), twice=twice,
-        variations=parse_variations(variations), timeout_s=timeout_option(timeout),
-        out_dir=out_dir,
-        ca_cert=ca_cert, diffoscope=not no_diffoscope),
-        run_verify, report_files=report_files, out_dir=out_dir, quiet=quiet)
+
+    def options() -> VerifyOptions:
+        if attest is not None:
+            check_output_path("--attest", attest)
+        return VerifyOptions(
+            source=source, ref=ref, subdir=subdir, recipe=recipe,
+            against=tuple(against or ()), env=parse_env(env or []), pins=tuple(pin or ()),
+            twice=twice, variations=parse_variations(variations),
+            timeout_s=timeout_option(timeout), out_dir=out_dir, ca_cert=ca_cert,
+            diffoscope=not no_diffoscope)
+
+    report = run_and_report(options, run_verify, report_files=report_files,
+                            out_dir=out_dir, quiet=quiet)
     if attest is not None:
         if report.verdict is Verdict.REPRODUCIBLE:
             from reprobuild import attestation  # noqa: PLC0415 - only for a match
 
-            write_bytes_atomic(attestation.render(attestation.statement(
+            write_output(attestation.render(attestation.statement(
                 report, started=_iso(started), finished=_iso(time.time()))), attest)
         elif not quiet:
             err.print(f"[yellow]warning:[/yellow] no attestation written to {escape(str(attest))}: "

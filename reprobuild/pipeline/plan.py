@@ -7,6 +7,7 @@ unit-tested without it. :mod:`.phases` holds the phases that run containers.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Sequence
@@ -200,12 +201,40 @@ def toolchain_info(toolchain: images.ToolchainImage | None) -> ToolchainInfo:
                          versions=dict(toolchain.versions))
 
 
+_CLAIMED: dict[str, int] = {}
+"""``--out`` directories this process holds: real path -> an open descriptor of it with an
+exclusive ``flock``. The lock goes with the process, however it ends."""
+
+
 def prepare_out_dir(path: Path) -> Path:
-    """Create ``--out``; refuse a non-empty directory so nothing the user has is overwritten."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    """Create and claim ``--out``; refuse a non-empty directory so nothing the user has is
+    overwritten, and one another run holds (two runs writing one directory would tangle
+    their evidence). The claim is an exclusive lock on the directory taken before it is
+    looked into, so of two runs starting at once exactly one gets it."""
+    taken = "pick a new directory; reprobuild never overwrites earlier results"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file, or a link to one
         raise InputError(f"--out {path} already exists and is not an empty directory",
-                         "pick a new directory; reprobuild never overwrites earlier results")
-    path.mkdir(parents=True, exist_ok=True)
+                         taken) from exc
+    except OSError as exc:
+        raise InputError(f"--out {path}: cannot create it: {exc.strerror or exc}",
+                         "name a directory you can write to") from exc
+    key = os.path.realpath(path)
+    claimed_now = key not in _CLAIMED
+    if claimed_now:
+        fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise InputError(f"--out {path} is in use by another reprobuild run",
+                             taken) from exc
+        _CLAIMED[key] = fd
+    if any(path.iterdir()):
+        if claimed_now:
+            os.close(_CLAIMED.pop(key))
+        raise InputError(f"--out {path} already exists and is not an empty directory", taken)
     return path
 
 

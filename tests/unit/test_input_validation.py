@@ -113,3 +113,93 @@ def test_batch_jobs_is_bounded(tmp_path: Path, value: str) -> None:
     path = tmp_path / "b.toml"
     path.write_text(BATCH.format(line=""))
     one_clear_line(cli("batch", str(path), f"--jobs={value}", cwd=tmp_path), "--jobs")
+
+
+# --------------------------------------------------------------------------- report paths
+
+NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/reprobuild-test.sock"}
+"""Should a check get past its input checks, it fails to connect instead of building."""
+
+
+def cli_env(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reprobuild", *args], cwd=cwd, text=True,
+                          capture_output=True, check=False,
+                          env={**os.environ, "COLUMNS": "200", **env})
+
+
+@pytest.mark.parametrize("option", ["--json", "--junit", "--sarif", "--markdown"])
+@pytest.mark.parametrize("where", ["/proc/x/r.out", "/proc/r.out", "missing-dir/r.out"])
+def test_a_report_that_cannot_be_written_is_refused_before_any_work(
+        tmp_path: Path, option: str, where: str) -> None:
+    result = cli_env("check", str(tmp_path / "missing"), option, where, cwd=tmp_path,
+                     env=NO_ENGINE)
+    one_clear_line(result, option, where)
+    assert not (tmp_path / "missing-dir").exists()
+
+
+def test_batch_and_merge_refuse_unwritable_report_paths_before_running(tmp_path: Path) -> None:
+    path = tmp_path / "b.toml"
+    path.write_text(BATCH.format(line=""))
+    result = cli_env("batch", str(path), "--json", "/proc/x/b.json", cwd=tmp_path,
+                     env=NO_ENGINE)
+    one_clear_line(result, "--json", "/proc/x")
+    report = tmp_path / "r.json"
+    report.write_text("{}")
+    one_clear_line(cli_env("merge", str(report), "--sarif", "/proc/x/m.sarif", cwd=tmp_path,
+                           env=NO_ENGINE), "--sarif")
+
+
+def test_verify_refuses_an_attestation_path_it_could_not_write(tmp_path: Path) -> None:
+    result = cli_env("verify", str(tmp_path / "missing"), "--attest", "/proc/x/a.json",
+                     "--json", "r.json", cwd=tmp_path, env=NO_ENGINE)
+    one_clear_line(result, "--attest")
+    assert "--attest" in (tmp_path / "r.json").read_text()  # the error report is left
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a character device needs root")
+def test_devices_and_links_to_them_are_written_through_never_replaced(tmp_path: Path) -> None:
+    import stat  # noqa: PLC0415
+
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a private /dev/null
+    link = tmp_path / "link"
+    link.symlink_to(null)
+    result = cli_env("check", str(tmp_path / "missing"), "--json", str(null), "--sarif",
+                     str(link), cwd=tmp_path, env=NO_ENGINE)
+    assert result.returncode == 2, result.stderr
+    assert stat.S_ISCHR(null.lstat().st_mode) and link.is_symlink()
+    # /dev/stdout (a link to /proc/self/fd/1, a pipe here) is written through.
+    before = os.readlink("/dev/stdout")
+    result = cli_env("check", str(tmp_path / "missing"), "--json", "/dev/stdout",
+                     cwd=tmp_path, env=NO_ENGINE)
+    assert result.returncode == 2 and '"exit_code": 2' in result.stdout
+    assert os.readlink("/dev/stdout") == before
+
+
+# --------------------------------------------------------------------------- --out
+
+
+def project(tmp_path: Path) -> Path:
+    """A project whose recipe is valid (a check of it gets as far as ``--out``)."""
+    where = tmp_path / "p"
+    where.mkdir()
+    (where / ".reprobuild.toml").write_text('schema = 1\n[recipe]\nextends = "python"\n')
+    return where
+
+
+def test_out_that_cannot_be_created_is_exit_2(tmp_path: Path) -> None:
+    result = cli_env("check", str(project(tmp_path)), "--out", "/proc/x/out", cwd=tmp_path,
+                     env=NO_ENGINE)
+    one_clear_line(result, "--out", "/proc/x/out")
+
+
+def test_out_held_by_another_run_is_refused_at_once(tmp_path: Path) -> None:
+    from reprobuild.pipeline.plan import prepare_out_dir  # noqa: PLC0415
+
+    out = tmp_path / "out"
+    prepare_out_dir(out)  # this process holds it now, as a running check does
+    result = cli_env("check", str(project(tmp_path)), "--out", str(out), cwd=tmp_path,
+                     env=NO_ENGINE)
+    one_clear_line(result, "--out", "in use by another reprobuild run")
+    assert prepare_out_dir(out) == out, "the holder itself may go on"
+    assert list(out.iterdir()) == []
