@@ -105,3 +105,33 @@ def suggestion(word: str, known: Sequence[str], *, listing: str, empty: str,
         more = "" if len(known) <= shown else f" (+{len(known) - shown} more)"
         return f"{listing}: {', '.join(known[:shown])}{more}"
     return empty
+
+
+def visible(text: str, *, lines: bool = False) -> str:
+    """Text from a build, a repository or a recipe with every control character made
+    visible: ``\\x1b``, ``\\x9b``, ``\\u202e`` instead of the character itself.
+
+    Every renderer (terminal, JUnit, SARIF, Markdown) and every error message shows such
+    text through this one function, so an escape sequence in a log line, a file name or a
+    recipe key never clears a screen, sets a window title, reorders a line (bidi
+    overrides) or makes an XML report unparseable. "Control" is what Python does not call
+    printable: C0 and C1 controls, DEL, format characters (bidi, zero-width), line and
+    paragraph separators, unassigned and private code points, spaces other than U+0020.
+    ``lines`` keeps newline and tab (a log tail, a diffoscope excerpt); otherwise the
+    text stays one line, so a name cannot start a line that looks like reprobuild's own.
+    It lives here, the lowest layer, because error messages need it as much as reports.
+    """
+    keep = "\n\t" if lines else ""
+    if (text.translate(_KEEP_TABLE) if lines else text).isprintable():
+        return text
+    return "".join(c if c in keep or c.isprintable() else _shown(c) for c in text)
+
+
+_KEEP_TABLE = str.maketrans("", "", "\n\t")
+
+
+def _shown(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

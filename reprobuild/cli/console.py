@@ -12,6 +12,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from reprobuild.errors import visible
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -49,19 +51,31 @@ err = _LazyConsole(stderr=True)
 
 
 def plain(text: str) -> str:
-    """Text from a build (log lines, file names, egress details) made inert for a terminal:
-    every control character but newline and tab is shown as ``\\xNN`` (rich itself passes
-    ESC through, so an escape sequence in a build log would reach the terminal live)."""
-    return "".join(c if c in "\n\t" or (c.isprintable() and c not in "\x7f")
-                   else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
-                   for c in text)
+    """Lines of text from a build (a log tail, a diffoscope excerpt) made inert for a
+    terminal: every control character but newline and tab is shown as ``\\xNN`` (rich
+    itself passes ESC through, so an escape sequence in a build log would reach the
+    terminal live), and a line longer than :data:`LINE_CHARS` is cut (one huge line must
+    not flood the screen)."""
+    return "\n".join(_clip(line) for line in visible(text, lines=True).split("\n"))
+
+
+LINE_CHARS = 1000
+"""The longest line of build text the summary prints (the rest is in the files)."""
+
+
+def _clip(line: str) -> str:
+    if len(line) <= LINE_CHARS:
+        return line
+    return f"{line[:LINE_CHARS]}… [{len(line) - LINE_CHARS} more characters]"
 
 
 def escape(text: str) -> str:
-    """Rich markup escaping, control characters made visible (:func:`plain`)."""
+    """Text from a build, a repository or a recipe (a name, a key, a message) as rich
+    markup: markup escaped, every control character (newline too: one line stays one
+    line) made visible (:func:`reprobuild.errors.visible`)."""
     from rich.markup import escape as rich_escape  # noqa: PLC0415 - lazy
 
-    return rich_escape(plain(text))
+    return rich_escape(_clip(visible(text)))
 
 
 def table() -> Table:
@@ -99,7 +113,7 @@ class RichProgress:
             sys.stderr.write("::endgroup::\n")
 
     def _line(self, indent: str, message: str) -> None:
-        clean = "".join(c if c.isprintable() else " " for c in message)
+        clean = _clip(visible(message))
         sys.stderr.write(f"{indent}[{time.monotonic() - self._started:7.1f}s] {clean}\n")
         sys.stderr.flush()
 

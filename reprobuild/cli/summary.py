@@ -27,11 +27,12 @@ _EQUIVALENCE_STYLE = {"identical": "green", "content-equal": "cyan",
 
 
 def _short(digest: str | None) -> str:
-    return digest[:16] if digest else "—"
+    """The first 16 characters of a digest, as markup (a report file may hold anything)."""
+    return escape(digest[:16]) if digest else "—"
 
 
 def _build_line(report: Report) -> str:
-    parts = [f"{b.name.upper()} {b.duration_s:.1f}s exit {b.exit_code}"
+    parts = [f"{escape(b.name.upper())} {b.duration_s:.1f}s exit {b.exit_code}"
              f"{' (timed out)' if b.timed_out else ''}" for b in report.builds]
     return ",  ".join([*parts, f"total {report.timings.get('total_s', 0):.1f}s"])
 
@@ -47,16 +48,17 @@ def print_summary(report: Report, *, to_stderr: bool = False, verbose: bool = Fa
                                                    if report.message else ""))
     src = report.source
     where = escape(src.url + (f" [{src.subdir}]" if src.subdir else ""))
-    commit = src.commit[:12] if src.commit else "working directory"
+    commit = escape(src.commit[:12]) if src.commit else "working directory"
     con.print(f"source     {where} @ {commit}  tree {_short(src.tree_sha256)}")
     con.print(f"recipe     {escape(report.recipe.name)} ({escape(report.recipe.origin)})"
               + (f" — {escape(report.recipe.reason)}" if report.recipe.reason else ""))
-    con.print(f"toolchain  {report.toolchain.image} ({report.toolchain.image_id[:19]})")
-    con.print(f"variations {', '.join(report.variations) or 'none'}")
+    con.print(f"toolchain  {escape(report.toolchain.image)} "
+              f"({escape(report.toolchain.image_id[:19])})")
+    con.print(f"variations {escape(', '.join(report.variations) or 'none')}")
     if report.fetch is not None:
         fetch = report.fetch
         how = "cache hit" if fetch.cache_hit else f"{len(fetch.requests)} request(s)"
-        con.print(f"fetch      {fetch.strategy}: {len(fetch.pins)} pinned, {how}, "
+        con.print(f"fetch      {escape(fetch.strategy)}: {len(fetch.pins)} pinned, {how}, "
                   f"{fetch.seconds:.1f}s" + (f" — failed: {escape(fetch.failure)}"
                                               if fetch.failure else ""))
     if report.builds:
@@ -83,7 +85,7 @@ def _print_artifacts(report: Report, con: Any) -> None:
     grid.add_column("artifact", overflow="fold")
     grid.add_column("size", justify="right")
     for build in report.builds:
-        grid.add_column(f"sha256 {build.name.upper()}")
+        grid.add_column(f"sha256 {escape(build.name.upper())}")
     grid.add_column("")
     by_build = [{o.path: o for o in b.outputs} for b in report.builds]
     paths = sorted(set().union(*by_build))
@@ -122,7 +124,7 @@ def _print_verify(report: Report, con: Any) -> None:
         style = _EQUIVALENCE_STYLE.get(item.equivalence, "red")
         grid.add_row(escape(item.name), str(sizes.get(item.name, "")),
                      _short(item.published_sha256), _short(item.rebuilt_sha256),
-                     f"[{style}]{item.equivalence}[/{style}]")
+                     f"[{style}]{escape(item.equivalence)}[/{style}]")
     con.print(grid)
     for item in info.artifacts:
         if item.equivalence == "identical":

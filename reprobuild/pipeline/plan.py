@@ -280,11 +280,39 @@ def wanted_outputs(files: Sequence[ExtractedFile], globs: Sequence[str]) -> list
             if any(fnmatchcase(f.path, g) or fnmatchcase(Path(f.path).name, g) for g in globs)]
 
 
+LOG_TAIL_BYTES = 16 * 1024
+"""At most this much of a build's log goes into the report (``log_tail``) and the summary."""
+LOG_LINE_CHARS = 500
+"""A longer line of the log tail is cut: one 10 MB line must not become a 10 MB report."""
+_LOG_READ_BYTES = 64 * 1024  # only the end of build.log is read, however big it is
+
+
 def _log_tail(path: Path) -> str:
+    """The last lines of a build's log, capped by bytes and by line length (the whole log
+    stays in build.log). Only its last 64 KiB are read, so a huge log costs nothing."""
     if not path.is_file():
         return ""
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return "\n".join(lines[-_LOG_TAIL_LINES:])
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - _LOG_READ_BYTES))
+        data = handle.read()
+    text = data.decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if size > len(data):  # the window starts inside a line: say so
+        lines[0] = "…" + lines[0]
+    if lines and lines[-1] == "":
+        lines.pop()
+    kept: list[str] = []
+    budget = LOG_TAIL_BYTES
+    for raw in reversed(lines[-_LOG_TAIL_LINES:]):
+        line = raw.rstrip("\r")
+        if len(line) > LOG_LINE_CHARS:
+            line = f"{line[:LOG_LINE_CHARS]}… [line cut at {LOG_LINE_CHARS} characters]"
+        budget -= len(line.encode("utf-8")) + 1
+        if budget < 0:
+            break
+        kept.append(line)
+    return "\n".join(reversed(kept))
 
 
 def build_info(env: BuildEnv, result: SandboxResult, artifacts: Sequence[ExtractedFile],

@@ -11,6 +11,11 @@ several targets must not merge into one history), a ``failure@type`` per rule, a
 first differences or destinations in the failure message; the suite has a ``timestamp``
 and ``hostname``. A run that ended with an error is one failing ``run`` case, so the file
 exists on every exit path.
+
+Text from a build, a repository or a recipe (log tails, names, egress details, error
+messages) goes in with its control characters made visible
+(:func:`reprobuild.errors.visible`): XML 1.0 cannot carry most of them at all, so one ESC
+in a log would make the whole file unparseable, and a dashboard would show the rest live.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from datetime import datetime, timezone
 from xml.etree import ElementTree as ET
 
+from reprobuild.errors import visible
 from reprobuild.report.model import Report, Verdict
 from reprobuild.report.sarif import target_id
 
@@ -47,18 +53,19 @@ def _top(lines: list[str]) -> str:
 
 def _suite(name: str, cls: str, cases: list[tuple[str, str | None, str, str, float]],
            total: float, *, skipped: frozenset[str] = frozenset()) -> ET.Element:
-    suite = ET.Element("testsuite", name=name, tests=str(len(cases)),
+    suite = ET.Element("testsuite", name=visible(name), tests=str(len(cases)),
                        failures=str(sum(1 for c in cases if c[1] and c[0] not in skipped)),
                        errors="0", skipped=str(len(skipped)), time=f"{total:.3f}",
                        timestamp=_stamp(time.time() - total), hostname=socket.gethostname())
     for case_name, problem, kind, text, seconds in cases:
-        case = ET.SubElement(suite, "testcase", classname=cls, name=case_name,
+        case = ET.SubElement(suite, "testcase", classname=cls, name=visible(case_name),
                              time=f"{seconds:.3f}")
         if case_name in skipped:
             ET.SubElement(case, "skipped", message="builds failed; nothing to compare")
         elif problem:
-            failure = ET.SubElement(case, "failure", message=problem, type=kind)
-            failure.text = text
+            failure = ET.SubElement(case, "failure", message=visible(problem),
+                                    type=visible(kind))
+            failure.text = visible(text, lines=True)
     return suite
 
 

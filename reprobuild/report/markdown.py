@@ -2,8 +2,9 @@
 
 A verdict line, the source, then a table of artifacts (or published files) and the
 findings. Everything that came from the build (paths, destinations, messages) is escaped
-for Markdown and stripped of control characters, so a hostile file name cannot inject
-markup or links into a CI summary.
+for Markdown, with its control characters made visible (:func:`reprobuild.errors.visible`),
+so a hostile file name cannot inject markup or links into a CI summary, nor reach a
+reader's terminal live (``cat summary.md``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from reprobuild.errors import visible
 from reprobuild.report.model import FindingInfo, Report, Verdict
 from reprobuild.report.sarif import target_id
 
@@ -23,13 +25,12 @@ INDEX_NAME = "summary.md"
 ICON = {Verdict.REPRODUCIBLE: "✅", Verdict.UNREPRODUCIBLE: "❌", Verdict.EGRESS: "🚨",
         Verdict.BUILD_FAILED: "⚠️", Verdict.REPACKED: "📦", Verdict.ERROR: "⛔"}
 """The mark of each verdict in a summary (the batch table uses the same)."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
 
 
 def cell(text: str, limit: int = 200) -> str:
-    """Text from a build as one Markdown table cell: no control characters, no markup."""
-    clean = _CONTROL.sub(" ", text)
+    """Text from a build as one Markdown table cell: controls made visible, no markup."""
+    clean = visible(text)
     if len(clean) > limit:
         clean = clean[:limit - 1] + "…"
     return _SPECIAL.sub(r"\\\1", clean)
@@ -43,7 +44,7 @@ def to_markdown(report: Report) -> str:
     if report.message:
         lines += [cell(report.message, 500), ""]
     src = report.source
-    lines += [f"commit `{(src.commit or 'working directory')[:12]}` · recipe "
+    lines += [f"commit `{cell((src.commit or 'working directory')[:12])}` · recipe "
               f"`{cell(report.recipe.name)}` · variations "
               f"{cell(', '.join(report.variations) or 'none')} · "
               f"{report.timings.get('total_s', 0):.1f} s", ""]
@@ -117,7 +118,7 @@ def _link(label: str, path: str | None) -> str:
 
 def _fenced(text: str) -> list[str]:
     """Text from a build as a code block no backtick run in it can close."""
-    clean = _CONTROL.sub(lambda m: "\n" if m.group() == "\n" else " ", text)
+    clean = visible(text, lines=True)
     longest = max((len(run) for run in re.findall(r"`+", clean)), default=0)
     fence = "`" * max(3, longest + 1)
     return [fence, clean.rstrip("\n"), fence]
@@ -135,7 +136,7 @@ def index_markdown(report: Report) -> str:
         lines += ["## Causes", "", *_causes_table(findings, link=True)]
     explanation = report.explanation
     if explanation is not None:
-        lines += [f"Explanation {explanation.status}: {len(explanation.builds)} extra "
+        lines += [f"Explanation {cell(explanation.status)}: {len(explanation.builds)} extra "
                   f"build(s) in {explanation.seconds:.1f} s (budget {cell(explanation.budget)}, "
                   f"at most {explanation.bound})"
                   + (f"; {cell(explanation.reason)}" if explanation.reason else "") + ".", ""]

@@ -11,6 +11,10 @@ duplicate on every upload); ``partialFingerprints`` built from the rule, the tar
 the artifact or destination, so the same finding keeps one alert night after night;
 ``security`` tags and a ``security-severity`` on security results; and an
 ``automationDetails.id`` per target, so several targets can upload into one repository.
+
+Text from a build, a repository or a recipe goes in with its control characters made
+visible (:func:`reprobuild.errors.visible`; JSON would carry them escaped, and a dashboard
+would show them live) and file locations percent-encoded, as URIs are.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any
+from urllib.parse import quote
 
 from reprobuild import __version__
+from reprobuild.errors import visible
 from reprobuild.report.model import Report
 
 __all__ = ["RULES", "render", "render_error", "target_id", "to_sarif"]
@@ -84,8 +90,8 @@ def _location(report: Report) -> dict[str, Any]:
     path = report.recipe.manifest
     if path is None:
         path = f"{report.source.subdir}/" if report.source.subdir else "."
-        return {"physicalLocation": {"artifactLocation": {"uri": path}}}
-    return {"physicalLocation": {"artifactLocation": {"uri": path},
+        return {"physicalLocation": {"artifactLocation": {"uri": quote(path)}}}
+    return {"physicalLocation": {"artifactLocation": {"uri": quote(path)},
                                  "region": {"startLine": 1}}}
 
 
@@ -149,18 +155,20 @@ def _run(report: Report | None, target: str, results: list[dict[str, Any]],
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "reprobuild", "version": __version__,
                             "informationUri": _HELP_URI, "rules": _rules()}},
-        "automationDetails": {"id": f"reprobuild/{target}/"},
+        "automationDetails": {"id": f"reprobuild/{visible(target)}/"},
         "invocations": [{"executionSuccessful": success, **(
-            {"toolExecutionNotifications": [{"level": "error", "message": {"text": message}}]}
+            {"toolExecutionNotifications": [{"level": "error",
+                                             "message": {"text": visible(message)}}]}
             if message else {})}],
         "results": results,
     }
     if report is not None:
         url = report.source.url
         if "://" in url:  # a local path is not a repository URI
-            run["versionControlProvenance"] = [{"repositoryUri": url,
-                                                "revisionId": report.source.commit or ""}]
-        run["properties"] = {"verdict": report.verdict.value, "target": target}
+            run["versionControlProvenance"] = [{
+                "repositoryUri": visible(url),
+                "revisionId": visible(report.source.commit or "")}]
+        run["properties"] = {"verdict": report.verdict.value, "target": visible(target)}
     return run
 
 
@@ -169,7 +177,7 @@ def to_sarif(report: Report) -> dict[str, Any]:
     target = target_id(report)
     levels = {r["id"]: r["level"] for r in RULES}
     location = _location(report)
-    results = [{"ruleId": rule, "level": levels[rule], "message": {"text": text},
+    results = [{"ruleId": rule, "level": levels[rule], "message": {"text": visible(text)},
                 "locations": [location],
                 "partialFingerprints": {"reprobuild/v1": _fingerprint(rule, target, about)}}
                for rule, about, text in _findings(report)]

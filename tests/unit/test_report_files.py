@@ -97,8 +97,9 @@ def test_github_annotations_are_escaped_and_only_in_actions(
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["::error title=reprobuild egress::p0.whl is not reproducible",
                      "::error title=reprobuild egress::the build tried to reach x.example:80"]
-    # Markdown cells from build output carry no markup and no control characters.
-    assert cell("a|b\x1b[31m[x](http://e.example)\n") == r"a\|b \[31m\[x\]\(http://e.example\) "
+    # Markdown cells from build output carry no markup; control characters are visible.
+    assert cell("a|b\x1b[31m[x](http://e.example)\n") == \
+        r"a\|b\\x1b\[31m\[x\]\(http://e.example\)\\x0a"
 
 
 def test_build_text_never_reaches_the_terminal_with_live_control_characters(
