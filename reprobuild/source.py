@@ -13,10 +13,12 @@ disabled (``file://`` is allowed explicitly, only where the user asked for it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -311,23 +313,35 @@ def _git(
     ]  # fmt: skip
     cmd += list(args)
     try:
-        return subprocess.run(
+        proc = subprocess.Popen(
             cmd,
-            input=stdin,
-            capture_output=True,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=_git_env(),
-            timeout=timeout,
-            check=False,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
             start_new_session=True,  # no controlling tty: ssh cannot prompt and hang
         )
     except FileNotFoundError as exc:
         raise EnvironmentFailure("git is not installed", hint=str(exc)) from exc
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
+        _stop_group(proc)
         raise SourceError(
             f"git {args[0]} timed out after {timeout:.0f} s",
             hint="check network access to the repository",
         ) from exc
+    except BaseException:  # Ctrl-C: git's helpers (remote-https, ssh) must not outlive us
+        _stop_group(proc)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill git and every helper it started (its own session, so its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def _last_line(stderr: bytes) -> str:

@@ -1,0 +1,109 @@
+"""Acquiring a source through the real CLI: hostile or broken repositories, interrupted
+clones, a full temporary directory, what a URL fetch keeps and what the builds get.
+
+Every "remote" here is a local repository (``file://``) or a server bound to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO_ROOT, git, make_repo
+
+
+def _processes_mentioning(needle: str) -> list[str]:
+    """Command lines of live processes that contain ``needle`` (from /proc)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle.encode() in cmdline:
+            found.append(cmdline.replace(b"\0", b" ").decode("utf-8", "replace"))
+    return found
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers (a hung host)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_ctrl_c_during_a_clone_stops_gits_helper_processes(silent_server: int,
+                                                          tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{silent_server}/hung-{tmp_path.name}.git"
+    proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "check", url],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any("remote-http" in p for p in _processes_mentioning(url)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "git's http helper never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert _processes_mentioning(url) == []
+
+
+def test_a_full_temporary_directory_is_one_line_and_exit_5(tmp_path: Path) -> None:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.fail("this test needs root and unshare(1) to mount a small tmpfs")
+    repo = make_repo(tmp_path, "probe")
+    (repo / "blob.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    git(repo, "add", "blob.bin")
+    git(repo, "commit", "-q", "-m", "a blob larger than the temporary directory")
+    small = tmp_path / "small-tmp"
+    small.mkdir()
+    script = (f"mount -t tmpfs -o size=1m tmpfs {small} && "
+              f"TMPDIR={small} XDG_CACHE_HOME={small}/cache exec {sys.executable} "
+              f"-m reprobuild check file://{repo}")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 5, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no space left on device" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
