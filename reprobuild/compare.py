@@ -8,9 +8,10 @@ pids and wall-clock limits) with a report-size cap.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,12 +40,82 @@ class Mismatch:
 
 @dataclass(frozen=True)
 class DiffoscopeLimits:
-    """Caps on one diffoscope run."""
+    """Caps on diffoscope: per artifact, and for the whole comparison of one run."""
 
     timeout_s: float = 600.0
+    """One artifact at most (its share of the total may be less)."""
     max_report_bytes: int = 20 * 1024 * 1024
+    """One artifact's report at most (text and HTML each)."""
     max_diff_block_lines: int = 2000
     memory_mb: int = 2048
+    total_timeout_s: float = 1200.0
+    """Every artifact of one run together: crafted outputs cannot hold a check for hours."""
+    total_report_bytes: int = 64 * 1024 * 1024
+    """What every artifact's reports may take on disk together."""
+
+
+MIN_SHARE_S = 15.0
+"""Less than this is not worth starting diffoscope for; the artifact is named instead."""
+MIN_SHARE_BYTES = 256 * 1024
+
+
+class DiffoscopeBudget:
+    """What is left of one run's diffoscope budget (time and report bytes).
+
+    Each artifact gets an equal share of what is left (capped by the per-artifact limits),
+    so one that finishes early leaves more for the rest; when even the smallest useful
+    share is gone, the rest are not compared and say so. Mutable on purpose: it is the
+    account one run's comparisons draw from.
+    """
+
+    def __init__(self, limits: DiffoscopeLimits) -> None:
+        self.limits = limits
+        self.seconds = float(limits.total_timeout_s)
+        self.bytes = int(limits.total_report_bytes)
+
+    def share(self, left: int) -> DiffoscopeLimits | None:
+        """The limits of the next artifact of ``left`` still to compare, or None when the
+        budget cannot pay for one more."""
+        if self.seconds < MIN_SHARE_S or self.bytes < MIN_SHARE_BYTES:
+            return None
+        count = max(1, left)
+        seconds = min(self.limits.timeout_s, self.seconds,
+                      max(MIN_SHARE_S, self.seconds / count))
+        size = min(self.limits.max_report_bytes, self.bytes,
+                   max(MIN_SHARE_BYTES, self.bytes // count))
+        return replace(self.limits, timeout_s=seconds, max_report_bytes=size)
+
+    def spend(self, seconds: float, size: int) -> None:
+        """Charge one artifact's run: the time it took, the bytes its reports take."""
+        self.seconds = max(0.0, self.seconds - seconds)
+        self.bytes = max(0, self.bytes - size)
+
+    def not_compared(self) -> DiffoscopeInfo:
+        """What the report says of an artifact the budget could not pay for."""
+        total = self.limits
+        return DiffoscopeInfo(
+            text=None, html=None, exit_code=None, timed_out=False, json=None,
+            excerpt=f"not compared: this run's diffoscope budget "
+                    f"({total.total_timeout_s:g}s, {total.total_report_bytes >> 20} MiB of "
+                    "reports) was spent on the other differences")
+
+
+def output_name(path: str) -> str:
+    """The directory name of one artifact's diffoscope reports: injective (``sub/x.whl``
+    and ``sub_x.whl`` never share one), one path component, at most 200 bytes.
+
+    ``%`` and ``/`` are percent-encoded; a longer name is cut and ends in ``%h`` and a
+    hash of the whole path (``%h`` never occurs in an encoded name, so a cut name cannot
+    equal another artifact's whole one).
+    """
+    encoded = path.replace("%", "%25").replace("/", "%2F")
+    if encoded in {".", ".."}:
+        encoded = encoded.replace(".", "%2E")
+    if len(encoded.encode("utf-8")) <= 200:
+        return encoded
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    head = encoded.encode("utf-8")[:150].decode("utf-8", "ignore")
+    return f"{head}%h{digest}"
 
 
 def mismatches(a: Sequence[ExtractedFile], b: Sequence[ExtractedFile]) -> list[Mismatch]:

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,14 @@ import docker.errors
 
 from reprobuild import images
 from reprobuild.archive import ExtractedFile
-from reprobuild.compare import DiffoscopeLimits, Mismatch, explain, mismatches
+from reprobuild.compare import (
+    DiffoscopeBudget,
+    DiffoscopeLimits,
+    Mismatch,
+    explain,
+    mismatches,
+    output_name,
+)
 from reprobuild.ecosystems.interface import NO_FETCH
 from reprobuild.errors import Interrupted
 from reprobuild.fetch import FetchedDeps, fetch, plan_fetch
@@ -184,23 +192,46 @@ def compare_pair(session: Session, artifacts: Sequence[Sequence[ExtractedFile]],
                              limits=options.diffoscope_limits, ca_cert=options.ca_cert))
 
 
+_BUDGETS: weakref.WeakKeyDictionary[Session, DiffoscopeBudget] = weakref.WeakKeyDictionary()
+"""Each session's one diffoscope budget: verify compares its files one call at a time, and
+they all draw from the same account."""
+
+
+def _tree_bytes(where: Path) -> int:
+    return sum(p.stat().st_size for p in where.rglob("*") if p.is_file()) \
+        if where.is_dir() else 0
+
+
 def explain_all(session: Session, found: Sequence[Mismatch], *, sides: Sides, out: Path,
                 diffoscope: bool, limits: DiffoscopeLimits,
                 ca_cert: Path | None) -> Iterator[DifferenceInfo]:
-    """Each mismatch, explained by sandboxed diffoscope when both sides have it."""
+    """Each mismatch, explained by sandboxed diffoscope when both sides have it, within the
+    session's total budget (time and report bytes, shared fairly); what it could not pay
+    for is named as not compared."""
     image: images.ToolchainImage | None = None
+    budget = _BUDGETS.setdefault(session, DiffoscopeBudget(limits))
+    left = sum(1 for m in found if m.a is not None and m.b is not None)
     for index, mismatch in enumerate(found):
         info = None
         if diffoscope and mismatch.a is not None and mismatch.b is not None:
-            if image is None:
-                session.progress.step("explaining differences with diffoscope")
-                image = image_build.ensure_image(session.client, DIFFOSCOPE_IMAGE,
-                                            progress=session.progress, ca_cert=ca_cert)
-            session.progress.detail(f"diffoscope {mismatch.path}")
-            dest = out / "diffoscope" / mismatch.path.replace("/", "_")
-            info = explain(session.sandbox, image=image.image_id, mismatch=mismatch,
-                           a_dir=sides.a_dir, b_dir=sides.b_dir, dest=dest, root=out,
-                           limits=limits, role=f"diffoscope-{index}")
+            share = budget.share(left)
+            left -= 1
+            if share is None:
+                session.progress.detail(f"diffoscope {mismatch.path}: budget spent")
+                info = budget.not_compared()
+            else:
+                if image is None:
+                    session.progress.step("explaining differences with diffoscope")
+                    image = image_build.ensure_image(session.client, DIFFOSCOPE_IMAGE,
+                                                     progress=session.progress,
+                                                     ca_cert=ca_cert)
+                session.progress.detail(f"diffoscope {mismatch.path}")
+                dest = out / "diffoscope" / output_name(mismatch.path)
+                started = time.monotonic()
+                info = explain(session.sandbox, image=image.image_id, mismatch=mismatch,
+                               a_dir=sides.a_dir, b_dir=sides.b_dir, dest=dest, root=out,
+                               limits=share, role=f"diffoscope-{index}")
+                budget.spend(time.monotonic() - started, _tree_bytes(dest))
         yield DifferenceInfo(path=mismatch.path,
                              sha256_a=mismatch.a.sha256 if mismatch.a else None,
                              sha256_b=mismatch.b.sha256 if mismatch.b else None,

@@ -203,3 +203,56 @@ def test_out_held_by_another_run_is_refused_at_once(tmp_path: Path) -> None:
     one_clear_line(result, "--out", "in use by another reprobuild run")
     assert prepare_out_dir(out) == out, "the holder itself may go on"
     assert list(out.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- diffoscope
+
+
+def test_diffoscope_output_names_are_injective_single_components() -> None:
+    from reprobuild.compare import output_name  # noqa: PLC0415
+
+    paths = ["sub/x.whl", "sub_x.whl", "sub%2Fx.whl", "sub%x.whl", "a/b/c", "a_b/c", ".",
+             "..", "%2E", "x" * 300, "x" * 299 + "y", "x" * 150 + "%h" + "0" * 32,
+             "é" * 120 + "/z"]
+    names = [output_name(p) for p in paths]
+    assert len(set(names)) == len(paths)
+    for name in names:
+        assert "/" not in name and name not in {".", ".."}
+        assert 0 < len(name.encode("utf-8")) <= 200
+
+
+def test_diffoscope_budget_is_one_account_shared_fairly() -> None:
+    from reprobuild.compare import (  # noqa: PLC0415
+        MIN_SHARE_BYTES,
+        MIN_SHARE_S,
+        DiffoscopeBudget,
+        DiffoscopeLimits,
+    )
+
+    limits = DiffoscopeLimits(timeout_s=600, total_timeout_s=1200,
+                              max_report_bytes=20 << 20, total_report_bytes=30 << 20)
+    budget = DiffoscopeBudget(limits)
+    first = budget.share(3)
+    assert first is not None and first.timeout_s == 400 and first.max_report_bytes == 10 << 20
+    budget.spend(10, 1 << 20)  # finished early: the rest get more
+    second = budget.share(2)
+    assert second is not None and second.timeout_s == 595
+    budget.spend(595, 0)
+    third = budget.share(1)
+    assert third is not None and third.timeout_s == 595
+    budget.spend(595, 0)
+    assert budget.share(1) is None  # spent: named, not compared
+    assert budget.not_compared().excerpt.startswith("not compared:")
+    # Many artifacts: the first get the smallest useful share, the rest are named.
+    many = DiffoscopeBudget(limits)
+    compared = 0
+    while (share := many.share(10_000 - compared)) is not None:
+        assert share.timeout_s >= MIN_SHARE_S and share.max_report_bytes >= MIN_SHARE_BYTES
+        many.spend(share.timeout_s, 0)  # every one runs into its deadline
+        compared += 1
+    assert compared == 1200 // MIN_SHARE_S
+    # The report bytes are an account too.
+    small = DiffoscopeBudget(DiffoscopeLimits(total_report_bytes=MIN_SHARE_BYTES))
+    assert small.share(2) is not None
+    small.spend(1, 1)
+    assert small.share(1) is None
