@@ -19,16 +19,19 @@ import typer
 
 from reprobuild import __version__
 from reprobuild.cli import batch as batch_cli
+from reprobuild.cli import cache as cache_cli
 from reprobuild.cli import catalog
 from reprobuild.cli.check import check
 from reprobuild.cli.console import err, escape, out
+from reprobuild.cli.doctor import doctor
 from reprobuild.cli.explain import explain
 from reprobuild.cli.verify import verify
 from reprobuild.errors import ExitCode, ReprobuildError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# add_completion: --install-completion / --show-completion for bash, zsh, fish, PowerShell.
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Rebuild an MCP server twice in hardened, network-isolated containers "
                        "and explain every difference.")
 app.command("check")(check)
@@ -40,14 +43,25 @@ app.add_typer(batch_cli.history_app, name="history")
 app.command("variations")(catalog.list_variations)
 app.add_typer(catalog.recipes_app, name="recipes")
 app.add_typer(catalog.images_app, name="images")
+app.add_typer(cache_cli.cache_app, name="cache")
+app.command("doctor")(doctor)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(__version__)
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
+    show_version: Annotated[bool, typer.Option(
+        "--version", help="print the version and exit", is_eager=True,
+        callback=_print_version)] = False,
 ) -> None:
     """Rebuild an MCP server twice and explain every difference."""
-    del debug  # read by main() before Typer runs, so errors in any command honour it
+    del debug, show_version  # debug is read by main() before Typer runs
 
 
 @app.command("version")

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -25,7 +26,7 @@ from reprobuild.archive import ExtractedFile, FileOrder, StreamedFile, write_tar
 from reprobuild.atomic import atomic_file, write_bytes_atomic
 from reprobuild.hashing import sha256_file
 
-__all__ = ["DEPS_MTIME", "DepsCache", "write_deps_tar"]
+__all__ = ["BLOB_GRACE_S", "DEPS_MTIME", "CacheEntry", "DepsCache", "write_deps_tar"]
 
 DEPS_MTIME = 315532800
 """Member mtime in the deps tar (1980-01-01), like the source tar's fallback."""
@@ -61,6 +62,22 @@ def write_deps_tar(out: IO[bytes] | io.RawIOBase, members: Sequence[ExtractedFil
     files = [StreamedFile(m.path, m.size, functools.partial(open_member, m),
                           mode=0o755 if m.path in executables else 0o644) for m in members]
     write_tar(out, files, order=FileOrder.SORTED, mtime=DEPS_MTIME)
+
+
+BLOB_GRACE_S = 3600.0
+"""A blob younger than this is never collected: a fetch may be storing a key that uses it
+(store() touches the blobs it reuses)."""
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached key as ``reprobuild cache`` sees it."""
+
+    key: str
+    tar_bytes: int
+    last_used: float
+    """The manifest's mtime: written on store, touched on every hit."""
+    blobs: frozenset[str]
 
 
 class DepsCache:
@@ -105,6 +122,8 @@ class DepsCache:
                 or meta.get("key") != key:
             return None
         tar = self.tar_path(key)
+        with contextlib.suppress(OSError):  # the manifest's mtime is the key's last use
+            os.utime(self.meta_path(key))
         try:
             if tar.stat().st_size == meta["tar_size"] and sha256_file(tar) == meta["tar_sha256"]:
                 return meta
@@ -129,6 +148,8 @@ class DepsCache:
         for member in members:
             target = self.blob(member.sha256)
             if target.is_file():
+                with contextlib.suppress(OSError):  # young blobs are never collected
+                    os.utime(target)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=target.parent)
@@ -159,3 +180,67 @@ class DepsCache:
             write_deps_tar(hashing, members, functools.partial(self._open, verify=verify),
                            executables)
         return hashing.digest.hexdigest(), hashing.size
+
+    def entries(self) -> list[CacheEntry]:
+        """Every cached key (a manifest that cannot be read counts, with no blobs)."""
+        found = []
+        for meta_path in sorted((self.root / "deps").glob("*.json")):
+            key = meta_path.stem
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                blobs = frozenset(str(f[1]) for f in meta.get("files", []))
+            except (OSError, ValueError, TypeError, IndexError, AttributeError):
+                blobs = frozenset()
+            try:
+                used = meta_path.stat().st_mtime
+            except OSError:
+                continue
+            tar = self.tar_path(key)
+            found.append(CacheEntry(key=key, tar_bytes=tar.stat().st_size if tar.is_file()
+                                    else 0, last_used=used, blobs=blobs))
+        return found
+
+    def blob_sizes(self) -> dict[str, int]:
+        """Every stored blob's size, by sha256."""
+        found = {}
+        for path in (self.root / "blobs" / "sha256").glob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file():
+                    found[path.name] = path.stat().st_size
+        return found
+
+    def remove(self, key: str) -> bool:
+        """Remove one key's archive and manifest, unless a fetch holds it (False)."""
+        path = self.root / "locks" / f"deps-{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False
+            try:
+                for target in (self.meta_path(key), self.tar_path(key)):
+                    with contextlib.suppress(FileNotFoundError):
+                        target.unlink()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return True
+
+    def collect_blobs(self, keep: Collection[str], *, now: float) -> tuple[int, int]:
+        """Remove blobs no kept key uses (older than :data:`BLOB_GRACE_S`): (count, bytes)."""
+        count = size = 0
+        for path in (self.root / "blobs" / "sha256").glob("*"):
+            if path.name in keep:
+                continue
+            try:
+                info = path.stat()
+                if now - info.st_mtime < BLOB_GRACE_S:
+                    continue
+                path.unlink()
+            except OSError:
+                continue
+            count += 1
+            size += info.st_size
+        return count, size

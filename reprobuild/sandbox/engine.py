@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ import docker.errors
 import requests
 
 from reprobuild.errors import EnvironmentFailure, Interrupted
+from reprobuild.images.definitions import cache_root
 
 MANAGED = "org.reprobuild.managed"
 RUN = "org.reprobuild.run"
@@ -90,17 +92,44 @@ def connect() -> docker.DockerClient:
     return client
 
 
-def engine_warnings(client: docker.DockerClient) -> list[str]:
-    """Human warnings about the engine (old versions with known archive-API escapes)."""
+def engine_warnings(client: docker.DockerClient, *, always: bool = False) -> list[str]:
+    """Human warnings about the engine (old versions with known archive-API escapes).
+
+    Shown once per engine version (remembered under the cache directory, so it does not
+    land in every report), unless ``always`` (``reprobuild doctor``).
+    """
     version = str(client.version().get("Version", "0"))
     numbers: list[int] = []
     for part in version.split("+", maxsplit=1)[0].split("-", maxsplit=1)[0].split(".")[:3]:
         numbers.append(int(part) if part.isdigit() else 0)
-    if tuple(numbers) < _SAFE_ENGINE:
-        return [f"Docker Engine {version} predates 29.5.1 (archive API fixes); "
-                "reprobuild copies outputs only once no untrusted process is left, "
-                "but upgrade when you can"]
-    return []
+    if tuple(numbers) >= _SAFE_ENGINE:
+        return []
+    warning = (f"Docker Engine {version} predates 29.5.1 (archive API fixes); reprobuild "
+               "copies outputs only once no untrusted process is left, but upgrade when you "
+               "can")
+    if always:
+        return [warning]
+    if not _first_sight(version):
+        return []
+    return [f"{warning} (said once per engine version; 'reprobuild doctor' repeats it)"]
+
+
+def _first_sight(version: str) -> bool:
+    """Whether no run warned about this engine version before (and remember that one has).
+
+    Created exclusively, so of two runs starting at once one warns. A cache that cannot be
+    written means warning every time, which is the safe side.
+    """
+    name = re.sub(r"[^A-Za-z0-9.+_-]", "_", version)[:80] or "unknown"
+    marker = cache_root() / "engine-warned" / name
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _first_line(exc: BaseException) -> str:
