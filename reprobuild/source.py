@@ -14,6 +14,7 @@ disabled (``file://`` is allowed explicitly, only where the user asked for it).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -22,10 +23,11 @@ import signal
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
+from typing import NoReturn
 
 from reprobuild.errors import EnvironmentFailure, SourceError, suggestion
 
@@ -104,8 +106,9 @@ class SourceTree:
     ``location`` is the URL (credentials redacted), the repository's top level (a path inside
     a work tree becomes ``subdir``), or the resolved directory.
 
-    ``entries`` always hold the whole tree (sorted by path) even when ``subdir`` is set,
-    because monorepo builds may need sibling directories. ``tree_sha256`` is described in
+    ``entries`` (sorted by path) hold what the builds get: the whole tree, or with
+    ``subdir`` and a :data:`Needs` hook the project plus what its ecosystem reads from
+    above (``sent``). ``tree_sha256`` (of ``entries``) is described in
     :func:`compute_tree_sha256`.
     """
 
@@ -117,6 +120,12 @@ class SourceTree:
     subdir: str
     entries: tuple[SourceEntry, ...]
     tree_sha256: str
+    sent: tuple[tuple[str, str], ...] = ()
+    """With ``subdir`` and a :data:`Needs` hook: what outside the project the builds get,
+    as ``(path, why)`` (a file, or a directory and all below it; ``""`` is the whole
+    repository). ``entries`` then hold exactly the project and these."""
+    uncommitted: tuple[str, ...] = ()
+    """Paths a local work tree has changed or added and not committed (they are not built)."""
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -416,28 +425,125 @@ def _check_git(proc: subprocess.CompletedProcess[bytes], what: str) -> None:
     raise SourceError(f"{what}: {_git_failure(proc.stderr)}")
 
 
-def _clone(url: str, workdir: Path) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    dest = Path(tempfile.mkdtemp(prefix="source-", dir=workdir)) / "repo.git"
-    allow_file = url.lower().startswith("file://")
-    proc = _git(
-        ["clone", "--bare", "--quiet", "--template=", "--", url, str(dest)],
-        repo=None,
-        allow_file=allow_file,
-        timeout=CLONE_TIMEOUT_S,
-    )
-    if proc.returncode != 0:
-        cause = _git_failure(proc.stderr)
-        if cause == "no space left on device":
-            raise EnvironmentFailure(
-                f"could not clone {_redact(url)}: no space left on device in {workdir}",
-                hint="free space there, or point TMPDIR at a larger filesystem",
-            )
-        raise SourceError(
-            f"could not clone {_redact(url)}: {cause}",
-            hint="check the URL, your credentials (ssh-agent / credential helper) and network",
+_PINNED = "refs/reprobuild/pinned"
+_UNKNOWN_REF_MARKERS = ("couldn't find remote ref", "not our ref", "unadvertised object",
+                        "no such remote ref", "invalid refspec", "is not a valid")
+
+
+def _remote(url: str, args: Sequence[str], repo: Path, *,
+            stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """git against the remote ``origin`` of a cache repository; the URL (credentials and
+    all) is given on each command line, never written to the repository's config."""
+    return _git(["-c", f"remote.origin.url={url}", *args], repo=repo, stdin=stdin,
+                allow_file=url.lower().startswith("file://"), timeout=CLONE_TIMEOUT_S)
+
+
+def _fetch_failed(url: str, proc: subprocess.CompletedProcess[bytes], where: Path) -> NoReturn:
+    """Raise the one-line error of a failed fetch (a full disk is the machine's, exit 5)."""
+    cause = _git_failure(proc.stderr)
+    if cause == "no space left on device":
+        raise EnvironmentFailure(
+            f"could not clone {_redact(url)}: no space left on device in {where}",
+            hint="free space there, or point TMPDIR / XDG_CACHE_HOME at a larger filesystem",
         )
-    return dest
+    raise SourceError(
+        f"could not clone {_redact(url)}: {cause}",
+        hint="check the URL, your credentials (ssh-agent / credential helper) and network",
+    )
+
+
+@contextlib.contextmanager
+def _cache_repository(url: str, cache: Path | None, workdir: Path) -> Iterator[Path]:
+    """The bare repository that keeps a URL's fetched objects, held locked while in use.
+
+    With ``cache`` it lives across runs (one per URL, credentials left out of the key), so
+    a second run fetches only what it lacks; without, a fresh one under ``workdir``.
+    It is a partial clone of ``origin``: blobs are fetched only for the files read.
+    """
+    if cache is None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        repo = Path(tempfile.mkdtemp(prefix="source-", dir=workdir)) / "repo.git"
+    else:
+        repo = cache / f"{hashlib.sha256(_redact(url).encode()).hexdigest()[:32]}.git"
+    try:
+        repo.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(f"{repo}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise EnvironmentFailure(f"cannot create the source cache {repo.parent}: "
+                                 f"{exc.strerror}", hint="check the directory's "
+                                 "permissions and free space") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (repo / "HEAD").is_file():
+            for args in (["init", "--bare", "--quiet", "--template=", str(repo)],
+                         ["-C", str(repo), "config", "core.repositoryformatversion", "1"],
+                         ["-C", str(repo), "config", "extensions.partialClone", "origin"],
+                         ["-C", str(repo), "config", "remote.origin.promisor", "true"],
+                         ["-C", str(repo), "config", "remote.origin.partialclonefilter",
+                          "blob:none"]):
+                proc = _git(args, repo=None)
+                if proc.returncode != 0:
+                    _fetch_failed(url, proc, repo.parent)
+        yield repo
+    finally:
+        os.close(lock)
+
+
+def _fetch_commit(url: str, repo: Path, ref: str | None) -> str:
+    """Fetch only the commit REF names (shallow, trees without blobs where the server
+    allows a filter) and return its id. A short SHA cannot be asked for by name: then the
+    branches and tags are fetched (still without blobs) and it is looked up among them."""
+    if ref is not None and (not ref.strip() or ref.startswith("-") or "\0" in ref):
+        raise SourceError(f"invalid ref {ref!r}", hint="give a branch, tag or commit SHA")
+    want = ref if ref is not None else "HEAD"
+    base = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--filter=blob:none"]
+    proc = _remote(url, [*base, "--depth=1", "origin", f"+{want}:{_PINNED}"], repo)
+    if proc.returncode == 0:
+        return _resolve(repo, _PINNED, shown=want)
+    text = proc.stderr.decode("utf-8", "replace").lower()
+    if ref is None or not any(m in text for m in _UNKNOWN_REF_MARKERS):
+        _fetch_failed(url, proc, repo.parent)
+    if not _HEXISH_RE.match(ref):
+        listing = _remote(url, ["ls-remote", "--heads", "--tags", "origin"], repo)
+        names = {line.split("\t", 1)[-1].removeprefix("refs/heads/").removeprefix("refs/tags/")
+                 .removesuffix("^{}") for line in listing.stdout.decode("utf-8", "replace")
+                 .splitlines() if "\t" in line}
+        raise SourceError(f"unknown ref {ref!r}",
+                          hint=suggestion(ref, sorted(names), listing="known branches/tags",
+                                          empty="the repository has no branches or tags"))
+    unshallow = ["--unshallow"] if (repo / "shallow").is_file() else []
+    every = _remote(url, [*base, *unshallow, "origin", "+refs/heads/*:refs/heads/*",
+                          "+refs/tags/*:refs/tags/*"], repo)
+    if every.returncode != 0:
+        _fetch_failed(url, every, repo.parent)
+    return _resolve(repo, ref)
+
+
+def _fetch_blobs(url: str, repo: Path, commit: str, ref: str | None,
+                 oids: Sequence[str]) -> None:
+    """Fetch the blobs of the files to read that the cache lacks (all at once, as git's
+    own lazy fetch asks); a server that will not serve single objects sends the pinned
+    commit whole instead."""
+    if not oids:
+        return
+    have = _git(["rev-list", "--objects", "--missing=print", commit], repo=repo)
+    _check_git(have, f"cannot list commit {commit}")
+    absent = {line[1:].strip() for line in have.stdout.decode().splitlines()
+              if line.startswith("?")}
+    missing = sorted(absent.intersection(oids))
+    if not missing:
+        return
+    proc = _remote(url, ["-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet",
+                         "--no-tags", "--no-write-fetch-head", "--recurse-submodules=no",
+                         "--filter=blob:none", "--stdin", "origin"], repo,
+                   stdin="".join(f"{o}\n" for o in missing).encode())
+    if proc.returncode == 0:
+        return
+    whole = _remote(url, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                          "--refetch", "--depth=1", "origin",
+                          f"+{ref if ref is not None else 'HEAD'}:{_PINNED}"], repo)
+    if whole.returncode != 0:
+        _fetch_failed(url, whole, repo.parent)
 
 
 def _locate_local(path: Path) -> tuple[Path, str]:
@@ -469,22 +575,14 @@ def _list_refs(repo: Path) -> list[str]:
     return proc.stdout.decode("utf-8", "replace").split()
 
 
-def _resolve(repo: Path, ref: str | None, *, remote: bool, allow_file: bool) -> str:
+def _resolve(repo: Path, ref: str | None, *, allow_file: bool = False,
+             shown: str | None = None, known: Sequence[str] | None = None) -> str:
+    """The commit REF names in ``repo`` (``known``: the refs to suggest, else the repo's)."""
     if ref is not None and (not ref.strip() or ref.startswith("-") or "\0" in ref):
         raise SourceError(f"invalid ref {ref!r}", hint="give a branch, tag or commit SHA")
     spec = f"{ref if ref is not None else 'HEAD'}^{{commit}}"
     args = ["rev-parse", "--verify", "--quiet", "--end-of-options", spec]
     proc = _git(args, repo=repo, allow_file=allow_file)
-    if proc.returncode != 0 and remote and ref is not None and _HEXISH_RE.match(ref):
-        # A commit not reachable from advertised refs: ask the server for it by id, once.
-        fetch = _git(
-            ["fetch", "--quiet", "--no-tags", "origin", "--", ref],
-            repo=repo,
-            allow_file=allow_file,
-            timeout=CLONE_TIMEOUT_S,
-        )
-        if fetch.returncode == 0:
-            proc = _git(args, repo=repo, allow_file=allow_file)
     if proc.returncode != 0:
         named = _git(["rev-parse", "--verify", "--quiet", "--end-of-options",
                       ref if ref is not None else "HEAD"], repo=repo, allow_file=allow_file)
@@ -492,14 +590,15 @@ def _resolve(repo: Path, ref: str | None, *, remote: bool, allow_file: bool) -> 
         if named.returncode == 0 and oid:
             if _git(["cat-file", "-e", oid], repo=repo).returncode != 0:
                 raise _lacks(oid)
-            raise SourceError(f"{ref or 'HEAD'} does not name a commit (it is {oid})",
+            raise SourceError(f"{shown or ref or 'HEAD'} does not name a commit (it is {oid})",
                               hint="give a branch, tag or commit SHA")
         if ref is None:
             raise SourceError(
                 "the repository has no commits (HEAD does not resolve)",
                 hint="commit something first, or pass --ref",
             )
-        hint = suggestion(ref, _list_refs(repo), listing="known branches/tags",
+        hint = suggestion(ref, list(known) if known is not None else _list_refs(repo),
+                          listing="known branches/tags",
                           empty="the repository has no branches or tags")
         raise SourceError(f"unknown ref {ref!r}", hint=hint)
     return proc.stdout.decode().strip()
@@ -514,43 +613,77 @@ def _commit_time(repo: Path, commit: str) -> int:
     return int(match.group(1))
 
 
-def _read_git_tree(repo: Path, commit: str, limits: SourceLimits) -> list[SourceEntry]:
-    """Read every committed blob of ``commit``; gitlinks (submodules) are skipped."""
-    proc = _git(["ls-tree", "-r", "-z", "-l", "--full-tree", commit], repo=repo)
+@dataclass(frozen=True)
+class _Listed:
+    """One blob of a commit's tree, before its content is read."""
+
+    path: str
+    git_mode: int
+    oid: str
+    size: int | None
+    """None when the blob is not in the repository yet (a partial fetch)."""
+
+    @property
+    def kind(self) -> EntryKind:
+        return EntryKind.SYMLINK if stat.S_ISLNK(self.git_mode) else EntryKind.FILE
+
+
+def _list_git_tree(repo: Path, commit: str, limits: SourceLimits, *,
+                   partial: bool) -> list[_Listed]:
+    """Every blob of ``commit`` (gitlinks, i.e. submodules, are skipped). In a partial
+    repository sizes are not known until the blobs are fetched."""
+    sizes = [] if partial else ["-l"]
+    proc = _git(["ls-tree", "-r", "-z", *sizes, "--full-tree", commit], repo=repo)
     _check_git(proc, f"cannot list commit {commit}")
-    wanted: list[tuple[str, int, str]] = []  # (path, mode, oid)
+    listed: list[_Listed] = []
     total = 0
     for record in proc.stdout.split(b"\0"):
         if not record:
             continue
         meta, _, raw_path = record.partition(b"\t")
-        mode_s, otype, oid, size_s = meta.decode().split()
+        mode_s, otype, oid, *size_s = meta.decode().split()
         path = _entry_name(raw_path)
         if otype == "commit":  # gitlink: a submodule, not content of this tree
             continue
         if otype != "blob":
             raise SourceError(f"unexpected {otype} entry in tree: {path!r}")
         _check_entry_path(path)
-        if not size_s.isdigit():  # git prints "BAD" (or "-") for an object it does not have
-            raise SourceError(f"the repository lacks the content of {path!r} (object {oid} "
-                              "is missing: a partial clone or an incomplete copy)",
-                              "fetch the missing objects (`git fetch --refetch`, or clone "
-                              "without --filter) and run again")
-        size = int(size_s)
-        if size > limits.max_file_bytes:
-            raise _too_big(path, size, limits)
-        total += size
-        wanted.append((path, int(mode_s, 8), oid))
-        _check_counts(len(wanted), total, limits)
-    blobs = _cat_blobs(repo, sorted({oid for _, _, oid in wanted}))
+        size = None
+        if size_s:
+            if not size_s[0].isdigit():  # git prints "BAD" (or "-") for a missing object
+                raise SourceError(f"the repository lacks the content of {path!r} (object "
+                                  f"{oid} is missing: a partial clone or an incomplete copy)",
+                                  "fetch the missing objects (`git fetch --refetch`, or clone "
+                                  "without --filter) and run again")
+            size = int(size_s[0])
+            if size > limits.max_file_bytes:
+                raise _too_big(path, size, limits)
+            total += size
+        listed.append(_Listed(path, int(mode_s, 8), oid, size))
+        _check_counts(len(listed), total, limits)
+    return listed
+
+
+def _read_listed(repo: Path, listed: Sequence[_Listed], limits: SourceLimits,
+                 known: dict[str, SourceEntry]) -> list[SourceEntry]:
+    """The entries of ``listed`` (those in ``known`` are not read again)."""
+    blobs = _cat_blobs(repo, sorted({item.oid for item in listed if item.path not in known}))
     entries: list[SourceEntry] = []
-    for path, git_mode, oid in wanted:
-        data = blobs[oid]
-        if stat.S_ISLNK(git_mode):
-            entries.append(SourceEntry(path, EntryKind.SYMLINK, 0o777, data))
+    total = 0
+    for item in listed:
+        if item.path in known:
+            entries.append(known[item.path])
         else:
-            mode = 0o755 if git_mode & 0o111 else 0o644
-            entries.append(SourceEntry(path, EntryKind.FILE, mode, data))
+            data = blobs[item.oid]
+            if len(data) > limits.max_file_bytes:
+                raise _too_big(item.path, len(data), limits)
+            if item.kind is EntryKind.SYMLINK:
+                entries.append(SourceEntry(item.path, EntryKind.SYMLINK, 0o777, data))
+            else:
+                mode = 0o755 if item.git_mode & 0o111 else 0o644
+                entries.append(SourceEntry(item.path, EntryKind.FILE, mode, data))
+        total += len(entries[-1].data)
+        _check_counts(len(entries), total, limits)
     return entries
 
 
@@ -635,7 +768,8 @@ def _check_counts(files: int, total: int, limits: SourceLimits) -> None:
     if files > limits.max_files:
         raise SourceError(
             f"source has more than {limits.max_files} files",
-            hint="raise the source limits (the whole tree is read, even with --subdir)",
+            hint="raise the source limits, or give --subdir (then only the project and what "
+                 "it reads from above are read)",
         )
     if total > limits.max_total_bytes:
         raise SourceError(
@@ -647,7 +781,7 @@ def _check_counts(files: int, total: int, limits: SourceLimits) -> None:
 # --------------------------------------------------------------------------- subdir + acquire
 
 
-def _check_subdir(entries: Sequence[SourceEntry], subdir: str) -> None:
+def _check_subdir(entries: Sequence[SourceEntry | _Listed], subdir: str) -> None:
     """The subdir must be a directory of the tree; otherwise suggest siblings."""
     if not subdir:
         return
@@ -677,6 +811,43 @@ def _join_subdir(prefix: str, subdir: str) -> str:
     return "/".join(p for p in (prefix, subdir) if p)
 
 
+Needs = Callable[[SourceTree], Sequence[tuple[str, str]]]
+"""What a project reads outside its directory, given a tree of the project, every file of
+the directories above it and every file named in ``manifest_names`` anywhere: ``(path,
+why)`` pairs (a file or a directory; ``""`` is the whole repository)."""
+
+
+def _in(path: str, directory: str) -> bool:
+    return not directory or path == directory or path.startswith(f"{directory}/")
+
+
+def _first_look(path: str, subdir: str, names: frozenset[str]) -> bool:
+    """Whether a file is read to decide what the project needs from above: the project's
+    own, those of the directories above it, manifests anywhere (workspace members)."""
+    parent = str(PurePosixPath(path).parent)
+    parent = "" if parent == "." else parent
+    return (_in(path, subdir) or _in(subdir, parent)
+            or PurePosixPath(path).name in names)
+
+
+def _uncommitted(toplevel: Path) -> tuple[str, ...]:
+    """What the work tree changed or added without committing (read only: no index
+    refresh is written, as GIT_OPTIONAL_LOCKS=0 is set)."""
+    proc = _git(["status", "--porcelain=v1", "-z", "--untracked-files=normal",
+                 "--ignore-submodules=all"], repo=toplevel, allow_file=True)
+    if proc.returncode != 0:
+        return ()
+    found: list[str] = []
+    records = iter(proc.stdout.split(b"\0"))
+    for record in records:
+        if len(record) < 4:
+            continue
+        found.append(_shown(record[3:]))
+        if record[:1] in (b"R", b"C"):
+            next(records, None)  # the original name of a rename or copy
+    return tuple(found)
+
+
 def acquire(
     source: str,
     *,
@@ -684,16 +855,24 @@ def acquire(
     subdir: str | None,
     workdir: Path,
     limits: SourceLimits = SourceLimits(),
+    cache: Path | None = None,
+    needs: Needs | None = None,
+    manifest_names: frozenset[str] = frozenset(),
 ) -> SourceTree:
-    """Fetch SOURCE (clone a URL, read a local repository in place, or walk a directory).
+    """Fetch SOURCE (fetch a URL's commit, read a local repository in place, or walk a
+    directory).
 
-    ``workdir`` receives the bare clone of a remote; nothing else is written anywhere.
+    A URL's pinned commit alone is fetched (shallow; trees first, then the blobs of the
+    files read, where the server allows a filter) into a repository under ``cache``, kept
+    across runs, or under ``workdir`` when there is no cache; nothing else is written.
     ``ref`` (branch, tag, full or short SHA; ``None`` = HEAD) is refused for plain
-    directories, which have no history.
+    directories, which have no history. With ``subdir`` and ``needs``, only the project
+    and what ``needs`` says it reads from above are read and returned (``sent``).
     """
     kind = classify(source)
     sub = normalise_subdir(subdir)
     text = source.strip()
+    uncommitted: tuple[str, ...] = ()
     if kind is SourceKind.DIRECTORY:
         if ref is not None:
             raise SourceError(
@@ -701,30 +880,50 @@ def acquire(
                 hint="drop --ref, or point SOURCE at a git repository",
             )
         root = Path(text).expanduser().resolve()
-        entries = _walk_directory(root, limits)
+        walked = {e.path: e for e in _walk_directory(root, limits)}
         location = str(root)
+        _check_nonempty(walked, location, committed=False)
+        _check_subdir(list(walked.values()), sub)
+        picked, sent = _pick(sorted(walked), sub, needs, manifest_names,
+                             lambda paths: [walked[p] for p in paths], ref, location, kind)
+        entries = [walked[p] for p in picked]
         commit: str | None = None
         commit_time: int | None = None
     else:
-        if kind is SourceKind.GIT_REMOTE:
-            location = _redact(text)
-            allow_file = text.lower().startswith("file://")
-            repo = _clone(text, workdir)
-        else:
-            allow_file = True
-            repo, prefix = _locate_local(Path(text).expanduser().resolve())
-            location = str(repo)
-            sub = _join_subdir(prefix, sub)
-        commit = _resolve(repo, ref, remote=kind is SourceKind.GIT_REMOTE, allow_file=allow_file)
-        commit_time = _commit_time(repo, commit)
-        entries = _read_git_tree(repo, commit, limits)
+        with contextlib.ExitStack() as stack:
+            if kind is SourceKind.GIT_REMOTE:
+                location = _redact(text)
+                repo = stack.enter_context(_cache_repository(text, cache, workdir))
+                commit = _fetch_commit(text, repo, ref)
+                partial = True
+            else:
+                repo, prefix = _locate_local(Path(text).expanduser().resolve())
+                location = str(repo)
+                sub = _join_subdir(prefix, sub)
+                commit = _resolve(repo, ref, allow_file=True)
+                partial = False
+                if ref is None and (repo / ".git").exists():
+                    uncommitted = _uncommitted(repo)
+            commit_time = _commit_time(repo, commit)
+            listed = {item.path: item for item in _list_git_tree(repo, commit, limits,
+                                                                 partial=partial)}
+            _check_nonempty(listed, location, committed=True)
+            _check_subdir(list(listed.values()), sub)
+            read: dict[str, SourceEntry] = {}
+
+            def load(paths: Sequence[str]) -> list[SourceEntry]:
+                items = [listed[p] for p in paths]
+                if partial:
+                    _fetch_blobs(text, repo, commit, ref,
+                                 [i.oid for i in items if i.path not in read])
+                got = _read_listed(repo, items, limits, read)
+                read.update((e.path, e) for e in got)
+                return got
+
+            picked, sent = _pick(sorted(listed), sub, needs, manifest_names, load, ref,
+                                 location, kind)
+            entries = load(picked)
     entries.sort(key=lambda e: e.path)
-    if not entries:
-        raise SourceError(
-            f"{location} has no files" + (" committed" if commit else ""),
-            hint="commit the sources first" if commit else "check the path",
-        )
-    _check_subdir(entries, sub)
     return SourceTree(
         location=location,
         kind=kind,
@@ -734,4 +933,32 @@ def acquire(
         subdir=sub,
         entries=tuple(entries),
         tree_sha256=compute_tree_sha256(entries),
+        sent=sent,
+        uncommitted=uncommitted,
     )
+
+
+def _check_nonempty(found: Mapping[str, object], location: str, *, committed: bool) -> None:
+    if not found:
+        raise SourceError(
+            f"{location} has no files" + (" committed" if committed else ""),
+            hint="commit the sources first" if committed else "check the path",
+        )
+
+
+def _pick(paths: Sequence[str], sub: str, needs: Needs | None, names: frozenset[str],
+          load: Callable[[Sequence[str]], list[SourceEntry]], ref: str | None,
+          location: str, kind: SourceKind) -> tuple[list[str], tuple[tuple[str, str], ...]]:
+    """The paths the builds get, and what beyond the project they are (see :data:`Needs`)."""
+    if not sub or needs is None:
+        return list(paths), ()
+    first = [p for p in paths if _first_look(p, sub, names)]
+    look = SourceTree(location=location, kind=kind, ref=ref, commit=None, commit_time=None,
+                      subdir=sub, entries=tuple(load(first)), tree_sha256="")
+    asked = dict.fromkeys((path, why) for path, why in needs(look))
+    whole = tuple((path, why) for path, why in asked if not path)
+    if whole:
+        return list(paths), whole
+    # Only what the commit has: a lockfile may name a directory that is not there.
+    sent = tuple((d, why) for d, why in asked if any(_in(p, d) for p in paths))
+    return [p for p in paths if _in(p, sub) or any(_in(p, d) for d, _ in sent)], sent

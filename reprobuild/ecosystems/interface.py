@@ -44,7 +44,9 @@ __all__ = [
     "Verified",
     "files_of",
     "join",
+    "levels_above",
     "load_yaml",
+    "outside",
 ]
 
 DEPS_DIR = "/deps"
@@ -261,6 +263,15 @@ class Ecosystem(FetchJob, Protocol):
         the report when several recipes detect), or None (release tooling, a private root)."""
         ...
 
+    def reads_above(self, tree: SourceTree) -> tuple[tuple[str, str], ...]:
+        """What this ecosystem's planning and builds of the project read outside its
+        directory ``tree.subdir`` (workspace roots, their lockfiles, sibling members,
+        local path dependencies), as ``(path, why)``: a file, or a directory and all below
+        it, ``""`` for the whole repository when it cannot tell. ``()`` when the project is
+        not this ecosystem's or needs nothing above. ``tree`` holds the project, every file
+        of the directories above it and every manifest of the repository."""
+        ...
+
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:
         """Decide what to download from the tree's manifests and lockfiles alone.
@@ -312,6 +323,32 @@ def load_yaml(data: bytes, path: str, hint: str) -> Any:
 def files_of(tree: SourceTree) -> dict[str, bytes]:
     """The tree's regular files by path (what planning reads)."""
     return {e.path: e.data for e in tree.entries if e.kind is EntryKind.FILE}
+
+
+def levels_above(subdir: str) -> list[str]:
+    """The directories above a project, nearest first, the repository root (``""``) last."""
+    parts = subdir.split("/") if subdir else []
+    return ["/".join(parts[:depth]) for depth in range(len(parts) - 1, -1, -1)]
+
+
+def outside(subdir: str, target: str) -> str | None:
+    """Where a path a project's manifest names (relative to the project) is in the tree,
+    when that is outside the project and inside the repository; else None."""
+    if target.startswith("/") or "\\" in target:
+        return None
+    parts: list[str] = subdir.split("/") if subdir else []
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None  # above the repository: not in the tree
+            parts.pop()
+        else:
+            parts.append(part)
+    path = "/".join(parts)
+    inside = bool(subdir) and (path == subdir or path.startswith(f"{subdir}/"))
+    return None if inside or not subdir else path
 
 
 def join(*parts: str) -> str:

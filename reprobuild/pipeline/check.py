@@ -84,7 +84,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
     from reprobuild.images import build as image_build  # noqa: PLC0415 - see run_check
     from reprobuild.pipeline import phases  # noqa: PLC0415
 
-    warnings: list[str] = []
+    warnings: list[str] = plan.source_warnings(tree)
     t = time.monotonic()
     progress.step(f"toolchain image '{recipe.image}'")
     toolchain = image_build.ensure_image(client, recipe.image, progress=progress,

@@ -13,17 +13,18 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from reprobuild import ecosystems, images
 from reprobuild.archive import ExtractedFile, build_tar
 from reprobuild.compare import DiffoscopeLimits
 from reprobuild.ecosystems.interface import DEPS_DIR, NO_FETCH
-from reprobuild.errors import InputError, RecipeError
+from reprobuild.errors import InputError, RecipeError, ReprobuildError
 from reprobuild.recipes import (
     DEFAULT_COMMIT_TIME,
     Recipe,
+    builtin_recipes,
     detected_recipes,
     render_env,
     select_recipe,
@@ -60,6 +61,7 @@ __all__ = [
     "select",
     "select_with_reason",
     "source_info",
+    "source_warnings",
     "toolchain_info",
     "wanted_outputs",
 ]
@@ -90,9 +92,31 @@ class RunOptions:
 
 
 def acquire_source(source: str, *, ref: str | None, subdir: str | None) -> SourceTree:
-    """The committed files of SOURCE at REF (validated before Docker is touched)."""
+    """The committed files of SOURCE at REF the builds need (validated before Docker is
+    touched): with ``subdir``, the project and what its ecosystems read from above
+    (:func:`_needs`). A URL's objects are kept across runs under the cache directory."""
     with tempfile.TemporaryDirectory(prefix="reprobuild-src-") as workdir:
-        return acquire(source, ref=ref, subdir=subdir, workdir=Path(workdir))
+        return acquire(source, ref=ref, subdir=subdir, workdir=Path(workdir),
+                       cache=images.cache_root() / "git", needs=_needs,
+                       manifest_names=frozenset(PurePosixPath(name).name for recipe in
+                                                builtin_recipes().values()
+                                                for name in recipe.detect_files))
+
+
+def _needs(tree: SourceTree) -> list[tuple[str, str]]:
+    """What a project in a subdirectory reads from above: each ecosystem says for its
+    own (workspace roots, lockfiles, members); when none can tell, the whole repository."""
+    if repo_recipe_bytes(tree) is not None:
+        return [("", f"the project's own {REPO_RECIPE} may build from any file")]
+    if not detected_recipes(project_files(tree)):
+        return [("", "no recipe detects the project, so what it reads is not known")]
+    found: list[tuple[str, str]] = []
+    for ecosystem in ecosystems.ECOSYSTEMS:
+        try:
+            found.extend(ecosystem.reads_above(tree))
+        except ReprobuildError as exc:
+            found.append(("", f"{ecosystem.name} could not tell what it reads ({exc})"))
+    return found
 
 
 def project_files(tree: SourceTree) -> list[str]:
@@ -176,10 +200,21 @@ def host_cpus() -> int:
 
 
 def source_info(tree: SourceTree) -> SourceInfo:
-    """The source as the report shows it."""
+    """The source as the report shows it (``sent``: what beyond the project went in)."""
     return SourceInfo(url=tree.location, kind=tree.kind.value, ref=tree.ref, commit=tree.commit,
                       commit_time=tree.commit_time, subdir=tree.subdir,
-                      tree_sha256=tree.tree_sha256, files=len(tree.entries))
+                      tree_sha256=tree.tree_sha256, files=len(tree.entries),
+                      sent={path or ".": why for path, why in tree.sent})
+
+
+def source_warnings(tree: SourceTree) -> list[str]:
+    """What a reader of the report must know about the source: work-tree changes that
+    the builds did not get (only committed content is built)."""
+    if not tree.uncommitted:
+        return []
+    shown = ", ".join(tree.uncommitted[:5]) + (", ..." if len(tree.uncommitted) > 5 else "")
+    return [f"{len(tree.uncommitted)} uncommitted change(s) in {tree.location} are not built "
+            f"(only commit {(tree.commit or '')[:12]} is): {shown}"]
 
 
 def recipe_info(recipe: Recipe, reason: str | None, tree: SourceTree) -> RecipeInfo:

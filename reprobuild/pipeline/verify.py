@@ -312,7 +312,7 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
     from reprobuild.images import cache_root  # noqa: PLC0415
     from reprobuild.pipeline import phases  # noqa: PLC0415
 
-    warnings: list[str] = []
+    warnings: list[str] = plan.source_warnings(tree) if tree is not None else []
     ca = read_ca_cert(options.ca_cert)
     published_dir = out / "published"
     session = phases.Session(client, progress)

@@ -62,6 +62,9 @@ class SourceInfo:
     subdir: str
     tree_sha256: str
     files: int
+    sent: dict[str, str] = field(default_factory=dict)
+    """What the builds got beyond ``subdir`` (which they always get), and why: a file or a
+    directory and all below it, ``"."`` for the whole repository. ``files`` counts all."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO_ROOT, git, make_repo
+from tests.integration.conftest import REPO_ROOT, git, make_repo, run_cli
 
 
 def _processes_mentioning(needle: str) -> list[str]:
@@ -107,3 +107,58 @@ def test_a_full_temporary_directory_is_one_line_and_exit_5(tmp_path: Path) -> No
     assert len(errors) == 1 and "no space left on device" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
 
+
+
+def test_a_file_name_that_is_not_utf8_is_exit_2_with_the_name_escaped(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "probe")
+    (repo / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"x")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a latin-1 name")
+    result = run_cli("check", str(repo))
+    assert result.code == 2, result.stderr
+    assert "caf\\xe9.txt" in result.stderr and "not UTF-8" in result.stderr
+    assert "UnicodeEncodeError" not in result.stderr
+
+
+def test_a_damaged_repository_names_the_missing_object_exit_2(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "probe")
+    head = git(repo, "rev-parse", "HEAD")
+    (repo / ".git" / "objects" / head[:2] / head[2:]).unlink()
+    result = run_cli("check", str(repo))
+    assert result.code == 2, result.stderr
+    assert f"lacks object {head}" in result.stderr
+
+
+@pytest.mark.usefixtures("toolchains", "no_leftovers")
+def test_a_url_subdir_builds_from_the_member_and_what_its_workspace_needs(
+        tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "pnpm-server")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "recording.bin").write_bytes(os.urandom(1 << 20))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a large file no build needs")
+    git(repo, "config", "uploadpack.allowFilter", "true")
+    result = run_cli("check", f"file://{repo}", "--subdir", "packages/notes-mcp",
+                     "--variations", "none", json_path=tmp_path / "r.json")
+    assert result.code == 0, result.stdout + result.stderr
+    assert result.report is not None
+    source = result.report["source"]
+    assert set(source["sent"]) == {"package.json", "pnpm-lock.yaml", "pnpm-workspace.yaml",
+                                   "packages/notes-core"}
+    assert source["kind"] == "git-remote"
+    committed = git(repo, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
+    sent = [p for p in committed if p.startswith("packages/") or p in source["sent"]]
+    assert source["files"] == len(sent) < len(committed)
+
+
+@pytest.mark.usefixtures("toolchains", "no_leftovers")
+def test_uncommitted_changes_are_said_in_the_summary(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "pnpm-server")
+    (repo / "packages" / "notes-mcp" / "src" / "index.js").write_text("// edited\n")
+    result = run_cli("check", str(repo), "--subdir", "packages/notes-mcp", "--variations",
+                     "none", json_path=tmp_path / "r.json")
+    assert result.code == 0, result.stdout + result.stderr
+    assert result.report is not None
+    (warning,) = [w for w in result.report["warnings"] if "uncommitted" in w]
+    assert "packages/notes-mcp/src/index.js" in warning and "not built" in warning
+    assert "uncommitted change(s)" in result.stdout + result.stderr

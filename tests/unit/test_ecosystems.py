@@ -53,6 +53,10 @@ class Toy:
     def governs(self, tree: SourceTree) -> bool:
         return True
 
+    def reads_above(self, tree: SourceTree) -> tuple[tuple[str, str], ...]:
+        del tree
+        return ()
+
     def declares_package(self, tree: SourceTree) -> str | None:
         return "vendor.txt" if "vendor.txt" in files_of(tree) else None
 

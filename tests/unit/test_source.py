@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from reprobuild.errors import SourceError
+from reprobuild.pipeline.plan import acquire_source, source_info, source_warnings
 from reprobuild.source import (
     EntryKind,
     SourceEntry,
@@ -452,3 +454,151 @@ def test_an_unreachable_host_is_said_so(url: str, tmp_path: Path) -> None:
     message = str(info.value)
     assert "could not reach host unreachable.invalid" in message
     assert "and the repository exists" not in message
+
+
+# ------------------------------------------------------------------ what is fetched and sent
+
+
+def _objects(repo: Path) -> set[str]:
+    out = subprocess.run(["git", "-C", str(repo), "cat-file", "--batch-all-objects",
+                          "--batch-check=%(objectname)"], capture_output=True, text=True,
+                         check=True, env={**os.environ, "GIT_NO_LAZY_FETCH": "1"}).stdout
+    return set(out.split())
+
+
+def test_a_url_fetches_only_the_pinned_commit_and_the_blobs_it_reads(
+    repo: Path, tmp_path: Path
+) -> None:
+    write(repo / "assets" / "big.bin", "x" * 100_000)
+    git(repo, "add", "assets")
+    git(repo, "commit", "-q", "-m", "assets")
+    git(repo, "config", "uploadpack.allowFilter", "true")
+    cache = tmp_path / "cache"
+    tree = acquire(f"file://{repo}", ref=None, subdir="pkg", workdir=tmp_path / "w",
+                   cache=cache, needs=lambda tree: ())
+    assert paths(tree) == ["pkg/inner/data.txt", "pkg/run.sh", "pkg/server.py"]
+    assert tree.sent == ()
+    (kept,) = cache.glob("*.git")
+    objects = _objects(kept)
+    assert git(repo, "rev-parse", "HEAD") in objects
+    assert git(repo, "rev-parse", "HEAD~1") not in objects  # no history
+    assert git(repo, "rev-parse", "HEAD:assets/big.bin") not in objects  # not read
+    assert git(repo, "rev-parse", "HEAD:pkg/server.py") in objects
+    assert not (tmp_path / "w").exists()  # with a cache, nothing goes to the workdir
+
+
+def test_fetched_objects_are_kept_across_runs(repo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = acquire(f"file://{repo}", ref="v1", subdir=None, workdir=tmp_path / "w1",
+                    cache=cache)
+    second = acquire(f"file://{repo}", ref="main", subdir=None, workdir=tmp_path / "w2",
+                     cache=cache)
+    assert entry(first, "README.md").data == b"v1\n"
+    assert entry(second, "README.md").data == b"v2\n"
+    (kept,) = cache.glob("*.git")
+    objects = _objects(kept)
+    assert {first.commit, second.commit} <= objects
+    assert git(repo, "rev-parse", "v1:README.md") in objects  # the first run's, still there
+    again = acquire(f"file://{repo}", ref="v1", subdir="pkg", workdir=tmp_path / "w3",
+                    cache=cache)
+    assert again.commit == first.commit
+    assert list(cache.glob("*.git")) == [kept]  # one repository per URL
+
+
+def test_the_url_and_its_credentials_stay_out_of_the_cache(repo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    acquire(f"file://{repo}", ref=None, subdir=None, workdir=tmp_path / "w", cache=cache)
+    (kept,) = cache.glob("*.git")
+    assert str(repo) not in (kept / "config").read_text()
+
+
+def test_needs_decides_what_beyond_the_subdir_is_read_and_sent(repo: Path, tmp_path: Path) -> None:
+    write(repo / "other" / "deep" / "manifest.toml", "m\n")
+    write(repo / "other" / "deep" / "code.py", "c\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "other")
+    seen: list[list[str]] = []
+
+    def needs(look: SourceTree) -> list[tuple[str, str]]:
+        seen.append(paths(look))
+        return [("README.md", "the root readme"), ("other/deep", "a sibling")]
+
+    for source in (str(repo), f"file://{repo}"):
+        seen.clear()
+        tree = acquire(source, ref=None, subdir="pkg/inner", workdir=tmp_path / "w",
+                       cache=tmp_path / "cache", needs=needs,
+                       manifest_names=frozenset({"manifest.toml"}))
+        # the project, every file of the directories above it, manifests anywhere
+        assert seen == [["README.md", "link", "other/deep/manifest.toml", "pkg/inner/data.txt",
+                         "pkg/run.sh", "pkg/server.py"]]
+        assert paths(tree) == ["README.md", "other/deep/code.py", "other/deep/manifest.toml",
+                               "pkg/inner/data.txt"]
+        assert tree.sent == (("README.md", "the root readme"), ("other/deep", "a sibling"))
+        assert tree.tree_sha256 == compute_tree_sha256(tree.entries)
+
+
+def test_needs_may_ask_for_the_whole_repository(repo: Path, tmp_path: Path) -> None:
+    tree = acquire(str(repo), ref=None, subdir="pkg", workdir=tmp_path,
+                   needs=lambda look: [("", "cannot tell")])
+    assert paths(tree) == ["README.md", "link", "pkg/inner/data.txt", "pkg/run.sh",
+                           "pkg/server.py"]
+    assert tree.sent == (("", "cannot tell"),)
+
+
+def test_uncommitted_changes_are_listed_not_built(repo: Path, tmp_path: Path) -> None:
+    clean = acquire(str(repo), ref=None, subdir=None, workdir=tmp_path)
+    assert clean.uncommitted == ()
+    write(repo / "README.md", "edited\n")
+    write(repo / "new\x1bfile.txt", "n\n")
+    tree = acquire(str(repo), ref=None, subdir=None, workdir=tmp_path)
+    assert entry(tree, "README.md").data == b"v2\n"
+    assert set(tree.uncommitted) == {"README.md", "new\\x1bfile.txt"}
+    assert acquire(str(repo), ref="v1", subdir=None, workdir=tmp_path).uncommitted == ()
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def fixture_repo(tmp_path: Path, name: str) -> Path:
+    root = tmp_path / name
+    shutil.copytree(FIXTURES / name, root)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", name)
+    return root
+
+
+def test_an_npm_workspace_member_gets_the_root_manifest_and_lockfile(tmp_path: Path) -> None:
+    root = fixture_repo(tmp_path, "monorepo")
+    tree = acquire_source(str(root), ref=None, subdir="src/notes-ts")
+    assert set(dict(tree.sent)) == {"package.json", "package-lock.json"}
+    assert not any(p.startswith("src/weather-py/") for p in paths(tree))
+    assert "README.md" not in paths(tree)
+    assert source_info(tree).sent["package-lock.json"].startswith("npm:")
+    python = acquire_source(str(root), ref=None, subdir="src/weather-py")
+    assert python.sent == ()
+    assert all(p.startswith("src/weather-py/") for p in paths(python))
+
+
+def test_a_pnpm_member_gets_the_workspace_root_and_its_projects(tmp_path: Path) -> None:
+    root = fixture_repo(tmp_path, "pnpm-server")
+    tree = acquire_source(str(root), ref=None, subdir="packages/notes-mcp")
+    assert set(dict(tree.sent)) == {"package.json", "pnpm-lock.yaml", "pnpm-workspace.yaml",
+                                    "packages/notes-core"}
+    assert "packages/notes-core/index.js" in paths(tree)
+    assert source_info(tree).sent["packages/notes-core"].startswith("pnpm:")
+
+
+def test_a_project_no_recipe_detects_is_sent_whole_and_says_why(tmp_path: Path) -> None:
+    root = fixture_repo(tmp_path, "monorepo")
+    tree = acquire_source(str(root), ref=None, subdir="src/weather-py/src")
+    assert "README.md" in paths(tree) and "src/notes-ts/package.json" in paths(tree)
+    assert "no recipe detects" in source_info(tree).sent["."]
+
+
+def test_uncommitted_changes_become_a_report_warning(repo: Path, tmp_path: Path) -> None:
+    write(repo / "pkg" / "server.py", "print('edited')\n")
+    tree = acquire_source(str(repo), ref=None, subdir=None)
+    (warning,) = source_warnings(tree)
+    assert "1 uncommitted change(s)" in warning and "pkg/server.py" in warning
+    assert "are not built" in warning

@@ -36,6 +36,8 @@ from reprobuild.ecosystems.interface import (
     Verified,
     files_of,
     join,
+    levels_above,
+    outside,
 )
 from reprobuild.errors import (
     DependencyIntegrityError,
@@ -58,6 +60,8 @@ _MISMATCH = re.compile(r"verifying (?P<mod>\S+)@(?P<version>\S+?)(?P<gomod>/go\.
                        r"checksum mismatch\s+downloaded: (?P<got>h1:\S+)\s+go\.sum:\s+"
                        r"(?P<want>h1:\S+)")
 _VERSION = re.compile(r"(?:go)?(\d+)\.(\d+)(?:\.(\d+))?")
+_LOCAL_REPLACE = re.compile(r"=>\s*(\.{1,2}/\S*)")
+"""A ``replace`` in go.mod by a local directory (``=> ../shared``)."""
 
 
 def _version(text: str) -> tuple[int, int, int] | None:
@@ -107,6 +111,24 @@ class GoModules:
         """Always: no other ecosystem shares this one's manifests."""
         del tree
         return True
+
+    def reads_above(self, tree: SourceTree) -> tuple[tuple[str, str], ...]:
+        """A go.work above the module, whole (go uses it and its modules), and each
+        ``replace`` by a local directory outside the module."""
+        files = files_of(tree)
+        data = files.get(join(tree.subdir, "go.mod"))
+        if data is None:
+            return ()
+        found: list[tuple[str, str]] = []
+        work = next((level for level in levels_above(tree.subdir)
+                     if join(level, "go.work") in files), None)
+        if work is not None:
+            found.append((work, f"go: {join(work, 'go.work')} makes it a workspace"))
+        for target in _LOCAL_REPLACE.findall(data.decode("utf-8", "replace")):
+            where = outside(tree.subdir, target)
+            if where is not None:
+                found.append((where, "go: a local replace in go.mod"))
+        return tuple(found)
 
     def declares_package(self, tree: SourceTree) -> str | None:
         """A go.mod with a module directive."""

@@ -27,6 +27,7 @@ from reprobuild.ecosystems.interface import (
     Verified,
     files_of,
     join,
+    levels_above,
 )
 from reprobuild.ecosystems.node.plan import (
     NODE_FIX_HINTS,
@@ -99,6 +100,39 @@ class Npm:
         found = nearest_lockfiles(tree)
         return found is None or bool(set(found[1]) & set(NPM_LOCKFILES)) \
             or "pnpm-lock.yaml" not in found[1]
+
+    def reads_above(self, tree: SourceTree) -> tuple[tuple[str, str], ...]:
+        """The nearest ``.nvmrc`` above; for a workspace member, the root npm installs
+        from (its package.json, lockfile, .npmrc) and every workspace (npm ci links them)."""
+        files = files_of(tree)
+        if join(tree.subdir, "package.json") not in files:
+            return ()
+        found: list[tuple[str, str]] = []
+        nvmrc = next((join(level, ".nvmrc") for level in [tree.subdir, *levels_above(
+            tree.subdir)] if join(level, ".nvmrc") in files), None)
+        if nvmrc is not None and nvmrc != join(tree.subdir, ".nvmrc"):
+            found.append((nvmrc, "node: the .nvmrc that picks the Node.js version"))
+        try:
+            plan = plan_npm(tree)
+        except RecipeError:
+            return tuple(found)  # not npm's to build, or planning will say what is wrong
+        root = plan.lock_root
+        standalone = dict(plan.options).get("workspaces") == "false"
+        roots = [root] if root != tree.subdir else []
+        if standalone:  # npm still reads the workspace root's manifest above the member
+            roots += [level for level in levels_above(tree.subdir)
+                      if join(level, "package.json") in files][:1]
+        for level in roots:
+            for name in ("package.json", *NPM_LOCKFILES, ".npmrc"):
+                if join(level, name) in files:
+                    found.append((join(level, name), f"npm: the workspace root's {name}"))
+        if root != tree.subdir:
+            for name, _ in plan.files:
+                member = join(root, name.rsplit("/", 1)[0]) if "/" in name else None
+                if member is not None and member != tree.subdir:
+                    found.append((member, "npm: a workspace of the root (npm ci installs "
+                                          "and links every one)"))
+        return tuple(found)
 
     def declares_package(self, tree: SourceTree) -> str | None:
         """A named package.json that is not ``private`` (release tooling, a monorepo root)."""

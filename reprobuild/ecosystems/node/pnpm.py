@@ -182,6 +182,14 @@ def _pins(packages: object) -> tuple[list[Pin], list[str]]:
     return pins, notes
 
 
+def _member_dir(root: str, importer: str) -> str | None:
+    """Where an importer of the lockfile (``packages/a``, ``.``) is in the tree."""
+    parts = [p for p in importer.split("/") if p not in ("", ".")]
+    if ".." in parts or importer.startswith("/"):
+        return None
+    return join(root, *parts) or None
+
+
 def plan_pnpm(tree: SourceTree) -> FetchPlan:
     """The fetch plan of a pnpm project: its lockfile (here or at the workspace root)."""
     files = files_of(tree)
@@ -283,6 +291,29 @@ class Pnpm:
         """When the nearest Node lockfile at or above the project is pnpm's."""
         found = nearest_lockfiles(tree)
         return found is not None and LOCKFILE in found[1]
+
+    def reads_above(self, tree: SourceTree) -> tuple[tuple[str, str], ...]:
+        """The workspace root (package.json, the lockfile, pnpm-workspace.yaml, .npmrc,
+        .pnpmfile.cjs) and every project of the workspace the lockfile names."""
+        found = nearest_lockfiles(tree)
+        if found is None or LOCKFILE not in found[1] or found[0] == tree.subdir:
+            return ()
+        root = found[0]
+        files = files_of(tree)
+        result = [(join(root, name), f"pnpm: the workspace root's {name}") for name in
+                  ("package.json", LOCKFILE, WORKSPACE_FILE, ".npmrc", ".pnpmfile.cjs")
+                  if join(root, name) in files]
+        try:
+            lock = load_yaml(files[join(root, LOCKFILE)], join(root, LOCKFILE), "")
+        except RecipeError:
+            return tuple(result)  # planning will say what is wrong with it
+        importers = lock.get("importers") if isinstance(lock, dict) else None
+        for key in importers if isinstance(importers, dict) else ():
+            member = _member_dir(root, str(key))
+            if member is not None and member != tree.subdir:
+                result.append((member, "pnpm: a project of the workspace (linked with "
+                                       "workspace:)"))
+        return tuple(result)
 
     def declares_package(self, tree: SourceTree) -> str | None:
         """A named, public package.json that a pnpm lockfile (here or above) locks."""

@@ -25,6 +25,7 @@ from reprobuild.ecosystems.interface import (
     Verified,
     files_of,
     join,
+    outside,
 )
 from reprobuild.ecosystems.python import pep
 from reprobuild.ecosystems.python.plan import STRATEGY, plan_python, target_of
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
 __all__ = ["ECOSYSTEM", "WHEELS_DIR", "PythonBuild"]
 
 WHEELS_DIR = f"{DEPS_DIR}/wheels"
+
+_QUOTED_UP = re.compile(r"""["']((?:\./)?(?:\.\./)+[^"'\n]*)["']""")
+"""A quoted path above the project in a build file (``"../README.md"``)."""
+_GLOB = re.compile(r"[*?\[]")
 
 _PIP_MISMATCH = re.compile(
     r"^\s*(?P<pkg>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+) from (?P<url>\S+)[^\n]*$\s*"
@@ -84,6 +89,29 @@ class PythonBuild:
         """Always: no other ecosystem shares this one's manifests."""
         del tree
         return True
+
+    def reads_above(self, tree: SourceTree) -> tuple[tuple[str, str], ...]:
+        """Nothing, unless a build file names a path above the project (``"../LICENSE"``:
+        a readme, a force-include, a local requirement): each quoted one (up to its first
+        glob), else, when a ``../`` is not a quoted path, the whole repository."""
+        files = files_of(tree)
+        found: list[tuple[str, str]] = []
+        for name in ("pyproject.toml", "setup.py", "setup.cfg"):
+            path = join(tree.subdir, name)
+            data = files.get(path)
+            if data is None or b"../" not in data:
+                continue
+            text = data.decode("utf-8", "replace")
+            quoted = _QUOTED_UP.findall(text)
+            if sum(q.count("../") for q in quoted) != text.count("../"):  # not all quoted
+                return (("", f"{path} names a path above the project"),)
+            for target in quoted:
+                plain = "/".join(_GLOB.split(target, maxsplit=1)[0].split("/")[:-1]) \
+                    if _GLOB.search(target) else target
+                where = outside(tree.subdir, plain)
+                if where is not None:
+                    found.append((where, f"python: {path} names it"))
+        return tuple(found)
 
     def declares_package(self, tree: SourceTree) -> str | None:
         """``[project] name`` in pyproject.toml, or a setup.py/setup.cfg."""

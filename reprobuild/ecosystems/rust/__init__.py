@@ -34,6 +34,8 @@ from reprobuild.ecosystems.interface import (
     Verified,
     files_of,
     join,
+    levels_above,
+    outside,
 )
 from reprobuild.errors import (
     DependencyIntegrityError,
@@ -105,6 +107,10 @@ def _stand_ins(directory: str, manifest: Mapping[str, Any]) -> list[str]:
             manifest["package"].get("build"), str):
         paths.add(manifest["package"]["build"])
     return [join(directory, p) for p in sorted(paths)]
+
+
+_PATH_KEY = re.compile(r'\bpath\s*=\s*"([^"]+)"')
+"""A ``path = "..."`` of a dependency (or a build script) in a Cargo.toml."""
 
 
 def _workspace_root(levels: Sequence[str], files: Mapping[str, bytes]) -> str | None:
@@ -223,6 +229,27 @@ class Cargo:
         """Always: no other ecosystem shares this one's manifests."""
         del tree
         return True
+
+    def reads_above(self, tree: SourceTree) -> tuple[tuple[str, str], ...]:
+        """The workspace root above the crate, whole (its manifest and lock, every member),
+        and each local ``path`` dependency outside the crate."""
+        files = files_of(tree)
+        data = files.get(join(tree.subdir, "Cargo.toml"))
+        if data is None:
+            return ()
+        found: list[tuple[str, str]] = []
+        try:
+            root = _workspace_root([tree.subdir, *levels_above(tree.subdir)], files)
+        except RecipeError:
+            root = None
+        if root is not None and root != tree.subdir:
+            found.append((root, "cargo: the workspace root (manifest, Cargo.lock, members)"))
+        manifest = join(tree.subdir, "Cargo.toml")
+        for target in _PATH_KEY.findall(data.decode("utf-8", "replace")):
+            where = outside(tree.subdir, target)
+            if where is not None:
+                found.append((where, f"cargo: a path dependency in {manifest}"))
+        return tuple(found)
 
     def declares_package(self, tree: SourceTree) -> str | None:
         """A Cargo.toml with a [package] or a [workspace]."""
