@@ -540,7 +540,7 @@ def _fetch_blobs(url: str, repo: Path, commit: str, ref: str | None,
     if proc.returncode == 0:
         return
     whole = _remote(url, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                          "--refetch", "--depth=1", "origin",
+                          "--refetch", "--no-filter", "--depth=1", "origin",
                           f"+{ref if ref is not None else 'HEAD'}:{_PINNED}"], repo)
     if whole.returncode != 0:
         _fetch_failed(url, whole, repo.parent)

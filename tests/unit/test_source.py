@@ -602,3 +602,33 @@ def test_uncommitted_changes_become_a_report_warning(repo: Path, tmp_path: Path)
     (warning,) = source_warnings(tree)
     assert "1 uncommitted change(s)" in warning and "pkg/server.py" in warning
     assert "are not built" in warning
+
+
+def test_a_server_that_will_not_serve_single_blobs_sends_the_commit_whole(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Protocol v0 without uploadpack.allowAnySHA1InWant refuses a blob by id (an older
+    server): the blobs come with the pinned commit instead, still without history."""
+    git(repo, "config", "uploadpack.allowFilter", "true")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[protocol]\n\tversion = 0\n")
+    monkeypatch.setenv("HOME", str(home))
+    tree = acquire(f"file://{repo}", ref=None, subdir="pkg", workdir=tmp_path / "w",
+                   cache=tmp_path / "cache", needs=lambda look: ())
+    assert entry(tree, "pkg/server.py").data == b"print('hi')\n"
+    (kept,) = (tmp_path / "cache").glob("*.git")
+    assert git(repo, "rev-parse", "HEAD~1") not in _objects(kept)
+
+
+def test_a_url_resolves_a_short_sha_and_suggests_for_an_unknown_ref(
+    repo: Path, tmp_path: Path
+) -> None:
+    v1 = git(repo, "rev-parse", "v1^{commit}")
+    tree = acquire(f"file://{repo}", ref=v1[:10], subdir=None, workdir=tmp_path / "w",
+                   cache=tmp_path / "cache")
+    assert tree.commit == v1 and entry(tree, "README.md").data == b"v1\n"
+    with pytest.raises(SourceError, match="unknown ref 'featur'") as info:
+        acquire(f"file://{repo}", ref="featur", subdir=None, workdir=tmp_path / "w",
+                cache=tmp_path / "cache")
+    assert "feature" in (info.value.hint or "")
