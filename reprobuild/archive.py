@@ -61,6 +61,9 @@ class ExtractLimits:
     max_files: int = 10_000
     max_file_bytes: int = 1 * GiB
     max_total_bytes: int = 2 * GiB
+    max_depth: int = 64
+    """Path components per member: a tree nested deeper is refused while streaming (a
+    build can nest thousands of levels; the host should never walk such a tree)."""
 
 
 @dataclass(frozen=True)
@@ -255,10 +258,19 @@ class _Writer:
             return self.dest_fd
         if self._cached is not None and self._cached[0] == parts:
             return self._cached[1]
-        self.close()
-        fd = self.dest_fd
+        # Going one level down from the directory we hold (how a tree is streamed) opens
+        # one component, not the whole path again: a deep tree costs linear time.
+        start = 0
+        if self._cached is not None and parts[: len(self._cached[0])] == self._cached[0]:
+            start = len(self._cached[0])
+            fd = self._cached[1]
+            self._cached = None
+        else:
+            self.close()
+            fd = self.dest_fd
         try:
-            for i, name in enumerate(parts):
+            for i in range(start, len(parts)):
+                name = parts[i]
                 sub = parts[: i + 1]
                 if sub in self.files:
                     raise UnsafeArchiveError(
@@ -288,14 +300,44 @@ class _Writer:
             self._cached = None
 
 
-def _clear_dir(dest: Path) -> None:
-    """Remove everything below ``dest`` (which we populated) without following links."""
-    for child in os.scandir(dest):
-        if child.is_dir(follow_symlinks=False):
-            _clear_dir(Path(child.path))
-            Path(child.path).rmdir()
-        else:
-            Path(child.path).unlink()
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _clear_dir(dest_fd: int) -> None:
+    """Remove everything below the directory open as ``dest_fd`` (which we populated).
+
+    Iterative and by directory fds: no recursion limit and no path-length limit however
+    deep the tree, and a link is never followed (it is unlinked like a file).
+    """
+
+    def level(fd: int) -> list[str]:
+        subdirs: list[str] = []
+        with os.scandir(fd) as listing:
+            for entry in listing:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.name)
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+        return subdirs
+
+    top = os.dup(dest_fd)
+    stack: list[tuple[int, list[str], str]] = [(top, level(top), "")]
+    try:
+        while stack:
+            fd, pending, _name = stack[-1]
+            if pending:
+                name = pending.pop()
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                stack.append((child, [], name))  # on the stack first: closed if level fails
+                stack[-1] = (child, level(child), name)
+                continue
+            stack.pop()
+            os.close(fd)
+            if stack:
+                os.rmdir(_name, dir_fd=stack[-1][0])
+    finally:
+        for fd, _pending, _name in stack:
+            os.close(fd)
 
 
 def extract_regular_files(
@@ -326,7 +368,7 @@ def extract_regular_files(
             return _extract(stream, writer, limits, strip_prefix)
         except BaseException:
             writer.close()
-            _clear_dir(dest)
+            _clear_dir(dest_fd)
             raise
         finally:
             writer.close()
@@ -361,6 +403,10 @@ def _extract(
                         f"refusing member {member.name!r}: more than {max_members} members"
                     )
                 parts = tuple(_member_parts(member.name, strip))
+                if len(parts) > limits.max_depth:
+                    raise UnsafeArchiveError(
+                        f"refusing member {_shown(member.name)}: more than "
+                        f"{limits.max_depth} levels deep")
                 kind = _kind_error(member)
                 if kind:
                     raise UnsafeArchiveError(f"refusing member {member.name!r}: {kind}")
@@ -405,6 +451,11 @@ def _extract(
     except EOFError as exc:
         raise UnsafeArchiveError(f"truncated archive: {exc}") from exc
     return sorted(results, key=lambda f: f.path)
+
+
+def _shown(name: str, limit: int = 120) -> str:
+    """A member name for a one-line refusal: quoted, and shortened when it is long."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}... ({len(name)} chars)"
 
 
 def _kind_error(member: tarfile.TarInfo) -> str | None:
