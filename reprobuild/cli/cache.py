@@ -41,7 +41,8 @@ def cache_info() -> None:
 @cache_app.command("prune")
 def cache_prune(
     unused_for: Annotated[str, typer.Option(
-        help="remove dependency archives unused for this long ('30d', '12h', '0': all)")]
+        help="remove dependency archives and source repositories unused for this long "
+             "('30d', '12h', '0': all)")]
     = "30d",
     max_size: Annotated[str | None, typer.Option(
         help="then remove the least recently used until the dependency cache fits ('2G')")]
@@ -63,6 +64,7 @@ def cache_prune(
     verb = "would remove" if dry_run else "removed"
     out.print(f"{verb} {result.deps_keys} dependency archive(s), {result.blobs} file(s) only "
               f"they used, {result.evidence_dirs} evidence director(ies), "
-              f"{result.scratch_dirs} scratch director(ies): {_size(result.freed_bytes)}")
+              f"{result.scratch_dirs} scratch director(ies), {result.repositories} source "
+              f"repositor(ies): {_size(result.freed_bytes)}")
     if result.busy_keys:
-        out.print(f"left {result.busy_keys} archive(s) a running fetch holds")
+        out.print(f"left {result.busy_keys} archive(s) or repositor(ies) a running run holds")

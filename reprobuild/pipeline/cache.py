@@ -1,8 +1,9 @@
 """``reprobuild cache info`` and ``prune``: what reprobuild keeps on this machine, and
 removing what is no longer worth keeping.
 
-Three things grow: the dependency cache (``deps/`` archives and the ``blobs/`` they are
-made of), the image downloads (``wheels/``), and the evidence directories of runs that
+Four things grow: the dependency cache (``deps/`` archives and the ``blobs/`` they are
+made of), the image downloads (``wheels/``), the source cache (``git/``: one partial,
+shallow repository per URL) and the evidence directories of runs that
 were not reproducible and had no ``--out`` (``$TMPDIR/reprobuild-XXXXXXXX``, kept so the
 report's paths stay valid). Pruning removes dependency keys unused for a while (their
 manifest's mtime is touched on every hit) or the least recently used ones above a size,
@@ -13,6 +14,7 @@ prints; a key a running fetch holds is left alone.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -26,7 +28,7 @@ from reprobuild.errors import InputError
 from reprobuild.fetch.cache import DepsCache
 
 __all__ = ["EVIDENCE", "EVIDENCE_GRACE_S", "PruneResult", "Usage", "evidence_dirs",
-           "parse_duration", "parse_size", "prune", "usage"]
+           "parse_duration", "parse_size", "prune", "repositories", "usage"]
 
 EVIDENCE = re.compile(r"reprobuild-[a-z0-9_]{8}")
 """The name ``tempfile.mkdtemp(prefix="reprobuild-")`` gives a run's results directory."""
@@ -60,6 +62,8 @@ class PruneResult:
     scratch_dirs: int
     freed_bytes: int
     busy_keys: int
+    repositories: int = 0
+    """Source repositories (``git/``) unused for as long as dependency archives may be."""
 
 
 def _tree_bytes(path: Path) -> int:
@@ -84,6 +88,40 @@ def evidence_dirs(tmp: Path | None = None) -> list[Path]:
             and p.is_dir()]
 
 
+def repositories(root: Path) -> list[Path]:
+    """The source cache's repositories, one per URL (``git/<hash>.git``)."""
+    where = root / "git"
+    return sorted(p for p in where.glob("*.git") if p.is_dir() and not p.is_symlink()) \
+        if where.is_dir() else []
+
+
+def _last_used(repo: Path) -> float:
+    """When a run last fetched into (or read) the repository: its newest top-level entry."""
+    lock = repo.with_name(repo.name + ".lock")
+    return max(p.stat().st_mtime for p in [repo, *repo.iterdir(),
+                                           *([lock] if lock.exists() else [])])
+
+
+def _remove_repository(repo: Path) -> bool:
+    """Remove a repository unless a run holds its lock (then False)."""
+    lock_path = repo.with_name(repo.name + ".lock")
+    try:
+        lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(repo, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        return not repo.exists()
+    finally:
+        os.close(lock)
+
+
 def usage(root: Path, tmp: Path | None = None) -> list[Usage]:
     """What the cache under ``root`` and the evidence directories hold."""
     cache = DepsCache(root)
@@ -98,6 +136,8 @@ def usage(root: Path, tmp: Path | None = None) -> list[Usage]:
         Usage("image downloads", wheels,
               len(list(wheels.iterdir())) if wheels.is_dir() else 0,
               _tree_bytes(wheels) if wheels.is_dir() else 0),
+        Usage("source repositories", root / "git", len(repositories(root)),
+              sum(_tree_bytes(p) for p in repositories(root))),
         Usage("evidence of past runs", tmp or Path(tempfile.gettempdir()), len(evidence),
               sum(_tree_bytes(p) for p in evidence)),
     ]
@@ -153,6 +193,20 @@ def prune(root: Path, tmp: Path | None = None, *, unused_for_s: float,
         evidence += 1
         if not dry_run:
             shutil.rmtree(path, ignore_errors=True)
+    repos = 0
+    for repo in repositories(root):
+        try:
+            old = now - _last_used(repo) >= unused_for_s
+        except OSError:
+            continue
+        if not old:
+            continue
+        size = _tree_bytes(repo)
+        if dry_run or _remove_repository(repo):
+            repos += 1
+            freed += size
+        else:
+            busy += 1
     scratch = 0
     for path in [*root.glob(".fetch-*"), *root.glob(".download-*")]:
         with contextlib.suppress(OSError):
@@ -162,7 +216,8 @@ def prune(root: Path, tmp: Path | None = None, *, unused_for_s: float,
                 if not dry_run:
                     shutil.rmtree(path, ignore_errors=True)
     return PruneResult(deps_keys=removed, blobs=blob_count, evidence_dirs=evidence,
-                       scratch_dirs=scratch, freed_bytes=freed, busy_keys=busy)
+                       scratch_dirs=scratch, freed_bytes=freed, busy_keys=busy,
+                       repositories=repos)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")

@@ -167,3 +167,29 @@ def test_the_engine_warning_is_remembered_once_per_version(
     assert engine._first_sight("24.0.7"), "another version warns again"
     assert engine._first_sight("../../etc/passwd")  # a name, never a path
     assert (tmp_path / "reprobuild" / "engine-warned" / ".._.._etc_passwd").is_file()
+
+
+def test_source_repositories_unused_for_long_are_pruned_held_ones_kept(tmp_path: Path) -> None:
+    import fcntl  # noqa: PLC0415
+
+    root = tmp_path / "cache"
+    old, held, fresh = (root / "git" / f"{name}.git" for name in ("old", "held", "fresh"))
+    for repo in (old, held, fresh):
+        (repo / "objects").mkdir(parents=True)
+        (repo / "HEAD").write_text("ref: refs/heads/main\n")
+    then = time.time() - 60 * DAY
+    for repo in (old, held):
+        for path in (repo, repo / "objects", repo / "HEAD"):
+            os.utime(path, (then, then))
+    listed = {u.what: u for u in cache_core.usage(root, tmp_path / "tmp")}
+    assert listed["source repositories"].items == 3
+    lock = os.open(held.with_name("held.git.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    os.utime(held.with_name("held.git.lock"), (then, then))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = cache_core.prune(root, tmp_path / "tmp", unused_for_s=30 * DAY,
+                                  max_bytes=None, evidence_older_than_s=7 * DAY)
+    finally:
+        os.close(lock)
+    assert result.repositories == 1 and result.busy_keys == 1
+    assert not old.exists() and held.exists() and fresh.exists()
