@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from reprobuild.ecosystems.golang.goreleaser import read_goreleaser
 from reprobuild.ecosystems.interface import FetchPlan
 from reprobuild.errors import RecipeError
 
@@ -94,3 +95,38 @@ def test_a_valid_uv_lock_is_still_pinned_line_by_line() -> None:
     lines = _requirements(plan)
     assert lines[1] == f"hatchling==1.28.0 --hash=sha256:{H['hatchling']}"
     assert all(line.count("==") == 1 for line in lines[1:])
+
+
+# --------------------------------------------------------------------------- goreleaser
+
+
+def _goreleaser(build: str) -> bytes:
+    return f"builds:\n  - goos: [linux]\n{build}".encode()
+
+
+@pytest.mark.parametrize(("build", "named"), [
+    # $REPROBUILD_GO_MAINS is split into words on go build's command line.
+    ("    main: ./cmd/demo -toolexec=/tmp/evil\n", "./cmd/demo -toolexec=/tmp/evil"),
+    ("    main: './cmd/*'\n", "./cmd/*"),
+    ("    tags: [netgo, 'x -toolexec=/tmp/evil']\n", "x -toolexec=/tmp/evil"),
+    ('    ldflags: ["-s\\n-X main.version=1"]\n', "-s\\n-X main.version=1"),
+])
+def test_goreleaser_values_that_would_be_more_than_one_argument_are_refused(
+        build: str, named: str) -> None:
+    from .test_ecosystem_go import _released  # noqa: PLC0415 - the Go tests' source tree
+
+    with pytest.raises(RecipeError) as refused:
+        read_goreleaser(_released(_goreleaser(build), "v1.0.0"))
+    assert refused.value.exit_code == 2 and named in refused.value.message
+
+
+def test_goreleaser_values_of_real_releases_are_still_applied() -> None:
+    from .test_ecosystem_go import _released  # noqa: PLC0415
+
+    release = read_goreleaser(_released(_goreleaser(
+        "    main: ./cmd/github-mcp-server\n    tags: [netgo, osusergo]\n"
+        "    ldflags: ['-s -w -X main.version={{.Version}} -X \"main.date={{.Date}}\"']\n"),
+        "v1.0.0"))
+    assert release is not None
+    assert release.mains == ("./cmd/github-mcp-server",) and release.tags == "netgo,osusergo"
+    assert release.ldflags.startswith("-s -w -X main.version=1.0.0 -X \"main.date=")

@@ -10,6 +10,11 @@ source: ``{{.Version}}`` from the release tag, ``{{.Commit}}`` from the commit a
 match; its own docs advise ``{{.CommitDate}}`` for reproducible builds). Every field it
 fills, and everything it cannot do (hooks, secrets from ``{{.Env}}``, other template
 functions), becomes a note in the report. Pure: no Docker, no network.
+
+Main packages and tags reach ``go build``'s command line as words
+(``$REPROBUILD_GO_MAINS`` is split into packages), so each must be one package path or one
+build tag; the ldflags are one argument but must be one line. Anything else is refused
+naming the value (a repository's file must not add arguments to a command).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from reprobuild.ecosystems.interface import files_of, join, load_yaml
+from reprobuild.errors import RecipeError
 from reprobuild.source import SourceTree
 
 __all__ = ["CONFIG_FILES", "GoRelease", "read_goreleaser", "render"]
@@ -29,6 +35,19 @@ CONFIG_FILES = (".goreleaser.yaml", ".goreleaser.yml")
 _FIELD = re.compile(r"\{\{-?\s*(?P<expr>[^{}]*?)\s*-?\}\}")
 _TAG_VERSION = re.compile(r"v?(?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?)")
 _BUILD_FLAGS_KEPT = {"-trimpath"}  # already set by the go recipe's GOFLAGS
+_PACKAGE = re.compile(r"\.\.?(?:/[A-Za-z0-9._~+@-]+)*/?")
+"""A relative package path (``./cmd/x``, ``./...``): one word, no glob, no option."""
+_TAG = re.compile(r"[A-Za-z0-9_.]+")
+"""A Go build tag (a build constraint identifier)."""
+
+
+def _checked(value: str, pattern: re.Pattern[str] | None, what: str, path: str) -> str:
+    """``value`` when it is one ``pattern`` word (one printable line without a pattern)."""
+    if (pattern.fullmatch(value) if pattern is not None else value.isprintable()):
+        return value
+    raise RecipeError(f"{path}: {what} {value!r} is not one {what}",
+                      "goreleaser values reach go build's command line: fix the value, or "
+                      "remove the file to build as plain `go build` does")
 
 
 @dataclass(frozen=True)
@@ -131,15 +150,18 @@ def read_goreleaser(tree: SourceTree) -> GoRelease | None:
         if main.endswith(".go"):
             main = main.rsplit("/", 1)[0] or "."
         main = main if main.startswith(("./", "../")) or main == "." else f"./{main}"
+        main = _checked(main, _PACKAGE, "main package", path)
         if main not in mains:
             mains.append(main)
         rendered = " ".join(render(x, fields, notes, project=project)
                             for x in _words(build.get("ldflags"))).strip()
+        rendered = _checked(rendered, None, "ldflags", path)
         if rendered not in ldflags:
             ldflags.append(rendered)
         for tag in _words(build.get("tags")):
             if tag not in tags:
-                tags.append(render(tag, fields, notes, project=project))
+                tags.append(_checked(render(tag, fields, notes, project=project), _TAG,
+                                     "build tag", path))
         for flag in _words(build.get("flags")):
             if flag not in _BUILD_FLAGS_KEPT:
                 notes.append(f"goreleaser: build flag {flag} not applied")
