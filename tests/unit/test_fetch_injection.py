@@ -130,3 +130,18 @@ def test_goreleaser_values_of_real_releases_are_still_applied() -> None:
     assert release is not None
     assert release.mains == ("./cmd/github-mcp-server",) and release.tags == "netgo,osusergo"
     assert release.ldflags.startswith("-s -w -X main.version=1.0.0 -X \"main.date=")
+
+
+# --------------------------------------------------------------------------- cargo
+
+
+@pytest.mark.parametrize("target", ["../../home/fetch/.cargo/config.toml", "/etc/cron.d/x",
+                                    "src/bin/a\nb.rs"])
+def test_cargo_target_paths_outside_the_project_are_refused_naming_them(target: str) -> None:
+    from .test_ecosystem_rust import LOCK, plan, tree  # noqa: PLC0415 - the Rust tests' tree
+
+    manifest = ('[package]\nname = "srv"\nversion = "1.0.0"\nedition = "2021"\n\n'
+                f"[[bin]]\nname = \"srv\"\npath = {json.dumps(target)}\n").encode()
+    with pytest.raises(RecipeError) as refused:
+        plan(tree({"Cargo.toml": manifest, "Cargo.lock": LOCK}))
+    assert refused.value.exit_code == 2 and repr(target) in refused.value.message

@@ -106,7 +106,15 @@ def _stand_ins(directory: str, manifest: Mapping[str, Any]) -> list[str]:
     if isinstance(manifest.get("package"), dict) and isinstance(
             manifest["package"].get("build"), str):
         paths.add(manifest["package"]["build"])
-    return [join(directory, p) for p in sorted(paths)]
+    clean = set()
+    for path in paths:  # each becomes a file of the fetch container: inside the project
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if not path.isprintable() or path.startswith("/") or ".." in parts or not parts:
+            raise RecipeError(f"{join(directory, 'Cargo.toml')}: target path {path!r} is not "
+                              "a file inside the package",
+                              "give targets relative paths inside the package directory")
+        clean.add("/".join(parts))
+    return [join(directory, p) for p in sorted(clean)]
 
 
 _PATH_KEY = re.compile(r'\bpath\s*=\s*"([^"]+)"')
