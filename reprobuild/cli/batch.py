@@ -238,7 +238,8 @@ def history_show(
             change = "; ".join(history.changes(previous, record))
             style = _STYLE.get(record.verdict, "white")
             grid.add_row(when, f"[{style}]{escape(record.verdict)}[/{style}]",
-                         str(record.exit_code), (record.commit or "")[:12], escape(change))
+                         str(record.exit_code), escape((record.commit or "")[:12]),
+                         escape(change))
             previous = record
         out.print(f"[bold]{escape(name)}[/bold] ({len(records)} run(s))")
         out.print(grid)

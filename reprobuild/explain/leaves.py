@@ -27,6 +27,8 @@ _LISTINGS = ("file list", "zipinfo", "zipdetails", "zipnote", "filetype from fil
 _SUMMARY_PREFIXES = ("Zip file size:", "Archive:")
 _SUMMARY_SUFFIX = "compressed"  # zipinfo's "5 files, 688 bytes uncompressed, ... compressed"
 _MAX_JSON_BYTES = 64 * 1024 * 1024
+_LINE_CHARS = 300
+"""A changed line longer than this is cut in the excerpt (minified code is one line)."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,10 @@ def _pairs(removed: list[str], added: list[str], per_leaf: int) -> Iterator[str]
                     left = len(removed) + len(added) - shown
                     yield f"  … {left} more changed line(s)"
                     return
-                yield f"  {sign} {side[index]}"
+                line = side[index]
+                if len(line) > _LINE_CHARS:
+                    line = line[:_LINE_CHARS] + f" … [line cut at {_LINE_CHARS} characters]"
+                yield f"  {sign} {line}"
                 shown += 1
 
 

@@ -553,3 +553,10 @@ def test_ci_reports_carry_each_finding_and_its_fix() -> None:
         in result["message"]["text"]
     assert b"embedded timestamp (clock): content of 1 member; fix: use SOURCE_DATE_EPOCH" \
         in junit(report)
+
+
+def test_a_minified_line_is_cut_in_the_excerpt() -> None:
+    diff = f"-{'a' * 5000}\n+{'b' * 5000}\n"
+    one = {"details": [{"source1": "app.min.js", "unified_diff": diff}]}
+    text = excerpt(leaves(one))
+    assert len(text) < 1000 and "[line cut at 300 characters]" in text
