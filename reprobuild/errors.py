@@ -10,6 +10,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reprobuild.evidence import EgressAttempt
 
 
 class ExitCode(IntEnum):
@@ -86,9 +90,18 @@ class EnvironmentFailure(ReprobuildError):
 
 
 class Interrupted(ReprobuildError):
-    """The user pressed Ctrl-C; everything we created has been removed."""
+    """The user pressed Ctrl-C; everything we created has been removed.
+
+    ``egress`` holds the network attempts the trap had seen by then: evidence survives an
+    interruption, so the error's reports can still list them.
+    """
 
     exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, message: str, hint: str | None = None, *,
+                 egress: Sequence[EgressAttempt] = ()) -> None:
+        super().__init__(message, hint)
+        self.egress: tuple[EgressAttempt, ...] = tuple(egress)
 
 
 def suggestion(word: str, known: Sequence[str], *, listing: str, empty: str,

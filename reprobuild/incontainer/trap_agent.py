@@ -2502,6 +2502,26 @@ def setup_trap(cfg: Config, log: EventLog) -> tuple[Trap, dict[str, Any]]:
     return trap, ready
 
 
+AGENT_DIR = "/run"
+
+
+def close_agent_dir(path: str = AGENT_DIR) -> None:
+    """Make the agent's scratch directory root-only before anything untrusted runs.
+
+    The host asks for a mode-0700 tmpfs there, but Docker copies the image's directory
+    mode (0755) onto it, so the build could list what the agent keeps. The agent owns the
+    tmpfs root, so it needs no capability to fix it; failing to is a setup failure.
+    """
+    where = Path(path)
+    if not where.is_dir():
+        return
+    if where.stat().st_mode & 0o7777 != 0o700:
+        try:
+            where.chmod(0o700)
+        except OSError as exc:
+            raise SetupError(f"cannot make {path} root-only: {exc}") from exc
+
+
 def supervise_only(sup: Supervisor, wake_r: int, stopping: list[int]) -> None:
     """Without the trap: relay the build's output until it exits or we are told to stop."""
     sel = selectors.DefaultSelector()
@@ -2541,6 +2561,7 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     trap: Trap | None = None
     digest = backend = ""
     try:
+        close_agent_dir()
         if cfg.trap:
             trap, ready = setup_trap(cfg, log)
             backend, digest = ready["backend"], ready["ruleset_sha256"]

@@ -10,18 +10,21 @@ exceptions. Every Docker object it creates is labelled with the run id and remov
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reprobuild import ecosystems, images
 from reprobuild.ecosystems.interface import NO_FETCH
-from reprobuild.evidence import blocked_attempts, mark_one_sided, summarize
+from reprobuild.errors import Interrupted, ReprobuildError
+from reprobuild.evidence import EgressAttempt, blocked_attempts, mark_one_sided, summarize
 from reprobuild.explain.search import DEFAULT_BUDGET, Budget
 from reprobuild.pipeline import plan
 from reprobuild.progress import Progress, SilentProgress
 from reprobuild.recipes import Recipe
 from reprobuild.report import (
+    BuildInfo,
     DifferenceInfo,
     Report,
     decide_verdict,
@@ -105,46 +108,63 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
     results: list[SandboxResult] = []
     differences: tuple[DifferenceInfo, ...] = ()
     fetched: FetchedDeps | None = None
-    with session.owned():
-        fetched = phases.fetch_phase(session, tree=tree, recipe=recipe, toolchain=toolchain,
-                                     ca_cert=options.ca_cert, timings=timings, out=out)
-        if fetched is None or fetched.failure is None:
-            deps = fetched.archive.read_bytes() if fetched and fetched.archive else None
-            specs = [plan.build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain,
-                                       limits=limits, trap=options.trap, deps=deps,
-                                       deps_env=fetched.env if fetched else ())
-                     for env in (env_a, env_b)]
+    builds: tuple[BuildInfo, ...] = ()
+    built = outputs = False
+    explained: Explained | None = None
+    failure: ReprobuildError | None = None
+    try:
+        with session.owned():
+            fetched = phases.fetch_phase(session, tree=tree, recipe=recipe, toolchain=toolchain,
+                                         ca_cert=options.ca_cert, timings=timings, out=out)
+            if fetched is None or fetched.failure is None:
+                deps = fetched.archive.read_bytes() if fetched and fetched.archive else None
+                specs = [plan.build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain,
+                                           limits=limits, trap=options.trap, deps=deps,
+                                           deps_env=fetched.env if fetched else ())
+                         for env in (env_a, env_b)]
+                t = time.monotonic()
+                progress.step("building A and B")
+                results = session.run_builds(specs, out)
+                timings["builds_s"] = round(time.monotonic() - t, 3)
+            artifacts = [plan.wanted_outputs(r.outputs, recipe.outputs) for r in results]
+            builds = tuple(plan.build_info(env, res, files, out) for env, res, files in
+                           zip((env_a, env_b), results, artifacts, strict=False))
+            for result in results:
+                warnings.extend(plan.build_warnings(result))
+            built = bool(results) and all(not r.timed_out and r.exit_code == 0 for r in results)
+            outputs = all(b.outputs for b in builds)
             t = time.monotonic()
-            progress.step("building A and B")
-            results = session.run_builds(specs, out)
-            timings["builds_s"] = round(time.monotonic() - t, 3)
-        artifacts = [plan.wanted_outputs(r.outputs, recipe.outputs) for r in results]
-        builds = tuple(plan.build_info(env, res, files, out) for env, res, files in
-                       zip((env_a, env_b), results, artifacts, strict=False))
-        for result in results:
-            warnings.extend(plan.build_warnings(result))
-        built = bool(results) and all(not r.timed_out and r.exit_code == 0 for r in results)
-        outputs = all(b.outputs for b in builds)
-        t = time.monotonic()
-        if built and outputs:
-            differences = phases.compare_pair(session, artifacts, out=out, options=options)
-        timings["compare_s"] = round(time.monotonic() - t, 3)
-        explained = None
-        if differences and options.explain is not False:
-            inputs = _inputs(tree, recipe, toolchain, limits, options.trap, deps,
-                             tuple(fetched.env) if fetched else ())
-            explained = _explain(options, session, inputs, env_b=env_b,
-                                 differences=differences, out=out, results=results,
-                                 host_cpus=host_cpus)
-            if explained is not None:
-                timings["explain_s"] = explained.info.seconds
-                warnings.extend(explained.warnings)
-                differences = tuple(replace(d, findings=explained.findings.get(d.path, ()))
-                                    for d in differences)
+            if built and outputs:
+                differences = phases.compare_pair(session, artifacts, out=out, options=options)
+            timings["compare_s"] = round(time.monotonic() - t, 3)
+            explained = None
+            if differences and options.explain is not False:
+                inputs = _inputs(tree, recipe, toolchain, limits, options.trap, deps,
+                                 tuple(fetched.env) if fetched else ())
+                explained = _explain(options, session, inputs, env_b=env_b,
+                                     differences=differences, out=out, results=results,
+                                     host_cpus=host_cpus)
+                if explained is not None:
+                    timings["explain_s"] = explained.info.seconds
+                    warnings.extend(explained.warnings)
+                    differences = tuple(replace(d, findings=explained.findings.get(d.path, ()))
+                                        for d in differences)
+    except Interrupted:
+        raise  # carries what the trap saw (Session.owned)
+    except ReprobuildError as exc:
+        # Evidence outranks whatever failed after it: a build that tried the network and
+        # then left refused outputs, or broke the sandbox or diffoscope, is still egress.
+        if not session.attempts_seen():
+            raise
+        failure = exc
 
-    egress = tuple(mark_one_sided([r.egress for r in results]))
-    if explained is not None:
-        egress += explained.egress
+    if failure is None:
+        egress = tuple(mark_one_sided([r.egress for r in results]))
+        if explained is not None:
+            egress += explained.egress
+    else:
+        egress = attempts_by_build(session.attempts_seen())
+        warnings.append(f"after its network attempts the run failed: {failure.message}")
     if fetched is not None:
         egress = tuple(blocked_attempts(fetched.requests)) + egress
     verdict = decide_verdict(egress=bool(egress), built=built, outputs=outputs,
@@ -173,6 +193,13 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
         egress=egress, fetch=plan.fetch_info(fetched),
         warnings=tuple(warnings), message=message,
         explanation=explained.info if explained is not None else None)
+
+
+def attempts_by_build(seen: Sequence[EgressAttempt]) -> tuple[EgressAttempt, ...]:
+    """The attempts of a run that failed after them, as a report lists them: build A's and
+    B's (each marked when the other did not make it), then any extra build's (pure)."""
+    pair = [[a for a in seen if a.build == name] for name in ("a", "b")]
+    return (*mark_one_sided(pair), *(a for a in seen if a.build not in ("a", "b")))
 
 
 def _inputs(tree: SourceTree, recipe: Recipe, toolchain: images.ToolchainImage,

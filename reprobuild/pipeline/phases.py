@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -21,6 +22,8 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import docker
 import docker.errors
@@ -37,6 +40,7 @@ from reprobuild.compare import (
 )
 from reprobuild.ecosystems.interface import NO_FETCH
 from reprobuild.errors import Interrupted
+from reprobuild.evidence import EgressAttempt
 from reprobuild.fetch import FetchedDeps, fetch, plan_fetch
 from reprobuild.images import build as image_build
 from reprobuild.pipeline.plan import RunOptions, Sides
@@ -71,6 +75,49 @@ DIFFOSCOPE_IMAGE = "diffoscope"
 # --------------------------------------------------------------------------- session
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_RUNS_END_S = 30.0
+_INTERRUPTED = "interrupted; removed this run's containers and volumes"
+
+
+class _StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP while a session owns Docker objects.
+
+    The first one stops the run (``KeyboardInterrupt``, as Ctrl-C does; SIGHUP would
+    otherwise kill the process with everything left on the engine); once the cleanup has
+    begun every further one is only noted, so the cleanup runs to its end (a second
+    Ctrl-C used to cut it short and leave the output volume behind). Handlers can only be
+    set on the main thread; elsewhere this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.noted: list[int] = []
+        self.shielded = False
+        self.raised = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _STOP_SIGNALS:
+                previous = signal.signal(signum, self._handle)
+                self._previous[signum] = signal.SIG_DFL if previous is None else previous
+        return self
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.noted.append(signum)
+        if not self.shielded:
+            self.shielded = self.raised = True
+            raise KeyboardInterrupt
+
+    def shield(self) -> None:
+        """From now on (the cleanup), signals are noted, never raised."""
+        self.shielded = True
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
 class Session:
     """One run's Docker objects: labels, cancellation, the sandbox; removes them all."""
 
@@ -81,21 +128,52 @@ class Session:
         self.cancel = threading.Event()
         self.sandbox = Sandbox(client, self.labels, self.cancel)
 
+    def attempts_seen(self) -> tuple[EgressAttempt, ...]:
+        """Every network attempt the trap saw in this run's builds so far, however they
+        ended: evidence that must reach the report whatever failed after it."""
+        return self.sandbox.attempts_seen()
+
     @contextlib.contextmanager
     def owned(self) -> Iterator[None]:
-        """Remove this run's containers and volumes however the block ends."""
-        try:
-            yield
-        except KeyboardInterrupt as exc:
-            self.cancel.set()
-            raise Interrupted("interrupted; removed this run's containers and volumes") from exc
-        finally:
-            self.cancel.set()
-            remove_run(self.client, self.labels.run_id)
+        """Remove this run's containers and volumes however the block ends, also when
+        the user sends Ctrl-C (or SIGTERM, SIGHUP) again while they are being removed.
+
+        An interruption raises :class:`Interrupted` carrying the attempts seen by then.
+        """
+        signals = _StopSignals()
+        with signals:
+            try:
+                yield
+            except KeyboardInterrupt as exc:
+                signals.shield()
+                self.cancel.set()
+                raise Interrupted(_INTERRUPTED, egress=self.attempts_seen()) from exc
+            except Interrupted as exc:
+                signals.shield()
+                self.cancel.set()
+                if not exc.egress:
+                    exc.egress = self.attempts_seen()
+                raise
+            finally:
+                signals.shield()
+                self.cancel.set()
+                remove_run(self.client, self.labels.run_id)
+                # Cancelled runs end within a poll interval, removing what they created
+                # (also anything created after the sweep above); none outlives the session.
+                if not self.sandbox.wait_idle(_RUNS_END_S):
+                    remove_run(self.client, self.labels.run_id)
+            if signals.noted and not signals.raised:
+                # A signal during the final cleanup of a run that was ending anyway.
+                raise Interrupted(_INTERRUPTED, egress=self.attempts_seen())
 
     def run_builds(self, specs: Sequence[SandboxSpec], out: Path) -> list[SandboxResult]:
         """Run builds concurrently (``out/<name>/``); Ctrl-C cancels them all within a
-        poll interval."""
+        poll interval.
+
+        A build that fails (refused outputs, an agent gone) does not cut the others short:
+        each one's attempts reach the ledger (:meth:`attempts_seen`) before the first
+        error, in the order of ``specs``, is raised.
+        """
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(specs),
                                                      thread_name_prefix="reprobuild-build")
         try:
@@ -109,9 +187,10 @@ class Session:
             while pending:
                 done, pending = concurrent.futures.wait(pending, timeout=0.5)
                 for fut in done:
-                    result = fut.result()
-                    self.progress.detail(f"{result.role} finished in {result.duration_s:.1f}s "
-                                         f"(exit {result.exit_code})")
+                    if fut.exception() is None:
+                        result = fut.result()
+                        self.progress.detail(f"{result.role} finished in "
+                                             f"{result.duration_s:.1f}s (exit {result.exit_code})")
             return [f.result() for f in futures]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -136,7 +215,9 @@ def in_engine(progress: Progress, out_dir: Path | None,
         report = work(client, out)
     except BaseException:
         if out_dir is None:
-            shutil.rmtree(out, ignore_errors=True)
+            with _StopSignals() as signals:  # a further Ctrl-C must not leave it half gone
+                signals.shield()
+                shutil.rmtree(out, ignore_errors=True)
         raise
     report = replace(report, warnings=(*engine_notes.result(), *report.warnings))
     if out_dir is None and report.verdict is Verdict.REPRODUCIBLE:

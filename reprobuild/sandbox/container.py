@@ -21,7 +21,13 @@ Each run uses one container and one volume, both labelled with the run id:
 The source goes in as a tar on the container's stdin (no host mounts, no archive API on
 the way in). Outputs come out only after every build process is gone (only the agent
 runs), from the volume, through :func:`reprobuild.archive.extract_regular_files`, which
-refuses links, absolute or ``..`` paths, devices and oversize content.
+refuses links, absolute or ``..`` paths, devices, trees too deep and oversize content
+while the engine streams them; a refusal closes the engine's stream at once (an abandoned
+stream keeps the engine writing, and removing the container waits for it).
+
+What the trap saw is evidence however a run ends: :meth:`Sandbox.attempts_seen` gives
+the attempts of every run so far, finished or not, also after a refused output, a
+failure or an interruption (the pipeline reports them; see ``pipeline/check``).
 """
 
 from __future__ import annotations
@@ -29,13 +35,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote
 
 import docker
 import docker.errors
+import requests
 
 from reprobuild.archive import ExtractedFile, ExtractLimits, chunk_reader, extract_regular_files
 from reprobuild.errors import EnvironmentFailure, Interrupted
+from reprobuild.evidence import EgressAttempt
 from reprobuild.sandbox import agent as trap
 from reprobuild.sandbox.engine import RunLabels, start_with_stdin, translate_docker_errors
 from reprobuild.sandbox.hardening import Hardening, container_config, tmpfs_options
@@ -103,6 +114,37 @@ class Sandbox:
         self._client = client
         self._labels = labels
         self._cancel = cancel or threading.Event()
+        self._evidence = threading.Lock()
+        self._live: dict[str, _AgentStream] = {}  # role -> the agent of a trapped run under way
+        self._seen: list[EgressAttempt] = []  # attempts of the trapped runs that ended
+        self._running = 0
+        self._idle = threading.Condition(self._evidence)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no run is under way (each removes what it created on its way out);
+        False if some still are after ``timeout`` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+    def attempts_seen(self) -> tuple[EgressAttempt, ...]:
+        """Every attempt the trap logged in this sandbox's runs so far, however they
+        ended (refused outputs, failures, timeouts) or while they still run."""
+        with self._evidence:
+            seen = list(self._seen)
+            live = list(self._live.items())
+        for role, agent in live:
+            seen.extend(trap.parse_agent_log(agent.text(), build=_build_name(role)).attempts)
+        return tuple(seen)
+
+    def _settle(self, role: str, agent: _AgentStream) -> None:
+        """Move a run's attempts from its live agent to the ledger once its log is complete
+        (the agent completes it after the exit line; not waited for when cancelled)."""
+        if not self._cancel.is_set() and trap.build_exit(agent.text()) is not None:
+            agent.wait_for(trap.DONE_LINE, _KILL_GRACE_S)
+        attempts = trap.parse_agent_log(agent.text(), build=_build_name(role)).attempts
+        with self._evidence:
+            self._seen.extend(attempts)
+            self._live.pop(role, None)
 
     def run(self, spec: SandboxSpec, *, output_dir: Path, log_path: Path) -> SandboxResult:
         """Run ``spec`` to completion or timeout; always removes what it created."""
@@ -112,9 +154,13 @@ class Sandbox:
         container_id: str | None = None
         agents: list[_AgentStream] = []
         started = time.monotonic()
+        with self._idle:
+            self._running += 1
         try:
             with translate_docker_errors(f"the {spec.role} sandbox", image=spec.image,
                                          cancel=self._cancel):
+                if self._cancel.is_set():  # the run is being torn down: create nothing more
+                    raise Interrupted("interrupted; removed this run's containers")
                 self._client.volumes.create(
                     name=volume_name, driver="local",
                     driver_opts={"type": "tmpfs", "device": "tmpfs",
@@ -127,6 +173,9 @@ class Sandbox:
                 def await_ready() -> None:
                     # Following the log needs a started container: between start and send.
                     agents.append(_AgentStream(api, cid))
+                    if spec.trap:
+                        with self._evidence:
+                            self._live[spec.role] = agents[0]
                     self._await_ready(cid, agents[0], trap_on=spec.trap)
 
                 start_with_stdin(api, cid, spec.stdin,
@@ -143,13 +192,18 @@ class Sandbox:
                 # the trusted agent runs while the outputs are read off the volume.
                 outputs: tuple[ExtractedFile, ...] = ()
                 if not timed_out:
-                    outputs = self._collect(cid, output_dir, spec.limits)
+                    try:
+                        outputs = self._collect(cid, output_dir, spec.limits)
+                    except Exception:
+                        # Refused (or failed) outputs: the build's log is evidence still.
+                        with contextlib.suppress(docker.errors.DockerException, OSError):
+                            if agent.wait_for(trap.DONE_LINE, _KILL_GRACE_S):
+                                self._save_log(cid, spec, log_path)
+                        raise
                 if not agent.wait_for(trap.DONE_LINE, _KILL_GRACE_S):
                     raise EnvironmentFailure(f"the {spec.role} sandbox's agent did not finish "
                                              "its log", "rerun with --debug")
-                log: bytes = api.logs(cid, stdout=False, stderr=True)
-                log_path.parent.mkdir(parents=True, exist_ok=True)
-                log_path.write_bytes(log[-spec.limits.log_bytes:])
+                self._save_log(cid, spec, log_path)
                 trap_log = trap.parse_agent_log(agent.text(),
                                                 build=spec.role.removeprefix("build-"))
                 return SandboxResult(role=spec.role, timed_out=timed_out,
@@ -160,6 +214,8 @@ class Sandbox:
                                      leftovers=ended.leftovers,
                                      output_dropped=ended.output_dropped)
         finally:
+            if spec.trap and agents:
+                self._settle(spec.role, agents[0])
             for agent in agents:
                 agent.close()
             if container_id is not None:
@@ -167,6 +223,15 @@ class Sandbox:
                     api.remove_container(container_id, force=True, v=True)
             with contextlib.suppress(docker.errors.DockerException):
                 api.remove_volume(volume_name, force=True)
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def _save_log(self, container_id: str, spec: SandboxSpec, log_path: Path) -> None:
+        """The build's output (the container's stderr, capped) to ``log_path``."""
+        log: bytes = self._client.api.logs(container_id, stdout=False, stderr=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_bytes(log[-spec.limits.log_bytes:])
 
     def _create(self, spec: SandboxSpec, name: str, volume: str) -> str:
         """Create the sandbox: the trusted agent as PID 1, everything else hardened.
@@ -263,12 +328,50 @@ class Sandbox:
 
     def _collect(self, container_id: str, output_dir: Path,
                  limits: SandboxLimits) -> tuple[ExtractedFile, ...]:
-        """Copy regular files out of the output volume (only the agent runs by now)."""
-        chunks, _stat = self._client.api.get_archive(container_id, f"{OUT_DIR}/.")
-        reader = chunk_reader(chunks)
+        """Copy regular files out of the output volume (only the agent runs by now).
+
+        The caps (files, bytes, depth) are checked member by member as the engine streams
+        the tar; the first refusal closes the stream, so what follows is never sent.
+        """
         output_dir.mkdir(parents=True, exist_ok=True)
         extract_limits = ExtractLimits(max_files=limits.max_output_files,
                                        max_file_bytes=limits.output_mb * MiB,
                                        max_total_bytes=limits.output_mb * MiB)
-        files = extract_regular_files(reader, output_dir, extract_limits, strip_prefix=".")
+        with _archive(self._client.api, container_id, f"{OUT_DIR}/.") as reader:
+            files = extract_regular_files(reader, output_dir, extract_limits, strip_prefix=".")
         return tuple(sorted(files, key=lambda f: f.path))
+
+
+def _build_name(role: str) -> str:
+    return role.removeprefix("build-")
+
+
+@contextlib.contextmanager
+def _archive(api: docker.APIClient, container_id: str, path: str) -> Iterator[BinaryIO]:
+    """The engine's tar of ``path`` in the container, as a stream we can abandon.
+
+    The SDK's ``get_archive`` hands back a generator whose HTTP response cannot be closed:
+    abandoned after a refusal, it leaves the engine blocked writing the rest (a big file,
+    thousands of members) and the container's removal waiting on that until the SDK's
+    read timeout. Here the response is closed on the way out, so the engine stops at once.
+    Each read still has the client's timeout (a stalled engine is an error, not a hang).
+    """
+    url = (f"{api.base_url}/v{api.api_version}/containers/{quote(container_id, safe='')}"
+           "/archive")
+    try:
+        response = api.get(url, params={"path": path}, stream=True, timeout=api.timeout,
+                           headers={"Accept-Encoding": "identity"})
+    except requests.exceptions.RequestException as exc:
+        raise EnvironmentFailure(f"could not copy the outputs off the sandbox: {exc}",
+                                 "check 'docker info'; rerun with --debug") from exc
+    try:
+        if response.status_code != 200:
+            raise EnvironmentFailure(
+                f"the engine refused to copy the outputs (HTTP {response.status_code}): "
+                f"{response.text[:300].strip()}", "check 'docker info'; rerun with --debug")
+        yield chunk_reader(response.iter_content(chunk_size=MiB))
+    except requests.exceptions.RequestException as exc:
+        raise EnvironmentFailure(f"copying the outputs off the sandbox failed: {exc}",
+                                 "check 'docker info'; rerun with --debug") from exc
+    finally:
+        response.close()
