@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGHUP, _sigterm)  # a closed terminal stops a run like Ctrl-C
     try:
         # Standalone mode: Typer handles --help and usage errors itself (exit 2) and
         # always ends with SystemExit carrying the command's code.

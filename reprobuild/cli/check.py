@@ -26,11 +26,13 @@ from reprobuild.atomic import write_output
 from reprobuild.cli.console import RichProgress, err
 from reprobuild.cli.summary import print_summary
 from reprobuild.errors import InputError, ReprobuildError
+from reprobuild.evidence import EgressAttempt
 from reprobuild.explain.search import DEFAULT_BUDGET, parse_budget
 from reprobuild.pipeline.check import CheckOptions, run_check
 from reprobuild.progress import Progress
 from reprobuild.recipes import MAX_TIMEOUT_S, check_number
 from reprobuild.report import Report
+from reprobuild.report import json as json_report
 from reprobuild.report.formats import FORMATS, by_name, write_report
 from reprobuild.report.markdown import INDEX_NAME, index_markdown
 from reprobuild.variations import parse_variations
@@ -184,15 +186,25 @@ def write_reports(report: Report, files: ReportFiles) -> None:
 
 
 def write_error_reports(exc: ReprobuildError, files: ReportFiles) -> None:
-    """A run that ended in an error still leaves every report it asked for."""
+    """A run that ended in an error still leaves every report it asked for, and what the
+    trap saw before it (an interrupted run's network attempts) is in them."""
+    seen: tuple[EgressAttempt, ...] = getattr(exc, "egress", ())
+    message = exc.message
+    if seen:
+        where = list(dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in seen))
+        message += (f"; before that the build made {len(seen)} network attempt(s): "
+                    f"{', '.join(where[:5])}{' …' if len(where) > 5 else ''}")
     for name, path in files.items():
         fmt = by_name(name)
-        if path is not None and fmt.render_error is not None:
-            with contextlib.suppress(OSError):  # the error itself is what the user needs
-                emit(fmt.render_error(exc.message, int(exc.exit_code)), path)
+        if path is None or fmt.render_error is None:
+            continue
+        with contextlib.suppress(OSError):  # the error itself is what the user needs
+            data = (json_report.render_error(message, int(exc.exit_code), egress=seen)
+                    if name == "json" else fmt.render_error(message, int(exc.exit_code)))
+            emit(data, path)
     render_error = by_name("markdown").render_error
     if render_error is not None:
-        step_summary(render_error(exc.message, int(exc.exit_code)))
+        step_summary(render_error(message, int(exc.exit_code)))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         print(f"::error title=reprobuild error (exit {int(exc.exit_code)})::"
               f"{_annotation(exc.message)}", file=sys.stderr)

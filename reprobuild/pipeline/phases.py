@@ -39,7 +39,7 @@ from reprobuild.compare import (
     output_name,
 )
 from reprobuild.ecosystems.interface import NO_FETCH
-from reprobuild.errors import Interrupted
+from reprobuild.errors import Interrupted, ReprobuildError
 from reprobuild.evidence import EgressAttempt
 from reprobuild.fetch import FetchedDeps, fetch, plan_fetch
 from reprobuild.images import build as image_build
@@ -60,6 +60,7 @@ from reprobuild.source import SourceTree
 
 __all__ = [
     "DIFFOSCOPE_IMAGE",
+    "EvidenceGuard",
     "Session",
     "compare_pair",
     "connect",
@@ -194,6 +195,28 @@ class Session:
             return [f.result() for f in futures]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class EvidenceGuard:
+    """Around a run's ``session.owned()`` block: a failure after the trap saw network
+    attempts (refused outputs, a broken sandbox, diffoscope) is kept in ``failure`` instead
+    of ending the run, so the report can still say egress. An interrupt passes through (it
+    carries the attempts itself)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.failure: ReprobuildError | None = None
+
+    def __enter__(self) -> EvidenceGuard:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: object) -> bool:
+        if isinstance(exc, ReprobuildError) and not isinstance(exc, Interrupted) \
+                and self.session.attempts_seen():
+            self.failure = exc
+            return True
+        return False
 
 
 def in_engine(progress: Progress, out_dir: Path | None,

@@ -46,6 +46,7 @@ from reprobuild.evidence import (
 from reprobuild.forensics import ArchiveLimits, Comparison, Equivalence, compare, read_files
 from reprobuild.hashing import sha256_file
 from reprobuild.pipeline import plan
+from reprobuild.pipeline.check import attempts_by_build
 from reprobuild.progress import Progress, SilentProgress
 from reprobuild.recipes import SANDBOX_ENV, Recipe
 from reprobuild.report import (
@@ -334,7 +335,8 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
     reason: str | None = None
     toolchain: ToolchainImage | None = None
     built = False
-    with session.owned():
+    guard = phases.EvidenceGuard(session)
+    with guard, session.owned():
         t = time.monotonic()
         downloader = image_build.ensure_image(client, DOWNLOAD_IMAGE, progress=progress,
                                               ca_cert=options.ca_cert)
@@ -471,7 +473,14 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
                     out=out, options=options)
         timings["compare_s"] = round(time.monotonic() - t, 3)
 
-    egress = tuple(mark_one_sided([r.egress for r in results]))
+    if tree is None or recipe is None:  # it failed before the rebuild: nothing was seen
+        assert guard.failure is not None
+        raise guard.failure
+    if guard.failure is None:
+        egress = tuple(mark_one_sided([r.egress for r in results]))
+    else:  # evidence outranks what failed after it
+        egress = attempts_by_build(session.attempts_seen())
+        warnings.append(f"after its network attempts the run failed: {guard.failure.message}")
     egress = tuple(blocked_attempts(requests)) + egress
     if fetched is not None:
         egress = tuple(blocked_attempts(fetched.requests)) + egress

@@ -8,10 +8,12 @@ fields in declaration order.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from reprobuild import __version__
+from reprobuild.evidence import EgressAttempt
 from reprobuild.report.model import SCHEMA, Report, Verdict
 
 __all__ = ["error_dict", "render", "render_error", "to_dict"]
@@ -31,11 +33,13 @@ def to_dict(report: Report) -> dict[str, Any]:
     return ordered
 
 
-def error_dict(message: str, exit_code: int) -> dict[str, Any]:
-    """A minimal report for runs that ended before a verdict (bad input, no Docker)."""
+def error_dict(message: str, exit_code: int,
+               egress: Sequence[EgressAttempt] = ()) -> dict[str, Any]:
+    """A minimal report for runs that ended before a verdict (bad input, no Docker, an
+    interrupt), with the network attempts the trap saw before it (evidence survives)."""
     return {"schema": SCHEMA, "tool": {"name": "reprobuild", "version": __version__},
             "verdict": Verdict.ERROR.value, "exit_code": exit_code, "message": message,
-            "builds": [], "differences": [], "egress": []}
+            "builds": [], "differences": [], "egress": [asdict(a) for a in egress]}
 
 
 def _dump(data: dict[str, Any]) -> bytes:
@@ -47,6 +51,7 @@ def render(report: Report) -> bytes:
     return _dump(to_dict(report))
 
 
-def render_error(message: str, exit_code: int) -> bytes:
+def render_error(message: str, exit_code: int,
+                 egress: Sequence[EgressAttempt] = ()) -> bytes:
     """The minimal report of a run that ended with an error."""
-    return _dump(error_dict(message, exit_code))
+    return _dump(error_dict(message, exit_code, egress))

@@ -116,6 +116,21 @@ def test_an_interrupted_run_still_carries_what_the_trap_saw(tmp_path: Path) -> N
     assert {a["build"] for a in seen if (a["dst"], a["dport"]) == BEACON} == {"a", "b"}, seen
 
 
+def test_an_interrupted_check_lists_the_attempts_in_its_json_report(tmp_path: Path) -> None:
+    """The CLI side: Ctrl-C after the attempt, and --json still has them (exit 130)."""
+    repo = _attack_repo(tmp_path, "beacon-then-hang")
+    report = tmp_path / "r.json"
+    out = _interrupt(tmp_path, [sys.executable, "-m", "reprobuild", "check", str(repo),
+                                "--variations", "none", "--json", str(report)],
+                     (signal.SIGINT,), wait_for_log=BEACON[0])
+    assert out.returncode == 130, out.stderr
+    data = json.loads(report.read_text())
+    assert data["verdict"] == "error" and data["exit_code"] == 130
+    assert {a["build"] for a in data["egress"] if (a["dst"], a["dport"]) == BEACON} == \
+        {"a", "b"}, data
+    assert f"{BEACON[0]}:{BEACON[1]}" in data["message"]
+
+
 # --------------------------------------------------------------- item 3c: /run
 
 

@@ -67,8 +67,11 @@ def silent_server() -> Iterator[int]:
         server.close()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
 def test_ctrl_c_during_a_clone_stops_gits_helper_processes(silent_server: int,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path,
+                                                          signum: signal.Signals) -> None:
+    """Ctrl-C, or the terminal closing (SIGHUP), before any sandbox exists."""
     url = f"http://127.0.0.1:{silent_server}/hung-{tmp_path.name}.git"
     proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "check", url],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -79,7 +82,7 @@ def test_ctrl_c_during_a_clone_stops_gits_helper_processes(silent_server: int,
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "git's http helper never started"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
