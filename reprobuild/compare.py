@@ -15,12 +15,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reprobuild.archive import ExtractedFile, FileOrder, build_tar
+from reprobuild.archive import ExtractedFile
 from reprobuild.explain.leaves import excerpt as leaf_excerpt
 from reprobuild.explain.leaves import read_leaves
 from reprobuild.report import DiffoscopeInfo
 from reprobuild.sandbox.spec import OUT_DIR, SandboxLimits, SandboxSpec
-from reprobuild.source import EntryKind, SourceEntry
 
 if TYPE_CHECKING:
     from reprobuild.sandbox.container import Sandbox
@@ -156,17 +155,13 @@ def explain(sandbox: Sandbox, *, image: str, mismatch: Mismatch, a_dir: Path, b_
     """
     assert mismatch.a is not None and mismatch.b is not None
     name = Path(mismatch.path).name
-    entries = [
-        SourceEntry(path=f"a/{name}", kind=EntryKind.FILE, mode=0o644,
-                    data=(a_dir / mismatch.path).read_bytes()),
-        SourceEntry(path=f"b/{name}", kind=EntryKind.FILE, mode=0o644,
-                    data=(b_dir / mismatch.path).read_bytes()),
-    ]
     spec = SandboxSpec(
         role=role, image=image, script=diffoscope_script(name, limits), uid=1000, gid=1000,
         hostname="diffoscope", domainname="reprobuild.invalid",
         writable=(_IN_DIR, "/tmp"),
-        stdin=build_tar(entries, order=FileOrder.SORTED, mtime=0),
+        # Both artifacts are streamed from disk (however large, a chunk at a time).
+        stdin=b"", stdin_tar=((f"a/{name}", a_dir / mismatch.path),
+                              (f"b/{name}", b_dir / mismatch.path)),
         limits=SandboxLimits(timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
                              pids=256, output_mb=max(64, 4 * limits.max_report_bytes >> 20)),
     )

@@ -30,12 +30,13 @@ from reprobuild.forensics import (
     read_manifest,
 )
 
-__all__ = ["Aspect", "Observation", "Symptom", "contents", "observe"]
+__all__ = ["Aspect", "Observation", "Symptom", "contents", "observe", "same_bytes"]
 
 #: Artifacts larger than this are compared by digest and metadata only, not read into
 #: memory for their members' bytes.
 _CONTENT_CAP = 64 * 1024 * 1024
 _LIMITS = ArchiveLimits(max_total_bytes=512 * 1024 * 1024)
+_CHUNK = 1024 * 1024
 
 
 class Aspect(str, Enum):
@@ -183,7 +184,7 @@ def observe(artifact: str, a_path: Path, x_path: Path | None) -> dict[Symptom, O
         return {}
     if before is None or after is None or before.kind is ArchiveKind.FILE \
             or before.kind is not after.kind:
-        if a_path.read_bytes() == x_path.read_bytes():
+        if same_bytes(a_path, x_path):
             return {}
         return {Symptom(artifact, "", Aspect.CONTENT): Observation(
             f"{a_path.stat().st_size} bytes", f"{x_path.stat().st_size} bytes")}
@@ -192,6 +193,20 @@ def observe(artifact: str, a_path: Path, x_path: Path | None) -> dict[Symptom, O
         found[Symptom(artifact, "", Aspect.BYTES)] = Observation(
             f"{before.size} bytes", f"{after.size} bytes")
     return found
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes, read a chunk at a time (artifacts may be
+    larger than the host's memory should hold)."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as left, b.open("rb") as right:
+        while True:
+            x, y = left.read(_CHUNK), right.read(_CHUNK)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 def contents(path: Path, members: set[str]) -> Mapping[str, bytes]:

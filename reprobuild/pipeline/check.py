@@ -117,7 +117,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
             fetched = phases.fetch_phase(session, tree=tree, recipe=recipe, toolchain=toolchain,
                                          ca_cert=options.ca_cert, timings=timings, out=out)
             if fetched is None or fetched.failure is None:
-                deps = fetched.archive.read_bytes() if fetched and fetched.archive else None
+                deps = fetched.archive if fetched and fetched.archive else None
                 specs = [plan.build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain,
                                            limits=limits, trap=options.trap, deps=deps,
                                            deps_env=fetched.env if fetched else ())
@@ -203,7 +203,7 @@ def attempts_by_build(seen: Sequence[EgressAttempt]) -> tuple[EgressAttempt, ...
 
 
 def _inputs(tree: SourceTree, recipe: Recipe, toolchain: images.ToolchainImage,
-            limits: SandboxLimits, trap: bool, deps: bytes | None,
+            limits: SandboxLimits, trap: bool, deps: Path | None,
             deps_env: tuple[tuple[str, str], ...]) -> BuildInputs:
     from reprobuild.pipeline.explain import BuildInputs  # noqa: PLC0415 - see run_check
     return BuildInputs(tree=tree, recipe=recipe, toolchain=toolchain, limits=limits,

@@ -27,7 +27,14 @@ from reprobuild.explain.search import (
     Test,
     bound,
 )
-from reprobuild.explain.symptoms import Aspect, Observation, Symptom, contents, observe
+from reprobuild.explain.symptoms import (
+    Aspect,
+    Observation,
+    Symptom,
+    contents,
+    observe,
+    same_bytes,
+)
 from reprobuild.pipeline import plan
 from reprobuild.pipeline.phases import Session
 from reprobuild.recipes import Recipe
@@ -48,7 +55,8 @@ class BuildInputs:
     toolchain: images.ToolchainImage
     limits: SandboxLimits
     trap: bool
-    deps: bytes | None
+    deps: Path | None
+    """The fetched dependencies' archive, streamed into each build after the source."""
     deps_env: tuple[tuple[str, str], ...]
 
 
@@ -215,4 +223,4 @@ def _build_info(test: Test, result: SandboxResult, a_dir: Path, paths: Sequence[
 def _differs(a: Path, x: Path) -> bool:
     if a.is_file() != x.is_file():
         return True
-    return a.is_file() and a.read_bytes() != x.read_bytes()
+    return a.is_file() and not same_bytes(a, x)

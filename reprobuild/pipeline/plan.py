@@ -285,7 +285,7 @@ def fetch_info(fetched: FetchedDeps | None) -> FetchInfo | None:
 
 def build_spec(env: BuildEnv, *, tree: SourceTree, recipe: Recipe,
                toolchain: images.ToolchainImage, limits: SandboxLimits,
-               trap: bool = True, deps: bytes | None = None,
+               trap: bool = True, deps: Path | None = None,
                deps_env: Sequence[tuple[str, str]] = ()) -> SandboxSpec:
     """Turn one planned environment into the sandbox spec that applies it (pure).
 
@@ -305,7 +305,8 @@ def build_spec(env: BuildEnv, *, tree: SourceTree, recipe: Recipe,
         role=f"build-{env.name}", image=toolchain.image_id, script=script, uid=env.uid,
         gid=env.gid, hostname=env.hostname, domainname=env.domainname,
         writable=(env.workdir, env.home, "/tmp", *((DEPS_DIR,) if deps else ())),
-        stdin=build_tar(tree.entries, order=env.file_order, mtime=mtime) + (deps or b""),
+        stdin=build_tar(tree.entries, order=env.file_order, mtime=mtime),
+        stdin_files=(deps,) if deps else (),
         cpuset=env.cpuset, limits=limits, trap=trap, image_python=toolchain.python)
 
 

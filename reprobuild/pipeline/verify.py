@@ -535,7 +535,7 @@ def _rebuild(session: Session, options: VerifyOptions, tree: SourceTree, recipe:
                              host_cpus=plan.host_cpus())
     timeout = options.timeout_s or recipe.timeout_s or DEFAULT_TIMEOUT_S
     limits = replace(options.limits, timeout_s=timeout)
-    deps = fetched.archive.read_bytes() if fetched and fetched.archive else None
+    deps = fetched.archive if fetched and fetched.archive else None
     envs = (env_a, env_b) if options.twice else (env_a,)
     specs = [plan.build_spec(env, tree=tree, recipe=recipe, toolchain=toolchain,
                              limits=limits, trap=options.trap, deps=deps,

@@ -180,7 +180,8 @@ class Sandbox:
 
                 start_with_stdin(api, cid, spec.stdin,
                                  send_timeout_s=max(1.0, spec.limits.timeout_s),
-                                 before_send=await_ready)
+                                 before_send=await_ready, files=spec.stdin_files,
+                                 tar=spec.stdin_tar)
                 agent = agents[0]
                 ended, timed_out = self._wait_build(cid, agent, spec,
                                                     time.monotonic() + spec.limits.timeout_s)

@@ -9,6 +9,7 @@ run id in ``finally``; the next run sweeps objects whose owning process is gone,
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import re
@@ -16,14 +17,16 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import docker
 import docker.errors
 import requests
 
+from reprobuild.archive import FileOrder, StreamedFile, write_tar
 from reprobuild.errors import EnvironmentFailure, Interrupted
 from reprobuild.images.definitions import cache_root
 
@@ -197,16 +200,55 @@ def _remove_matching(client: docker.DockerClient, label_filter: list[str],
     return removed
 
 
+_CHUNK = 1024 * 1024
+"""What is read from a host file and sent at a time."""
+
+
+class _Sink(io.RawIOBase):
+    """A socket as a writable file for ``tarfile`` (which asks where it is)."""
+
+    def __init__(self, raw: socket.socket) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sent = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._raw.sendall(view)
+        self._sent += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self._sent
+
+
+def _opener(path: Path) -> Callable[[], IO[bytes]]:
+    return lambda: path.open("rb")
+
+
+def _send_file(raw: socket.socket, path: Path) -> None:
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            raw.sendall(chunk)
+
+
 def start_with_stdin(api: docker.APIClient, container_id: str, data: bytes, *,
                      send_timeout_s: float,
-                     before_send: Callable[[], None] | None = None) -> None:
+                     before_send: Callable[[], None] | None = None,
+                     files: Sequence[Path] = (),
+                     tar: Sequence[tuple[str, Path]] = ()) -> None:
     """Start a container created with ``stdin_open`` and ``StdinOnce`` and hand it ``data``.
 
     The attach socket is opened before the start, so no byte is lost; ``before_send`` runs
     between the start and the send (the sandbox's wait for the trap's READY). Our end is
     closed afterwards: the engine has everything sent (a unix or TCP close delivers what
     is queued) and the container sees EOF. A container that exits before reading it all
-    is not an error here; its exit code tells.
+    is not an error here; its exit code tells. ``files`` follow ``data`` as they are and
+    ``tar`` last, as one tar of host files: both streamed a chunk at a time, so the host's
+    memory does not grow with what is sent.
     """
     sock = api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
     raw: socket.socket = sock._sock
@@ -217,6 +259,12 @@ def start_with_stdin(api: docker.APIClient, container_id: str, data: bytes, *,
         with contextlib.suppress(OSError):
             raw.settimeout(send_timeout_s)
             raw.sendall(data)
+            for path in files:
+                _send_file(raw, path)
+            if tar:
+                members = [StreamedFile(name, path.stat().st_size, _opener(path))
+                           for name, path in tar]
+                write_tar(_Sink(raw), members, order=FileOrder.SORTED, mtime=0)
             raw.shutdown(socket.SHUT_WR)
     finally:
         with contextlib.suppress(OSError):

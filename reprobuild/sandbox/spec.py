@@ -48,6 +48,12 @@ class SandboxSpec:
     writable: tuple[str, ...]
     stdin: bytes
     cpuset: str | None = None
+    stdin_files: tuple[Path, ...] = ()
+    """Host files streamed onto stdin after ``stdin``, as they are (the fetched deps
+    archive): read a chunk at a time, never held in memory."""
+    stdin_tar: tuple[tuple[str, Path], ...] = ()
+    """Host files streamed onto stdin last, as one tar of ``(name in the tar, path)``
+    (diffoscope's two artifacts): however large, the host holds a chunk at a time."""
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     # Run the egress trap around the work (builds); False: the agent only supervises.
     trap: bool = False

@@ -171,6 +171,7 @@ def test_sandbox_hardening_seen_from_inside(tmp_path: Path) -> None:
         assert facts["Seccomp"] == "2"
         assert facts["writable_system_dirs"] == []
         assert facts["docker_socket"] is False
+        assert facts["list_run"] == "PermissionError"  # the agent's scratch space
         assert facts["pids_max"] is not None and facts["pids_max"].isdigit()
         assert facts["memory_max"] is not None and facts["memory_max"].isdigit()
         assert int(facts["memory_max"]) <= 8 * 1024**3

@@ -134,7 +134,7 @@ def test_builds_run_the_fetched_pnpm_offline() -> None:
                                path_env="/opt/node/bin:/usr/bin")
     a, _ = plan_pair(set(), host_cpus=2)
     spec = build_spec(a, tree=fixture(), recipe=recipe, toolchain=toolchain,
-                      limits=SandboxLimits(), deps=b"",
+                      limits=SandboxLimits(), deps=None,
                       deps_env=PNPM.build_env(plan_pnpm(fixture())))
     assert f"PATH={DEPS_BIN}:/opt/node/bin:/usr/bin" in spec.script
 

@@ -151,7 +151,7 @@ def test_a_new_ecosystem_is_planned_end_to_end_without_touching_other_modules() 
         # The builds get its offline environment.
         env_a, _ = plan_pair({Variation.HOSTNAME}, host_cpus=2)
         spec = pipeline_plan.build_spec(env_a, tree=source, recipe=recipe, toolchain=IMAGE,
-                                 limits=SandboxLimits(), deps=b"\0" * 10240,
+                                 limits=SandboxLimits(), deps=Path("/cache/deps/toy.tar"),
                                  deps_env=toy.build_env(plan))
         assert "TOY_OFFLINE=1" in spec.script and "TOY_HOME=/deps/toy" in spec.script
     # Gone again once the block ends: an unknown strategy is an error, not a fall-through.
