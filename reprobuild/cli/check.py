@@ -25,7 +25,7 @@ import typer
 from reprobuild.atomic import write_output
 from reprobuild.cli.console import RichProgress, err
 from reprobuild.cli.summary import print_summary
-from reprobuild.errors import InputError, ReprobuildError
+from reprobuild.errors import InputError, ReprobuildError, visible
 from reprobuild.evidence import EgressAttempt
 from reprobuild.explain.search import DEFAULT_BUDGET, parse_budget
 from reprobuild.pipeline.check import CheckOptions, run_check
@@ -211,9 +211,9 @@ def write_error_reports(exc: ReprobuildError, files: ReportFiles) -> None:
 
 
 def _annotation(text: str) -> str:
-    """GitHub's workflow-command escaping; control characters never reach the log live."""
-    clean = "".join(c if c.isprintable() else " " for c in text)
-    return clean.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """GitHub's workflow-command escaping; control characters are shown (``\x1b``), never
+    live in the log, as everywhere else (:func:`reprobuild.errors.visible`)."""
+    return visible(text).replace("%", "%25")
 
 
 def annotate(report: Report) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -97,6 +98,12 @@ def test_github_annotations_are_escaped_and_only_in_actions(
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["::error title=reprobuild egress::p0.whl is not reproducible",
                      "::error title=reprobuild egress::the build tried to reach x.example:80"]
+    hostile = replace(report, egress=(), differences=(
+        replace(report.differences[0], path="p\x1b]0;t\x07\n::error::fake 100%.whl"),))
+    annotate(hostile)
+    assert capsys.readouterr().err.splitlines() == [
+        "::error title=reprobuild egress::p\\x1b]0;t\\x07\\x0a::error::fake 100%25.whl is "
+        "not reproducible"]
     # Markdown cells from build output carry no markup; control characters are visible.
     assert cell("a|b\x1b[31m[x](http://e.example)\n") == \
         r"a\|b\\x1b\[31m\[x\]\(http://e.example\)\\x0a"
