@@ -208,6 +208,16 @@ def prune(root: Path, tmp: Path | None = None, *, unused_for_s: float,
         else:
             busy += 1
     scratch = 0
+    # An archive without its manifest was left by a run killed between the two writes.
+    kept = {e.key for e in entries}
+    for path in (root / "deps").glob("*.tar") if (root / "deps").is_dir() else ():
+        with contextlib.suppress(OSError):
+            if path.stem not in kept and not path.with_suffix(".json").exists() \
+                    and now - path.stat().st_mtime >= _SCRATCH_GRACE_S:
+                freed += path.stat().st_size
+                scratch += 1
+                if not dry_run:
+                    path.unlink()
     for path in [*root.glob(".fetch-*"), *root.glob(".download-*")]:
         with contextlib.suppress(OSError):
             if path.is_dir() and now - path.stat().st_mtime >= _SCRATCH_GRACE_S:

@@ -193,3 +193,17 @@ def test_source_repositories_unused_for_long_are_pruned_held_ones_kept(tmp_path:
         os.close(lock)
     assert result.repositories == 1 and result.busy_keys == 1
     assert not old.exists() and held.exists() and fresh.exists()
+
+
+def test_an_archive_left_without_its_manifest_is_pruned_once_old(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    deps = root / "deps"
+    deps.mkdir(parents=True)
+    orphan, fresh = deps / ("1" * 64 + ".tar"), deps / ("2" * 64 + ".tar")
+    for path in (orphan, fresh):
+        path.write_bytes(b"\0" * 10240)
+    os.utime(orphan, (time.time() - 2 * DAY, time.time() - 2 * DAY))
+    result = cache_core.prune(root, tmp_path / "tmp", unused_for_s=30 * DAY, max_bytes=None,
+                              evidence_older_than_s=7 * DAY)
+    assert result.scratch_dirs == 1 and result.freed_bytes >= 10240
+    assert not orphan.exists() and fresh.exists()  # a fetch may be writing the young one
