@@ -308,13 +308,14 @@ def _tree_bytes(where: Path) -> int:
 
 def explain_all(session: Session, found: Sequence[Mismatch], *, sides: Sides, out: Path,
                 diffoscope: bool, limits: DiffoscopeLimits,
-                ca_cert: Path | None) -> Iterator[DifferenceInfo]:
+                ca_cert: Path | None, later: int = 0) -> Iterator[DifferenceInfo]:
     """Each mismatch, explained by sandboxed diffoscope when both sides have it, within the
     session's total budget (time and report bytes, shared fairly); what it could not pay
-    for is named as not compared."""
+    for is named as not compared. ``later`` counts the comparisons a caller will still ask
+    for after these (verify's one file at a time), so they get their share too."""
     image: images.ToolchainImage | None = None
     budget = _BUDGETS.setdefault(session, DiffoscopeBudget(limits))
-    left = sum(1 for m in found if m.a is not None and m.b is not None)
+    left = sum(1 for m in found if m.a is not None and m.b is not None) + max(0, later)
     for index, mismatch in enumerate(found):
         info = None
         if diffoscope and mismatch.a is not None and mismatch.b is not None:

@@ -555,6 +555,9 @@ def _explain(session: Session, options: VerifyOptions,
     from reprobuild.pipeline import phases  # noqa: PLC0415 - Docker side
 
     found: list[ArtifactInfo] = []
+    # Every changed file draws from the run's one diffoscope budget: each its fair share.
+    still = sum(1 for _, c in comparisons
+                if c is not None and c.equivalence is not Equivalence.IDENTICAL)
     for name, comparison in comparisons:
         item = published[name]
         published_sha = item.sha256
@@ -571,10 +574,11 @@ def _explain(session: Session, options: VerifyOptions,
                                 a=ExtractedFile(path=name, size=item.path.stat().st_size,
                                                 sha256=published_sha),
                                 b=match)
+            still -= 1
             explained = list(phases.explain_all(
                 session, [mismatch], sides=plan.Sides(item.path.parent, rebuilt_dir),
                 out=out, diffoscope=options.diffoscope, limits=options.diffoscope_limits,
-                ca_cert=options.ca_cert))
+                ca_cert=options.ca_cert, later=still))
             diffoscope = explained[0].diffoscope if explained else None
         found.append(ArtifactInfo(
             name=name, equivalence=comparison.equivalence.value,
