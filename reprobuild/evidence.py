@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-__all__ = ["EgressAttempt", "FetchRequest", "blocked_attempts", "mark_one_sided", "summarize"]
+__all__ = ["EgressAttempt", "FetchRequest", "blocked_attempts", "destinations", "mark_one_sided",
+           "summarize"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ def blocked_attempts(requests: Iterable[FetchRequest]) -> list[EgressAttempt]:
         qtype=None, detail=f"{r.method} {r.target} (blocked: not on the allow-list)",
         uid=None, pid=None, exe=None, cmdline=None, forged=False, count=None, time=r.time)
         for r in requests if not r.allowed]
+
+
+def destinations(attempts: Iterable[EgressAttempt]) -> list[str]:
+    """Each ``name:port`` tried, once, in the order first tried (what reports list)."""
+    return list(dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in attempts))
 
 
 def summarize(attempts: Iterable[EgressAttempt]) -> str:

@@ -138,6 +138,13 @@ def _b_value(variation: Variation, host_cpus: int) -> dict[str, object]:
             return {"file_order": FileOrder.REVERSED}
 
 
+def in_order(selected: Iterable[Variation]) -> tuple[Variation, ...]:
+    """The variations of ``selected`` in their declaration order (plans, reports and the
+    explanation's groups list them the same way whatever order they came in)."""
+    chosen = set(selected)
+    return tuple(v for v in Variation if v in chosen)
+
+
 def unavailable(selected: Iterable[Variation], *, host_cpus: int) -> tuple[Variation, ...]:
     """Selected variations this machine cannot apply (so the user can be told)."""
     return tuple(v for v in selected if v is Variation.CPUS and host_cpus < 2)
@@ -145,7 +152,7 @@ def unavailable(selected: Iterable[Variation], *, host_cpus: int) -> tuple[Varia
 
 def plan_pair(selected: Iterable[Variation], *, host_cpus: int) -> tuple[BuildEnv, BuildEnv]:
     """Return (A, B): A is the control build, B changes every selected variation."""
-    chosen = tuple(v for v in Variation if v in set(selected))
+    chosen = in_order(selected)
     b_fields: dict[str, object] = {}
     for variation in chosen:
         b_fields.update(_b_value(variation, host_cpus))

@@ -26,7 +26,7 @@ from reprobuild.atomic import write_output
 from reprobuild.cli.console import RichProgress, err
 from reprobuild.cli.summary import print_summary
 from reprobuild.errors import InputError, ReprobuildError, visible
-from reprobuild.evidence import EgressAttempt
+from reprobuild.evidence import EgressAttempt, destinations
 from reprobuild.explain.search import DEFAULT_BUDGET, parse_budget
 from reprobuild.pipeline.check import CheckOptions, run_check
 from reprobuild.progress import Progress
@@ -191,7 +191,7 @@ def write_error_reports(exc: ReprobuildError, files: ReportFiles) -> None:
     seen: tuple[EgressAttempt, ...] = getattr(exc, "egress", ())
     message = exc.message
     if seen:
-        where = list(dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in seen))
+        where = destinations(seen)
         message += (f"; before that the build made {len(seen)} network attempt(s): "
                     f"{', '.join(where[:5])}{' …' if len(where) > 5 else ''}")
     for name, path in files.items():
@@ -224,7 +224,7 @@ def annotate(report: Report) -> None:
     lines = [f"::error title={title}::{_annotation(d.path)} is not reproducible"
              for d in report.differences]
     lines += [f"::error title={title}::the build tried to reach {_annotation(where)}"
-              for where in dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in report.egress)]
+              for where in destinations(report.egress)]
     lines += [f"::warning title=reprobuild::{_annotation(w)}" for w in report.warnings]
     if report.message and not lines:
         lines.append(f"::{'notice' if report.exit_code == 0 else 'error'} title={title}::"

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from reprobuild.cli.console import err, escape, out, plain, table
-from reprobuild.report import FindingInfo, Report, Verdict
+from reprobuild.evidence import EgressAttempt, destinations
+from reprobuild.report import Report, Verdict
 
 __all__ = ["print_egress", "print_explanation", "print_summary", "recap"]
 
@@ -144,6 +145,23 @@ def _print_verify(report: Report, con: Any) -> None:
         con.print(f"[dim]rebuilt, not published: {escape(', '.join(info.rebuilt_only))}[/dim]")
 
 
+def _protocol(attempt: EgressAttempt) -> str:
+    return attempt.kind + (" (forged)" if attempt.forged else "")
+
+
+def _destination(attempt: EgressAttempt) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    dst = attempt.dst or ""
+    if attempt.dport is not None:
+        dst = f"[{dst}]:{attempt.dport}" if ":" in dst else f"{dst}:{attempt.dport}"
+    return dst
+
+
+def _asked(attempt: EgressAttempt) -> str:
+    """The name asked for, with the DNS query type."""
+    return (attempt.name or "") + (f" ({attempt.qtype})" if attempt.qtype else "")
+
+
 def _grouped_egress(report: Report, con: Any) -> None:
     """One row per destination and kind, with a count: a name tried 8 times is one row."""
     grid = table()
@@ -153,13 +171,7 @@ def _grouped_egress(report: Report, con: Any) -> None:
     for attempt in report.egress:
         if attempt.kind == "dropped":
             continue
-        dst = attempt.dst or ""
-        if attempt.dport is not None:
-            dst = f"[{dst}]:{attempt.dport}" if ":" in dst else f"{dst}:{attempt.dport}"
-        name = attempt.name or ""
-        if attempt.qtype:
-            name += f" ({attempt.qtype})"
-        key = (attempt.kind + (" (forged)" if attempt.forged else ""), dst, name)
+        key = (_protocol(attempt), _destination(attempt), _asked(attempt))
         rows.setdefault(key, []).append(attempt)
     dropped = sum(a.count or 0 for a in report.egress if a.kind == "dropped")
     for (proto, dst, name), attempts in rows.items():
@@ -187,15 +199,7 @@ def print_egress(report: Report, con: Any = out, *, verbose: bool = False) -> No
         build = attempt.build.upper()
         if attempt.only_in:
             build += " only"
-        proto = attempt.kind
-        if attempt.forged:
-            proto += " (forged)"
-        dst = attempt.dst or ""
-        if attempt.dport is not None:
-            dst = f"[{dst}]:{attempt.dport}" if ":" in dst else f"{dst}:{attempt.dport}"
-        name = attempt.name or ""
-        if attempt.qtype:
-            name += f" ({attempt.qtype})"
+        proto, dst, name = _protocol(attempt), _destination(attempt), _asked(attempt)
         process = ""
         if attempt.pid is not None:
             process = f"{attempt.pid} {attempt.cmdline or attempt.exe or ''}"
@@ -206,16 +210,6 @@ def print_egress(report: Report, con: Any = out, *, verbose: bool = False) -> No
         grid.add_row(*(escape(str(v)) for v in (build, proto, dst, name,
                                                   attempt.detail or "", process)))
     con.print(grid)
-
-
-_ATTRIBUTION = {"together": "{} together", "undecided": "one of {}",
-                "build-time": "{} (time of the build)",
-                "nondeterministic": "none: identical builds differ"}
-
-
-def _culprit(finding: FindingInfo) -> str:
-    names = ", ".join(finding.culprits) or "none"
-    return _ATTRIBUTION.get(finding.attribution, "{}").format(names)
 
 
 def print_explanation(report: Report, con: Any = out, *, verbose: bool = False) -> None:
@@ -229,7 +223,7 @@ def print_explanation(report: Report, con: Any = out, *, verbose: bool = False) 
             for column in ("cause", "culprit", "what differs", "example"):
                 grid.add_column(column, overflow="fold")
             for finding in diff.findings:
-                grid.add_row(f"[bold]{escape(finding.label)}[/bold]", escape(_culprit(finding)),
+                grid.add_row(f"[bold]{escape(finding.label)}[/bold]", escape(finding.blamed),
                              escape(finding.what), escape(finding.example))
             con.print(grid)
             shown: set[str] = set()
@@ -299,8 +293,7 @@ def recap(report: Report) -> str:
         text = plain(report.message)
         parts.append(escape(text if len(text) <= 120 else text[:119] + "…"))
     if report.egress:
-        where = dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in report.egress
-                              if a.kind != "dropped")
+        where = destinations(a for a in report.egress if a.kind != "dropped")
         parts.append(f"{len(report.egress)} network attempt(s) to {len(where)} "
                      "destination(s)")
     parts.append(f"{report.timings.get('total_s', 0):.1f}s")

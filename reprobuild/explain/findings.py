@@ -25,7 +25,7 @@ from reprobuild.explain.leaves import Leaf
 from reprobuild.explain.search import Attribution, AttributionKind
 from reprobuild.explain.symptoms import Aspect, Observation, Symptom
 from reprobuild.report import FindingInfo
-from reprobuild.variations import CLOCK_SHIFT_DAYS, Variation
+from reprobuild.variations import CLOCK_SHIFT_DAYS, Variation, in_order
 
 __all__ = ["Sides", "causes_of", "findings", "suspects"]
 
@@ -79,7 +79,7 @@ def suspects(observed: Mapping[Symptom, Observation], sides: Sides,
             found.add(Variation.CLOCK)
         if reordered(before, after):
             found.update(ORDER_SUSPECTS)
-    return tuple(v for v in Variation if v in found)
+    return in_order(found)
 
 
 def _clip(text: str) -> str:

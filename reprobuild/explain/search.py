@@ -35,7 +35,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 from reprobuild.errors import InputError
-from reprobuild.variations import Variation
+from reprobuild.variations import Variation, in_order
 
 __all__ = ["DEFAULT_BUDGET", "Attribution", "AttributionKind", "Budget", "GroupSearch", "Test",
            "bound", "parse_budget"]
@@ -125,13 +125,8 @@ def parse_budget(text: str) -> Budget:
     return Budget(seconds=seconds)
 
 
-def _ordered(group: Iterable[Variation]) -> tuple[Variation, ...]:
-    chosen = set(group)
-    return tuple(v for v in Variation if v in chosen)
-
-
 def _halves(group: frozenset[Variation]) -> tuple[frozenset[Variation], frozenset[Variation]]:
-    ordered = _ordered(group)
+    ordered = in_order(group)
     middle = math.ceil(len(ordered) / 2)
     return frozenset(ordered[:middle]), frozenset(ordered[middle:])
 
@@ -174,7 +169,7 @@ class GroupSearch(Generic[S]):
             kids: tuple[frozenset[Variation], ...] = ()
         elif self.suspects:
             rest = root - self.suspects
-            kids = (*(frozenset({v}) for v in _ordered(self.suspects)),
+            kids = (*(frozenset({v}) for v in in_order(self.suspects)),
                     *((rest,) if rest else ()))
         else:
             kids = _halves(root)
@@ -252,14 +247,14 @@ class GroupSearch(Generic[S]):
                     and self._results.get(frozenset()) is not None:
                 # One variation, and A's environment again does not show it: that one.
                 result[symptom] = Attribution(AttributionKind.VARIATION,
-                                              _ordered(self.varied), ("b", control.name))
+                                              in_order(self.varied), ("b", control.name))
                 continue
             found = self._attribute(self.varied, symptom)
             kinds = {kind for kind, _, _ in found}
             kind = (AttributionKind.UNDECIDED if AttributionKind.UNDECIDED in kinds else
                     AttributionKind.TOGETHER if AttributionKind.TOGETHER in kinds else
                     AttributionKind.VARIATION)
-            culprits = _ordered(v for _, group, _ in found for v in group)
+            culprits = in_order(v for _, group, _ in found for v in group)
             evidence = tuple(dict.fromkeys(n for _, _, names in found for n in names))
             result[symptom] = Attribution(kind, culprits, evidence)
         return result

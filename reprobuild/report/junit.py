@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from xml.etree import ElementTree as ET
 
 from reprobuild.errors import visible
+from reprobuild.evidence import destinations
 from reprobuild.report.model import Report, Verdict
 from reprobuild.report.sarif import target_id
 
@@ -80,10 +81,10 @@ def to_junit(report: Report) -> str:
             problem = f"exited with {build.exit_code}"
         cases.append((f"build-{build.name}", problem, "build-failed", build.log_tail,
                       build.duration_s))
-    destinations = list(dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in report.egress))
+    tried = destinations(report.egress)
     egress = [f"{a.build}: {a.kind} {a.name or a.dst}:{a.dport} {a.detail or ''}".rstrip()
               for a in report.egress]
-    cases.append(("no-egress", f"tried to reach {_top(destinations)}" if egress else None,
+    cases.append(("no-egress", f"tried to reach {_top(tried)}" if egress else None,
                   "build-egress", "\n".join(egress), report.timings.get("fetch_s", 0.0)))
     diffs = [f"{d.path}: {d.sha256_a} != {d.sha256_b}" + "".join(
         f"\n  {f.label} ({', '.join(f.culprits) or f.attribution}): {f.what}; fix: {f.hint}"

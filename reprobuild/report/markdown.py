@@ -13,6 +13,7 @@ import re
 from urllib.parse import quote
 
 from reprobuild.errors import visible
+from reprobuild.evidence import destinations
 from reprobuild.report.model import FindingInfo, Report, Verdict
 from reprobuild.report.sarif import target_id
 
@@ -63,12 +64,12 @@ def to_markdown(report: Report) -> str:
     findings = [(d.path, f) for d in report.differences for f in d.findings]
     if findings:
         lines += _causes_table(findings, link=False)
-    destinations = list(dict.fromkeys(f"{a.name or a.dst}:{a.dport}" for a in report.egress))
-    if destinations:
+    tried = destinations(report.egress)
+    if tried:
         lines += ["**Network attempts** (nothing left the sandbox):", ""]
-        lines += [f"- {cell(d)}" for d in destinations[:20]]
-        if len(destinations) > 20:
-            lines.append(f"- … and {len(destinations) - 20} more")
+        lines += [f"- {cell(d)}" for d in tried[:20]]
+        if len(tried) > 20:
+            lines.append(f"- … and {len(tried) - 20} more")
         lines.append("")
     for build in report.builds:
         if build.timed_out or build.exit_code != 0:
@@ -88,19 +89,11 @@ def render_error(message: str, exit_code: int) -> bytes:
             f"{cell(message, 500)}\n").encode()
 
 
-def _culprits(finding: FindingInfo) -> str:
-    names = ", ".join(finding.culprits) or "none"
-    return {"together": f"{names} (together)", "undecided": f"one of {names}",
-            "build-time": f"{names} (time of the build)",
-            "nondeterministic": "none (identical builds differ)"}.get(finding.attribution,
-                                                                        names)
-
-
 def _causes_table(findings: list[tuple[str, FindingInfo]], *, link: bool) -> list[str]:
     lines = ["| artifact | cause | culprit | what differs | fix |", "|---|---|---|---|---|"]
     for path, f in findings:
         name = f"[{cell(path)}](#{_anchor(path)})" if link else cell(path)
-        lines.append(f"| {name} | {cell(f.label)} | {cell(_culprits(f))} | "
+        lines.append(f"| {name} | {cell(f.label)} | {cell(f.blamed)} | "
                      f"{cell(f.what)}: {cell(f.example, 120)} | {cell(f.hint, 300)} |")
     return [*lines, ""]
 
@@ -165,7 +158,7 @@ def index_markdown(report: Report) -> str:
                              _link("JSON", info.json)) if x]
         lines += [f"diffoscope: {' · '.join(links) or 'no report (see its log)'}", ""]
         for f in diff.findings:
-            lines.append(f"- **{cell(f.label)}** ({cell(_culprits(f))}), {cell(f.what)}: "
+            lines.append(f"- **{cell(f.label)}** ({cell(f.blamed)}), {cell(f.what)}: "
                          f"{cell(', '.join(m or diff.path for m in f.members[:8]))}"
                          + (f" and {len(f.members) - 8} more" if len(f.members) > 8 else ""))
         if diff.findings:

@@ -157,6 +157,15 @@ class FindingInfo:
     example: str
     hint: str
 
+    @property
+    def blamed(self) -> str:
+        """The culprits as a person reads them (``one of clock, umask``), in every summary."""
+        names = ", ".join(self.culprits) or "none"
+        return {"together": f"{names} together", "undecided": f"one of {names}",
+                "build-time": f"{names} (time of the build)",
+                "nondeterministic": "none: identical builds differ"}.get(self.attribution,
+                                                                         names)
+
 
 @dataclass(frozen=True)
 class DifferenceInfo:
