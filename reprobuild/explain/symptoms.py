@@ -13,6 +13,7 @@ apart.
 
 from __future__ import annotations
 
+import functools
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -166,6 +167,18 @@ def _members(before: Manifest, after: Manifest, artifact: str) -> dict[Symptom, 
     return found
 
 
+def _build_a_manifest(path: Path) -> Manifest:
+    """Build A's side is compared with every explanation build: read it once."""
+    info = path.stat()
+    return _manifest(path, info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _manifest(path: Path, size: int, mtime_ns: int) -> Manifest:
+    del size, mtime_ns  # the cache key: a file rewritten in place is read again
+    return read_manifest(path, _LIMITS)
+
+
 def observe(artifact: str, a_path: Path, x_path: Path | None) -> dict[Symptom, Observation]:
     """Every way ``x_path`` (another build's ``artifact``) differs from A's ``a_path``.
 
@@ -177,7 +190,7 @@ def observe(artifact: str, a_path: Path, x_path: Path | None) -> dict[Symptom, O
     before: Manifest | None
     after: Manifest | None
     try:
-        before, after = read_manifest(a_path, _LIMITS), read_manifest(x_path, _LIMITS)
+        before, after = _build_a_manifest(a_path), read_manifest(x_path, _LIMITS)
     except UnsafeArchiveError:
         before = after = None
     if before is not None and after is not None and before.sha256 == after.sha256:

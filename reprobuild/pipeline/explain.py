@@ -41,7 +41,7 @@ from reprobuild.recipes import Recipe
 from reprobuild.report import DifferenceInfo, ExplainBuildInfo, ExplanationInfo, FindingInfo
 from reprobuild.sandbox.spec import SandboxLimits, SandboxResult
 from reprobuild.source import SourceTree
-from reprobuild.variations import BuildEnv, Variation, markers, plan_pair
+from reprobuild.variations import BuildEnv, in_order, markers, plan_pair
 
 __all__ = ["BuildInputs", "Explained", "explain_pair", "skipped"]
 
@@ -71,9 +71,14 @@ class Explained:
     warnings: tuple[str, ...] = ()
 
 
-def _observe_all(paths: Sequence[str], a_dir: Path, x_dir: Path) -> dict[Symptom, Observation]:
+def _observe_all(paths: Sequence[str], a_dir: Path, x_dir: Path, *,
+                 same: Mapping[str, bool] | None = None) -> dict[Symptom, Observation]:
+    """How each artifact of ``x_dir`` differs from A's; ``same`` (by the digests the copy
+    computed) skips reading the ones whose bytes are A's."""
     found: dict[Symptom, Observation] = {}
     for path in paths:
+        if same is not None and same.get(path):
+            continue
         a_path = a_dir / path
         if not a_path.is_file():  # only the other build made it
             if (x_dir / path).is_file():
@@ -111,6 +116,7 @@ def explain_pair(session: Session, inputs: BuildInputs, *, env_b: BuildEnv,
     """Find the culprits of A-versus-B's differences with extra builds and classify them."""
     started = time.monotonic()
     paths = [d.path for d in differences]
+    a_digests = {d.path: d.sha256_a for d in differences}
     a_dir, b_dir = out / "a" / "artifacts", out / "b" / "artifacts"
     observed = _observe_all(paths, a_dir, b_dir)
     leaves: dict[str, list[Leaf]] = {
@@ -155,7 +161,7 @@ def explain_pair(session: Session, inputs: BuildInputs, *, env_b: BuildEnv,
         for start in range(0, len(runnable), concurrency):
             wave = runnable[start:start + concurrency]
             for test in wave:
-                shown = ", ".join(v.value for v in _ordered(test.group)) or "none (control)"
+                shown = ", ".join(v.value for v in in_order(test.group)) or "none (control)"
                 progress.detail(f"{test.name}: varies {shown}")
             envs = [replace(plan_pair(t.group, host_cpus=host_cpus)[1], name=t.name)
                     for t in wave]
@@ -173,7 +179,9 @@ def explain_pair(session: Session, inputs: BuildInputs, *, env_b: BuildEnv,
                     partial = partial or f"explanation build {test.name} failed"
                     search.record(test, None)
                     continue
-                seen = _observe_all(paths, a_dir, result.output_dir)
+                digests = {f.path: f.sha256 for f in result.outputs}
+                seen = _observe_all(paths, a_dir, result.output_dir,
+                                    same={p: digests.get(p) == a_digests.get(p) for p in paths})
                 search.record(test, (s for s in seen if s in observed))
     outcome = search.outcome()
     culprits = {v for a in outcome.values() for v in a.culprits
@@ -194,10 +202,6 @@ def explain_pair(session: Session, inputs: BuildInputs, *, env_b: BuildEnv,
     return Explained(info, found, tuple(egress), tuple(warnings))
 
 
-def _ordered(group: frozenset[Variation]) -> list[Variation]:
-    return [v for v in Variation if v in group]
-
-
 def _affordable(tests: Sequence[Test], budget: Budget, *, spent: int, elapsed: float,
                 build_seconds: float, concurrency: int) -> list[Test]:
     """The leading tests of a round that fit what is left of the budget."""
@@ -214,7 +218,7 @@ def _build_info(test: Test, result: SandboxResult, a_dir: Path, paths: Sequence[
     differs = tuple(p for p in paths if _differs(a_dir / p, result.output_dir / p))
     return ExplainBuildInfo(
         name=test.name, round=test.round,
-        variations=tuple(v.value for v in _ordered(test.group)),
+        variations=tuple(v.value for v in in_order(test.group)),
         exit_code=result.exit_code, timed_out=result.timed_out,
         duration_s=round(result.duration_s, 3), log=str(result.log_path.relative_to(out)),
         differs=differs)
