@@ -28,7 +28,7 @@ from reprobuild.errors import InputError
 from reprobuild.fetch.cache import DepsCache
 
 __all__ = ["EVIDENCE", "EVIDENCE_GRACE_S", "PruneResult", "Usage", "evidence_dirs",
-           "parse_duration", "parse_size", "prune", "repositories", "usage"]
+           "parse_duration", "parse_size", "prune", "repositories", "tree_bytes", "usage"]
 
 EVIDENCE = re.compile(r"reprobuild-[a-z0-9_]{8}")
 """The name ``tempfile.mkdtemp(prefix="reprobuild-")`` gives a run's results directory."""
@@ -66,7 +66,8 @@ class PruneResult:
     """Source repositories (``git/``) unused for as long as dependency archives may be."""
 
 
-def _tree_bytes(path: Path) -> int:
+def tree_bytes(path: Path) -> int:
+    """Bytes a file or directory tree takes (links not followed, vanished files skipped)."""
     if path.is_file():
         return path.stat().st_size
     total = 0
@@ -135,11 +136,11 @@ def usage(root: Path, tmp: Path | None = None) -> list[Usage]:
         Usage("dependency files (blobs)", root / "blobs", len(blobs), sum(blobs.values())),
         Usage("image downloads", wheels,
               len(list(wheels.iterdir())) if wheels.is_dir() else 0,
-              _tree_bytes(wheels) if wheels.is_dir() else 0),
+              tree_bytes(wheels) if wheels.is_dir() else 0),
         Usage("source repositories", root / "git", len(repositories(root)),
-              sum(_tree_bytes(p) for p in repositories(root))),
+              sum(tree_bytes(p) for p in repositories(root))),
         Usage("evidence of past runs", tmp or Path(tempfile.gettempdir()), len(evidence),
-              sum(_tree_bytes(p) for p in evidence)),
+              sum(tree_bytes(p) for p in evidence)),
     ]
 
 
@@ -189,7 +190,7 @@ def prune(root: Path, tmp: Path | None = None, *, unused_for_s: float,
             continue
         if age < max(evidence_older_than_s, EVIDENCE_GRACE_S):
             continue
-        freed += _tree_bytes(path)
+        freed += tree_bytes(path)
         evidence += 1
         if not dry_run:
             shutil.rmtree(path, ignore_errors=True)
@@ -201,7 +202,7 @@ def prune(root: Path, tmp: Path | None = None, *, unused_for_s: float,
             continue
         if not old:
             continue
-        size = _tree_bytes(repo)
+        size = tree_bytes(repo)
         if dry_run or _remove_repository(repo):
             repos += 1
             freed += size
@@ -221,7 +222,7 @@ def prune(root: Path, tmp: Path | None = None, *, unused_for_s: float,
     for path in [*root.glob(".fetch-*"), *root.glob(".download-*")]:
         with contextlib.suppress(OSError):
             if path.is_dir() and now - path.stat().st_mtime >= _SCRATCH_GRACE_S:
-                freed += _tree_bytes(path)
+                freed += tree_bytes(path)
                 scratch += 1
                 if not dry_run:
                     shutil.rmtree(path, ignore_errors=True)

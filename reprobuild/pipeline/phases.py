@@ -43,6 +43,7 @@ from reprobuild.errors import Interrupted, ReprobuildError
 from reprobuild.evidence import EgressAttempt
 from reprobuild.fetch import FetchedDeps, fetch, plan_fetch
 from reprobuild.images import build as image_build
+from reprobuild.pipeline.cache import tree_bytes
 from reprobuild.pipeline.plan import RunOptions, Sides
 from reprobuild.progress import Progress
 from reprobuild.recipes import Recipe
@@ -301,11 +302,6 @@ _BUDGETS: weakref.WeakKeyDictionary[Session, DiffoscopeBudget] = weakref.WeakKey
 they all draw from the same account."""
 
 
-def _tree_bytes(where: Path) -> int:
-    return sum(p.stat().st_size for p in where.rglob("*") if p.is_file()) \
-        if where.is_dir() else 0
-
-
 def explain_all(session: Session, found: Sequence[Mismatch], *, sides: Sides, out: Path,
                 diffoscope: bool, limits: DiffoscopeLimits,
                 ca_cert: Path | None, later: int = 0) -> Iterator[DifferenceInfo]:
@@ -336,7 +332,7 @@ def explain_all(session: Session, found: Sequence[Mismatch], *, sides: Sides, ou
                 info = explain(session.sandbox, image=image.image_id, mismatch=mismatch,
                                a_dir=sides.a_dir, b_dir=sides.b_dir, dest=dest, root=out,
                                limits=share, role=f"diffoscope-{index}")
-                budget.spend(time.monotonic() - started, _tree_bytes(dest))
+                budget.spend(time.monotonic() - started, tree_bytes(dest))
         yield DifferenceInfo(path=mismatch.path,
                              sha256_a=mismatch.a.sha256 if mismatch.a else None,
                              sha256_b=mismatch.b.sha256 if mismatch.b else None,
