@@ -18,6 +18,7 @@ import pytest
 from reprobuild import ecosystems
 from reprobuild.archive import ExtractedFile, FileOrder, build_tar
 from reprobuild.ecosystems.interface import FetchPlan
+from reprobuild.ecosystems.python import frontend_source as python_frontend_source
 from reprobuild.ecosystems.python.plan import DEFAULT_BUILD_REQUIRES
 from reprobuild.errors import DependencyIntegrityError, InputError, RecipeError, ReprobuildError
 from reprobuild.fetch import FetchedDeps, cache_key, plan_fetch, replay_lock
@@ -99,7 +100,9 @@ def test_build_requires_are_read_and_resolved_as_of_the_commit() -> None:
     assert plan.strategy == "python-build"
     assert plan.requirements == ("hatchling>=1.27",)
     assert plan.pin_source == "resolved" and plan.cutoff == COMMIT_TIME and not plan.hashed
-    assert [p for p, _ in plan.files] == ["requirements.txt"], "only generated input goes in"
+    assert [p for p, _ in plan.files] == ["requirements.txt", "reprobuild-pep517.py"], \
+        "only generated input and the frontend go in"
+    assert dict(plan.files)["reprobuild-pep517.py"] == python_frontend_source()
     assert requirements_of(plan).splitlines()[1:] == ["hatchling>=1.27"]
     script = script_of(plan)
     assert "--uploaded-prior-to 2026-01-02T03:04:05Z" in script

@@ -77,8 +77,9 @@ def test_builtin_python_recipe_loads() -> None:
     python = recipes["python"]
     assert python.image == "python"
     assert set(python.detect_files) == {"pyproject.toml", "setup.py", "setup.cfg"}
-    # Isolated: build's environments install the fetched, pinned wheels offline.
-    assert python.commands == ('python -m build --installer uv --outdir "$REPROBUILD_OUT" .',)
+    # Isolated: the backend runs in the prepared env of the fetched, pinned wheels.
+    assert python.commands == (
+        'python /deps/frontend/reprobuild-pep517.py --outdir "$REPROBUILD_OUT" .',)
     assert python.fetch_strategy == "python-build"
     assert python.outputs == ("*.tar.gz", "*.whl")
     env = dict(python.env)

@@ -12,6 +12,8 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,9 +44,16 @@ else:  # pragma: no cover - exercised only on Python 3.10
 if TYPE_CHECKING:
     from reprobuild.images import ImageDefinition, ToolchainImage
 
-__all__ = ["ECOSYSTEM", "WHEELS_DIR", "PythonBuild"]
+__all__ = ["ECOSYSTEM", "ENV_DIR", "FRONTEND", "WHEELS_DIR", "PythonBuild"]
 
 WHEELS_DIR = f"{DEPS_DIR}/wheels"
+ENV_DIR = f"{DEPS_DIR}/env"
+"""The pins installed once per fetch key: a venv whose interpreter links the frontend
+makes again (the cache holds regular files only)."""
+FRONTEND = f"{DEPS_DIR}/frontend/reprobuild-pep517.py"
+"""Where the builds find :mod:`.frontend` (the recipe runs ``python`` on it; not
+named ``build.py``, which would shadow pypa/build for the script itself)."""
+_FRONTEND_NAME = FRONTEND.rsplit("/", 1)[1]
 
 _QUOTED_UP = re.compile(r"""["']((?:\./)?(?:\.\./)+[^"'\n]*)["']""")
 """A quoted path above the project in a build file (``"../README.md"``)."""
@@ -129,11 +138,20 @@ class PythonBuild:
 
     def plan_fetch(self, tree: SourceTree, settings: FetchSettings,
                    toolchain: ToolchainImage | None) -> FetchPlan:
-        """See :func:`reprobuild.ecosystems.python.plan.plan_python`."""
-        return plan_python(tree, settings, target_of(toolchain))
+        """See :func:`reprobuild.ecosystems.python.plan.plan_python`; the frontend goes
+        in with the requirements, so a new frontend is a new fetch key."""
+        plan = plan_python(tree, settings, target_of(toolchain))
+        return replace(plan, files=(*plan.files, (_FRONTEND_NAME, frontend_source())))
 
     def fetch_command(self, plan: FetchPlan) -> str:
-        """``pip download`` of wheels only: hash-checked pins, or resolution at the cutoff."""
+        """``pip download`` of wheels only: hash-checked pins, or resolution at the cutoff.
+
+        Then, still in the fetch container (nothing of the project has run, and installing
+        a wheel runs none of its code), the prepared environment: a venv holding exactly
+        the downloaded wheels, byte-compiled with hash-checked pycs (the cache's file times
+        are fixed, so time-checked ones would be recompiled in every build), its links
+        taken out because the cache keeps regular files only.
+        """
         args = ["python", "-m", "pip", "download", "--dest", WHEELS_DIR,
                 "--only-binary", ":all:", "--no-cache-dir", "--disable-pip-version-check",
                 "--no-input", "--progress-bar", "off", "--retries", "2", "--timeout", "60"]
@@ -143,7 +161,17 @@ class PythonBuild:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(plan.cutoff))
             args += ["--uploaded-prior-to", stamp]
         args += ["-r", "requirements.txt"]
-        return f"mkdir -p {WHEELS_DIR}\n" + " ".join(args) + "\n"
+        install = ["python", "-m", "pip", "--python", f"{ENV_DIR}/bin/python", "install",
+                   "--no-index", "--no-deps", "--no-compile", "--disable-pip-version-check",
+                   "--no-input", "--progress-bar", "off", "--no-warn-script-location",
+                   f"{WHEELS_DIR}/*.whl"]
+        frontend_dir = FRONTEND.rsplit("/", 1)[0]
+        return "\n".join([
+            f"mkdir -p {WHEELS_DIR}", " ".join(args),
+            f"python -m venv --without-pip {ENV_DIR}", " ".join(install),
+            f"python -m compileall -q --invalidation-mode checked-hash {ENV_DIR}/lib",
+            f"find {ENV_DIR} -type l -delete",
+            f"mkdir -p {frontend_dir}", f"cp {_FRONTEND_NAME} {FRONTEND}", ""])
 
     def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
         """pip reads no config file of the image; the CA only when one was handed in."""
@@ -154,18 +182,33 @@ class PythonBuild:
         return env
 
     def build_env(self, plan: FetchPlan) -> tuple[tuple[str, str], ...]:
-        """pip and uv (``build --installer uv``) both install only the fetched wheels."""
+        """pip and uv both install only the fetched wheels (a recipe running
+        ``python -m build`` itself still builds offline, in environments of its own)."""
         del plan
         return (("PIP_NO_INDEX", "1"), ("PIP_FIND_LINKS", WHEELS_DIR),
                 ("UV_OFFLINE", "1"), ("UV_NO_INDEX", "1"), ("UV_FIND_LINKS", WHEELS_DIR),
                 ("UV_PYTHON_DOWNLOADS", "never"))
 
     def verify(self, plan: FetchPlan, files: Sequence[ExtractedFile], staging: Path) -> Verified:
-        """Every file is a wheel; with a lock, each is pinned and matches a pinned hash."""
+        """Every file is a wheel; with a lock, each is pinned and matches a pinned hash.
+        The prepared environment comes along (it is those wheels, installed), and the
+        frontend only as the exact bytes the plan handed in."""
         kept: list[ExtractedFile] = []
         pins: dict[str, str] = {}
         hashes: dict[str, str] = {}
+        env_prefix = ENV_DIR.removeprefix(f"{DEPS_DIR}/") + "/"
+        frontend = FRONTEND.removeprefix(f"{DEPS_DIR}/")
+        prepared: list[ExtractedFile] = []
         for member in files:
+            if member.path == frontend:
+                if (staging / member.path).read_bytes() != frontend_source():
+                    raise EnvironmentFailure(f"the fetch returned a changed {frontend}",
+                                             "this is a reprobuild bug or a tampered image")
+                prepared.append(member)
+                continue
+            if member.path.startswith(env_prefix):
+                prepared.append(member)
+                continue
             if not member.path.startswith("wheels/"):
                 continue
             filename = member.path.removeprefix("wheels/")
@@ -192,7 +235,13 @@ class PythonBuild:
             kept.append(member)
         if not kept:
             raise EnvironmentFailure("the fetch downloaded no wheels", "see the fetch log")
-        return Verified(files=tuple(kept), pins=tuple(sorted(pins.items())),
+        if not any(m.path == frontend for m in prepared) or not any(
+                m.path == f"{env_prefix}pyvenv.cfg" for m in prepared):
+            raise EnvironmentFailure("the fetch made no prepared build environment",
+                                     "see the fetch log; this is a reprobuild bug")
+        scripts = frozenset(m.path for m in prepared if m.path.startswith(f"{env_prefix}bin/"))
+        return Verified(files=(*kept, *prepared), pins=tuple(sorted(pins.items())),
+                        executables=scripts,
                         hashes=tuple(sorted(hashes.items())))
 
     def diagnose(self, plan: FetchPlan, log: str) -> ReprobuildError | None:
@@ -214,6 +263,13 @@ class PythonBuild:
         if any(marker in log for marker in _UNTRUSTED_CERTIFICATE):
             return UNTRUSTED_CA_HINT
         return None
+
+
+@cache
+def frontend_source() -> bytes:
+    """The bytes of :mod:`.frontend` the fetch stages (read, never imported: it needs
+    ``build``, which the toolchain image has and reprobuild does not)."""
+    return (Path(__file__).parent / "frontend.py").read_bytes()
 
 
 ECOSYSTEM = PythonBuild()
