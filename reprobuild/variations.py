@@ -44,6 +44,17 @@ class Variation(str, Enum):
 CLOCK_SHIFT_DAYS = 398
 """How far build B's clock runs ahead (reprotest's shift: over a year, not a whole one)."""
 
+CLOCK_OFFSET_S = 3
+"""How far build B's clock runs ahead when the clock variation is off (``-clock``,
+``none``). The two builds run at the same moment, so without it a stamp to the second
+is the same in both nine times in ten; any two real builds run at different times.
+Three seconds still differ when A reaches its stamp up to two seconds after B; coarser
+stamps (the day) almost never flip, which the clock variation (+398 days) is for."""
+
+STAGGER_S = 1.5
+"""How much later build B's commands start when the toolchain reads the clock past libc
+(Go): libfaketime cannot move that clock, so B's own is read later instead."""
+
 
 class EnvOrder(str, Enum):
     """Order in which environment variables are handed to the build's first process."""
@@ -72,6 +83,7 @@ class BuildEnv:
     cpuset: str | None
     env_order: EnvOrder
     file_order: FileOrder
+    start_delay_s: float = 0.0
 
 
 # Build A's value, build B's value, and a sentence for `reprobuild variations` / README.
@@ -103,7 +115,8 @@ DESCRIPTIONS: dict[Variation, str] = {
     Variation.TIMEZONE: "TZ=UTC vs TZ=Etc/GMT-14",
     Variation.LOCALE: "LANG/LC_ALL C.UTF-8 vs et_EE.UTF-8 (Estonian collation sorts z after s)",
     Variation.HOME: "HOME=/home/builder vs HOME=/home/rebuilder",
-    Variation.CLOCK: "system clock real vs shifted +398 days (libfaketime)",
+    Variation.CLOCK: "system clock real vs shifted +398 days (libfaketime); without it B's "
+    f"clock still runs {CLOCK_OFFSET_S} s ahead, so the builds never share a second",
     Variation.CPUS: "all CPUs vs one CPU (cpuset; nproc and sched_getaffinity see it)",
     Variation.ENV_ORDER: "environment variables in sorted vs reversed order",
     Variation.FILE_ORDER: "directory entries in opposite orders (tmpfs lists in reverse "
@@ -150,10 +163,18 @@ def unavailable(selected: Iterable[Variation], *, host_cpus: int) -> tuple[Varia
     return tuple(v for v in selected if v is Variation.CPUS and host_cpus < 2)
 
 
-def plan_pair(selected: Iterable[Variation], *, host_cpus: int) -> tuple[BuildEnv, BuildEnv]:
-    """Return (A, B): A is the control build, B changes every selected variation."""
+def plan_pair(selected: Iterable[Variation], *, host_cpus: int,
+              clock_via_libc: bool = True) -> tuple[BuildEnv, BuildEnv]:
+    """Return (A, B): A is the control build, B changes every selected variation.
+
+    B never reads A's clock: without the clock variation its clock runs
+    :data:`CLOCK_OFFSET_S` ahead, and when the toolchain reads the time past libc
+    (``clock_via_libc`` false) its commands also start :data:`STAGGER_S` later.
+    """
     chosen = in_order(selected)
-    b_fields: dict[str, object] = {}
+    b_fields: dict[str, object] = {"faketime": f"+{CLOCK_OFFSET_S}"}
+    if not clock_via_libc:
+        b_fields["start_delay_s"] = STAGGER_S
     for variation in chosen:
         b_fields.update(_b_value(variation, host_cpus))
     a = BuildEnv(**{**_A.__dict__, "varied": chosen})
@@ -251,6 +272,7 @@ def build_script(env: BuildEnv, *, project_dir: str, commands: Sequence[str],
         f"umask {env.umask}",
         f"tar -x -f - -C {shlex.quote(env.workdir)}",
         *([f"tar -x -f - -C {shlex.quote(deps_dir)}"] if deps_dir else []),
+        *([f"sleep {env.start_delay_s:g}"] if env.start_delay_s else []),
         f"cd {shlex.quote(project_dir)}",
         f"exec env -i {assignments} /usr/bin/python3 -I -S -c {shlex.quote(LAUNCHER)} {quoted}",
         "",
@@ -294,12 +316,19 @@ def _utc_offsets(zone: str) -> tuple[str, ...]:
     return (f"{sign}{hours:02d}{rest:02d}", f"{sign}{hours:02d}:{rest:02d}")
 
 
+def _clock(faketime: str | None) -> str:
+    """``real``, ``real +3 s`` (the offset without the clock variation), or the shift."""
+    if faketime is None:
+        return "real"
+    return f"real {faketime} s" if faketime.lstrip("+").isdigit() else faketime
+
+
 def settings(env: BuildEnv) -> dict[str, str]:
     """The concrete value of every variation in one build, for the report."""
     return {
         "build_path": env.workdir, "hostname": f"{env.hostname}.{env.domainname}",
         "user": f"{env.user} ({env.uid}:{env.gid})", "umask": env.umask,
         "timezone": env.timezone, "locale": env.locale, "home": env.home,
-        "clock": env.faketime or "real", "cpus": env.cpuset or "all",
+        "clock": _clock(env.faketime), "cpus": env.cpuset or "all",
         "env_order": env.env_order.value, "file_order": env.file_order.value,
     }

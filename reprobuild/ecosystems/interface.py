@@ -246,6 +246,9 @@ class Ecosystem(FetchJob, Protocol):
     fix_hints: Mapping[str, str]
     """What its own tools do about a class of cause (``embedded-timestamp``, ...: the
     values of :class:`reprobuild.explain.causes.CauseClass`), added to the generic fix."""
+    clock_via_libc: bool
+    """Whether its tools read the time through libc, so libfaketime moves their clock.
+    Go programs read it from the vDSO themselves: build B then also starts later."""
 
     def choose_image(self, tree: SourceTree, requested: str,
                      definitions: Mapping[str, ImageDefinition]) -> str:

@@ -32,7 +32,7 @@ from reprobuild.report import (
 from reprobuild.sandbox import agent
 from reprobuild.sandbox.spec import SandboxLimits, SandboxResult
 from reprobuild.source import SourceTree
-from reprobuild.variations import BuildEnv, plan_pair, unavailable
+from reprobuild.variations import BuildEnv, unavailable
 
 if TYPE_CHECKING:
     import docker
@@ -95,7 +95,7 @@ def _check(options: CheckOptions, client: docker.DockerClient, progress: Progres
     timings["image_s"] = round(time.monotonic() - t, 3)
 
     host_cpus = plan.host_cpus()
-    env_a, env_b = plan_pair(options.variations, host_cpus=host_cpus)
+    env_a, env_b = plan.build_pair(options.variations, recipe, host_cpus=host_cpus)
     warnings.extend(f"variation '{v.value}' cannot be applied on this machine "
                     f"({host_cpus} CPU)" for v in unavailable(options.variations,
                                                              host_cpus=host_cpus))

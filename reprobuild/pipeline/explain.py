@@ -41,7 +41,7 @@ from reprobuild.recipes import Recipe
 from reprobuild.report import DifferenceInfo, ExplainBuildInfo, ExplanationInfo, FindingInfo
 from reprobuild.sandbox.spec import SandboxLimits, SandboxResult
 from reprobuild.source import SourceTree
-from reprobuild.variations import BuildEnv, in_order, markers, plan_pair
+from reprobuild.variations import BuildEnv, in_order, markers
 
 __all__ = ["BuildInputs", "Explained", "explain_pair", "skipped"]
 
@@ -163,7 +163,8 @@ def explain_pair(session: Session, inputs: BuildInputs, *, env_b: BuildEnv,
             for test in wave:
                 shown = ", ".join(v.value for v in in_order(test.group)) or "none (control)"
                 progress.detail(f"{test.name}: varies {shown}")
-            envs = [replace(plan_pair(t.group, host_cpus=host_cpus)[1], name=t.name)
+            envs = [replace(plan.build_pair(t.group, inputs.recipe, host_cpus=host_cpus)[1],
+                            name=t.name)
                     for t in wave]
             specs = [plan.build_spec(env, tree=inputs.tree, recipe=inputs.recipe,
                                      toolchain=inputs.toolchain, limits=inputs.limits,

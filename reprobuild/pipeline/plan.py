@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
@@ -39,7 +39,14 @@ from reprobuild.report import (
 )
 from reprobuild.sandbox.spec import OUT_DIR, SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import SourceTree, acquire
-from reprobuild.variations import BuildEnv, Variation, build_script, environment, settings
+from reprobuild.variations import (
+    BuildEnv,
+    Variation,
+    build_script,
+    environment,
+    plan_pair,
+    settings,
+)
 
 if TYPE_CHECKING:
     from reprobuild.fetch import FetchedDeps
@@ -281,6 +288,15 @@ def fetch_info(fetched: FetchedDeps | None) -> FetchInfo | None:
                      seconds=round(fetched.seconds, 3), failure=fetched.failure,
                      pins=dict(fetched.pins), hashes=dict(fetched.hashes),
                      notes=fetched.notes, requests=fetched.requests)
+
+
+def build_pair(selected: Iterable[Variation], recipe: Recipe | None, *,
+               host_cpus: int) -> tuple[BuildEnv, BuildEnv]:
+    """:func:`~reprobuild.variations.plan_pair` for this recipe's toolchain: whether
+    libfaketime moves its clock is its ecosystem's to say."""
+    libc = recipe is None or recipe.fetch_strategy == NO_FETCH or ecosystems.get(
+        recipe.fetch_strategy, origin=recipe.origin).clock_via_libc
+    return plan_pair(selected, host_cpus=host_cpus, clock_via_libc=libc)
 
 
 def build_spec(env: BuildEnv, *, tree: SourceTree, recipe: Recipe,

@@ -492,7 +492,8 @@ def _verify(options: VerifyOptions, client: docker.DockerClient, progress: Progr
     timings["total_s"] = round(time.monotonic() - started, 3)
     builds = tuple(plan.build_info(env, res, plan.wanted_outputs(res.outputs, recipe.outputs),
                                    out)
-                   for env, res in zip(plan_pair(options.variations, host_cpus=plan.host_cpus()),
+                   for env, res in zip(plan.build_pair(options.variations, recipe,
+                                                      host_cpus=plan.host_cpus()),
                                        results, strict=False)) if recipe else ()
     return Report(
         verdict=verdict,
@@ -531,8 +532,8 @@ def _rebuild(session: Session, options: VerifyOptions, tree: SourceTree, recipe:
              toolchain: ToolchainImage, fetched: FetchedDeps | None, out: Path,
              timings: dict[str, float]) -> list[SandboxResult]:
     """One build in the control environment (two, varied, with ``--twice``)."""
-    env_a, env_b = plan_pair(options.variations if options.twice else frozenset(),
-                             host_cpus=plan.host_cpus())
+    env_a, env_b = plan.build_pair(options.variations if options.twice else frozenset(),
+                                   recipe, host_cpus=plan.host_cpus())
     timeout = options.timeout_s or recipe.timeout_s or DEFAULT_TIMEOUT_S
     limits = replace(options.limits, timeout_s=timeout)
     deps = fetched.archive if fetched and fetched.archive else None

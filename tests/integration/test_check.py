@@ -82,6 +82,24 @@ def test_each_variation_is_caught_and_only_by_itself(tmp_path: Path, variation: 
     assert others.code == 0, others.stdout + others.stderr
 
 
+def test_a_stamp_to_the_second_is_caught_without_the_clock_variation(tmp_path: Path) -> None:
+    """Both builds run at once, so a build stamping the time to the second used to agree
+    with itself 9 times in 10 unless the clock variation shifted B by 398 days: B's clock
+    now always runs a few seconds ahead, with ``-clock`` and with ``none`` alike."""
+    repo = make_repo(tmp_path, "probe", probe="second")
+    for n, variations in enumerate(("all,-clock", "all,-clock", "none")):
+        result = run_cli("check", str(repo), "--variations", variations, "--no-explain",
+                         json_path=tmp_path / f"r{n}.json")
+        assert result.code == 1, (variations, result.stdout + result.stderr)
+        assert result.report is not None
+        a, b = result.report["builds"]
+        assert a["variations"]["clock"] == "real"
+        assert b["variations"]["clock"].startswith("real +"), b["variations"]
+        assert "clock" not in result.report["variations"]
+        assert sorted(d["path"] for d in result.report["differences"]) == [
+            "probe_mcp_server-1.0.0-py3-none-any.whl", "probe_mcp_server-1.0.0.tar.gz"]
+
+
 def test_failing_build_is_exit_4(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, "probe", probe="fail")
     result = run_cli("check", str(repo), json_path=tmp_path / "r.json")

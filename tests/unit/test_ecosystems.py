@@ -42,6 +42,7 @@ class Toy:
     summary = "downloads what vendor.txt lists"
     allow_list: tuple[tuple[str, int], ...] = (("registry.toy.example", 443),)
     image_families: tuple[str, ...] = ("toy",)
+    clock_via_libc = True
     releases: Releases | None = None
     fix_hints: Mapping[str, str] = {"content": "toys are reproducible"}
 

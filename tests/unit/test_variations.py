@@ -13,8 +13,10 @@ import pytest
 from reprobuild.archive import FileOrder
 from reprobuild.errors import InputError
 from reprobuild.variations import (
+    CLOCK_OFFSET_S,
     DESCRIPTIONS,
     LAUNCHER,
+    STAGGER_S,
     EnvOrder,
     Variation,
     build_script,
@@ -38,21 +40,37 @@ OWNED = {
     Variation.ENV_ORDER: {"env_order"},
     Variation.FILE_ORDER: {"file_order"},
 }
+# What differs between A and B whatever is selected: B's clock (offset or shifted).
+ALWAYS = {"faketime"}
 
 
-def _changed(selected: set[Variation]) -> set[str]:
-    a, b = plan_pair(selected, host_cpus=2)
+def _changed(selected: set[Variation], **kw: bool) -> set[str]:
+    a, b = plan_pair(selected, host_cpus=2, **kw)
     da, db = asdict(a), asdict(b)
     return {k for k in da if da[k] != db[k]} - {"name"}
 
 
 @pytest.mark.parametrize("variation", list(Variation))
 def test_each_variation_changes_only_its_own_fields(variation: Variation) -> None:
-    assert _changed({variation}) == OWNED[variation]
+    assert _changed({variation}) == OWNED[variation] | ALWAYS
 
 
-def test_no_variation_means_identical_environments() -> None:
-    assert _changed(set()) == set()
+def test_no_variation_means_identical_environments_at_another_second() -> None:
+    a, b = plan_pair(set(), host_cpus=2)
+    assert _changed(set()) == ALWAYS
+    assert (a.faketime, b.faketime) == (None, f"+{CLOCK_OFFSET_S}")
+    assert CLOCK_OFFSET_S >= 2, "a second-stamp must differ even when A stamps a second late"
+
+
+@pytest.mark.parametrize("selected", [set(), {Variation.CLOCK}, set(Variation)])
+def test_a_toolchain_past_libfaketime_starts_b_later(selected: set[Variation]) -> None:
+    a, b = plan_pair(selected, host_cpus=2, clock_via_libc=False)
+    assert (a.start_delay_s, b.start_delay_s) == (0.0, STAGGER_S) and STAGGER_S > 1
+    script_b = build_script(b, project_dir="/build/src", commands=["make"], environ=())
+    script_a = build_script(a, project_dir="/build/src", commands=["make"], environ=())
+    assert f"sleep {STAGGER_S:g}" in script_b and "sleep" not in script_a
+    assert script_b.index("sleep") < script_b.index("exec env -i")
+    assert plan_pair(selected, host_cpus=2)[1].start_delay_s == 0.0
 
 
 def test_all_variations_change_everything_owned() -> None:
@@ -189,3 +207,16 @@ def test_launcher_uses_the_shell_for_shell_syntax(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert (tmp_path / "piped").read_text() == "b\n"
     assert (tmp_path / "assigned").read_text() == "1\n"
+
+
+def test_only_go_builds_start_b_later() -> None:
+    """Which toolchains libfaketime cannot reach is each ecosystem's to say (pure plan)."""
+    from reprobuild.pipeline.plan import build_pair  # noqa: PLC0415 - one test's need
+    from reprobuild.recipes import builtin_recipes  # noqa: PLC0415
+
+    recipes = builtin_recipes()
+    delays = {name: build_pair(set(Variation), recipe, host_cpus=2)[1].start_delay_s
+              for name, recipe in recipes.items()}
+    assert delays.pop("go") == STAGGER_S
+    assert set(delays.values()) == {0.0}, delays
+    assert build_pair(set(), None, host_cpus=2)[1].start_delay_s == 0.0

@@ -78,6 +78,8 @@ class GoModules:
     allow_list: tuple[tuple[str, int], ...] = (("proxy.golang.org", 443),
                                                 ("sum.golang.org", 443))
     image_families: tuple[str, ...] = ("go",)
+    # go and the Go programs a build runs (generators) read the clock from the vDSO.
+    clock_via_libc = False
     releases: Releases | None = None
     fix_hints: Mapping[str, str] = {
         "embedded-timestamp": "a -ldflags '-X main.date=...' set from the build time: set "

@@ -71,6 +71,7 @@ class Npm:
     summary = "runs `npm ci --ignore-scripts` from package-lock.json"
     allow_list: tuple[tuple[str, int], ...] = (("registry.npmjs.org", 443),)
     image_families: tuple[str, ...] = ("node",)
+    clock_via_libc = True
     releases: Releases | None = NpmReleases()
     fix_hints: Mapping[str, str] = NODE_FIX_HINTS
 

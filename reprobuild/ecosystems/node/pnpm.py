@@ -278,6 +278,7 @@ class Pnpm:
     summary = "runs `pnpm fetch` from pnpm-lock.yaml (pnpm from packageManager, hash-checked)"
     allow_list: tuple[tuple[str, int], ...] = (("registry.npmjs.org", 443),)
     image_families: tuple[str, ...] = ()  # the node ecosystem picks the Node.js image
+    clock_via_libc = True
     releases: Releases | None = NpmReleases()
     fix_hints: Mapping[str, str] = NODE_FIX_HINTS
 

@@ -75,6 +75,7 @@ class PythonBuild:
     summary = "fetches [build-system] requires as wheels"
     allow_list: tuple[tuple[str, int], ...] = (("pypi.org", 443), ("files.pythonhosted.org", 443))
     image_families: tuple[str, ...] = ()
+    clock_via_libc = True
     releases: Releases | None = PyPIReleases()
     fix_hints: Mapping[str, str] = {
         "embedded-timestamp": "setuptools' sdist keeps the file times of the files it "

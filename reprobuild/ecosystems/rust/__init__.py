@@ -193,6 +193,7 @@ class Cargo:
     allow_list: tuple[tuple[str, int], ...] = (("index.crates.io", 443),
                                                 ("static.crates.io", 443))
     image_families: tuple[str, ...] = ("rust",)
+    clock_via_libc = True
     releases: Releases | None = None
     fix_hints: Mapping[str, str] = {
         "embedded-timestamp": "a build.rs that embeds the current time: read "
