@@ -85,6 +85,10 @@ def connect() -> docker.DockerClient:
     """Connect the standard way (``DOCKER_HOST`` or the default socket), or explain why not."""
     try:
         client = docker.from_env(timeout=120)
+        if client.api.base_url.startswith("http+docker://"):
+            # A local socket has no proxy; without this, requests scans the whole
+            # environment for proxy settings on each of the ~60 calls a check makes.
+            client.api.trust_env = False
         client.ping()
     except docker.errors.DockerException as exc:
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")

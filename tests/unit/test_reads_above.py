@@ -70,6 +70,25 @@ def test_npm_member_with_its_own_lockfile_reads_the_nvmrc_and_root_manifest() ->
     assert node.ECOSYSTEM.reads_above(tree("src/a", alone)) == ()
 
 
+def test_npm_member_reads_the_tsconfig_chain_it_extends() -> None:
+    """modelcontextprotocol/servers' members extend ``../../tsconfig.json``: without it
+    tsc fails (TS1259, esModuleInterop) when only the member is sent."""
+    files = {"tsconfig.json": '{\n  // shared\n  "extends": ["./tsconfig.base", '
+                              '"@tsconfig/node20"],\n}',
+             "tsconfig.base.json": '{"compilerOptions": {"strict": true}}',
+             "tsconfig.unused.json": "{}",
+             "src/a/package.json": '{"name": "a", "version": "1.0.0"}',
+             "src/a/package-lock.json": '{"lockfileVersion": 3, "packages": {"": {}}}',
+             "src/a/tsconfig.json": '{"extends": "../../tsconfig.json", "include": ["*.ts"]}',
+             "src/a/tsconfig.build.json": '{"extends": "./tsconfig.json"}',
+             "src/b/tsconfig.json": '{"extends": "../../tsconfig.unused.json"}'}
+    assert paths(node.ECOSYSTEM.reads_above(tree("src/a", files))) == [
+        "tsconfig.json", "tsconfig.base.json"]
+    escaping = {"src/a/package.json": files["src/a/package.json"],
+                "src/a/tsconfig.json": '{"extends": "../../../../etc/tsconfig.json"}'}
+    assert node.ECOSYSTEM.reads_above(tree("src/a", escaping)) == ()
+
+
 def test_pnpm_names_only_the_projects_of_its_lockfile() -> None:
     files = {"package.json": "{}", "pnpm-workspace.yaml": "packages: ['p/*']\n",
              "pnpm-lock.yaml": "lockfileVersion: '9.0'\nimporters:\n  .: {}\n  p/a: {}\n"

@@ -63,6 +63,52 @@ _NPM_INTEGRITY = re.compile(
     r"(?P<wanted>sha\d+-[A-Za-z0-9+/=]+) but got (?P<got>sha\d+-[A-Za-z0-9+/=]+)")
 
 
+_EXTENDS = re.compile(rb'"extends"\s*:\s*(\[[^\]]*\]|"[^"]*")')
+_QUOTED = re.compile(rb'"([^"]*)"')
+
+
+def tsconfig_bases(files: Mapping[str, bytes], subdir: str) -> list[tuple[str, str]]:
+    """The tsconfig files above the project its own ``extends`` (tsc follows the chain;
+    a monorepo member usually extends ``../../tsconfig.json``). The files are JSON with
+    comments, so ``extends`` is found by pattern: one sent too many costs nothing, one
+    missing fails the build. Package names (``@tsconfig/node20``) resolve in node_modules."""
+    prefix = f"{subdir}/" if subdir else ""
+    todo = [name for name in sorted(files) if name.startswith(prefix)
+            and "/" not in name[len(prefix):] and name[len(prefix):].startswith("tsconfig")
+            and name.endswith(".json")]
+    seen = set(todo)
+    found: list[tuple[str, str]] = []
+    while todo and len(seen) < 64:
+        path = todo.pop()
+        match = _EXTENDS.search(files.get(path, b""))
+        for raw in _QUOTED.findall(match.group(1)) if match else ():
+            target = raw.decode("utf-8", "replace")
+            if not target.startswith(("./", "../")):
+                continue
+            resolved = _resolve(path.rsplit("/", 1)[0] if "/" in path else "",
+                                target if target.endswith(".json") else f"{target}.json")
+            if resolved is None or resolved in seen or resolved not in files:
+                continue
+            seen.add(resolved)
+            todo.append(resolved)
+            if not resolved.startswith(prefix):
+                found.append((resolved, f"node: {path} extends it (tsc reads it)"))
+    return found
+
+
+def _resolve(here: str, target: str) -> str | None:
+    """``target`` relative to the directory ``here``, from the repository root (None
+    above it)."""
+    parts = here.split("/") if here else []
+    for part in target.split("/"):
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/".join(parts)
+
 class Npm:
     """``[fetch] strategy = "npm"``: every package of ``package-lock.json``, into a cache."""
 
@@ -113,6 +159,7 @@ class Npm:
             tree.subdir)] if join(level, ".nvmrc") in files), None)
         if nvmrc is not None and nvmrc != join(tree.subdir, ".nvmrc"):
             found.append((nvmrc, "node: the .nvmrc that picks the Node.js version"))
+        found += tsconfig_bases(files, tree.subdir)
         try:
             plan = plan_npm(tree)
         except RecipeError:
