@@ -14,6 +14,10 @@ run_check=1
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+# Each stage says when it started (seconds since setup began), so a cold setup's log shows
+# where the time went: apt, the engine, pip, the images (they show their own progress), the check.
+say() { printf '==> [%4ds] %s\n' "$SECONDS" "$*"; }
+
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v mmdebstrap >/dev/null 2>&1 || need_pkgs+=(mmdebstrap)
@@ -21,13 +25,13 @@ command -v git >/dev/null 2>&1 || need_pkgs+=(git)
 command -v tcpdump >/dev/null 2>&1 || need_pkgs+=(tcpdump)  # the no-leak test captures on the host
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
-    echo "==> installing ${need_pkgs[*]}"
+    say "installing ${need_pkgs[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then
-    echo "==> starting the Docker engine"
+    say "starting the Docker engine"
     if [ -d /run/systemd/system ] && $SUDO systemctl start docker 2>/dev/null; then
         :
     else
@@ -41,10 +45,11 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 if [ ! -x .venv/bin/reprobuild ]; then
-    echo "==> creating .venv and installing reprobuild"
+    say "creating .venv"
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip >/dev/null
 fi
+say "installing reprobuild into .venv (pip, from PyPI on the first run)"
 .venv/bin/pip install -q -e '.[dev]'
 # An editable install is not byte-compiled, and environments that set
 # PYTHONDONTWRITEBYTECODE never cache it: compile once, as pip does for a normal install,
@@ -57,10 +62,11 @@ if [ -z "${REPROBUILD_CA_CERT:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]
     export REPROBUILD_CA_CERT=/etc/ssl/certs/ca-certificates.crt
 fi
 
-echo "==> building the pinned toolchain images (cached after the first run)"
+say "building the pinned toolchain images (cached after the first run; independent ones at once)"
 .venv/bin/reprobuild images build
 
 if [ "$run_check" = 1 ]; then
-    echo "==> checking the bundled example MCP server"
+    say "checking the bundled example MCP server"
     .venv/bin/reprobuild check examples/mcp-notes-server
 fi
+say "done"

@@ -60,17 +60,28 @@ def images_build(
     ca_cert: Annotated[Path | None, typer.Option(
         exists=True, dir_okay=False, envvar="REPROBUILD_CA_CERT",
         help="PEM CA bundle for image steps that reach a registry")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        min=1, help="images built at the same time (default: one per CPU, at most 3)")]
+    = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="no progress on stderr, only the images on stdout")] = False,
 ) -> None:
-    """Build (or find cached) toolchain images."""
+    """Build (or find cached) toolchain images, independent ones at the same time."""
     from reprobuild.images import build  # noqa: PLC0415 - lazy, see the module docstring
     from reprobuild.sandbox.engine import connect  # noqa: PLC0415
 
     client = connect()
     wanted = names or sorted(images.toolchain_names())
-    with RichProgress(err, enabled=err.is_terminal) as progress:
-        for name in wanted:
-            image = build.ensure_image(client, name, progress=progress, ca_cert=ca_cert)
-            out.print(f"{name:12} {image.tag}  {image.image_id[:19]}")
+    with RichProgress(err, enabled=not quiet) as progress:
+        # A live status on a terminal; off one, a summary line every 10 s is enough.
+        found = build.ensure_images(client, wanted, progress=progress, ca_cert=ca_cert,
+                                    jobs=jobs, heartbeat_s=1.0 if err.is_terminal else 10.0)
+    for name in dict.fromkeys(wanted):
+        image = found.images[name]
+        out.print(f"{name:12} {image.tag}  {image.image_id[:19]}")
+    if found.built and not quiet:
+        slowest = max(t.waited_s + t.build_s for t in found.built)
+        err.print(f"built {len(found.built)} images in {slowest:.0f} s", highlight=False)
 
 
 @images_app.command("list")

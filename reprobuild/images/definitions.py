@@ -24,7 +24,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,20 +40,25 @@ else:  # pragma: no cover - exercised only on Python 3.10
 __all__ = [
     "IMAGE_LABEL",
     "KINDS",
+    "BuildStep",
     "ImageDefinition",
     "LockedRequirement",
     "RegistryBasePlan",
     "ToolchainImage",
     "ToolchainImageInfo",
+    "build_waves",
     "cache_root",
     "containers_dir",
+    "default_jobs",
     "definition_hash",
     "image_tag",
     "layer_script",
     "load_definitions",
+    "lock_text",
     "mmdebstrap_command",
     "parse_lock",
     "pip_download_command",
+    "plan_builds",
     "registry_base_plan",
     "toolchain_names",
 ]
@@ -257,6 +262,21 @@ class ToolchainImageInfo:
     size: int
     created: str
     current: bool
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """One image a build plan makes, and what it has to wait for.
+
+    A base has no ``base`` and nothing to download on the host (apt's downloads run inside
+    its bootstrap); a toolchain layer needs its base image and its locked files
+    (``downloads``), which are fetched on the host while the base is still being built.
+    """
+
+    name: str
+    tag: str
+    base: str = ""
+    downloads: int = 0
 
 
 @dataclass(frozen=True)
@@ -618,6 +638,69 @@ def pip_download_command(defn: ImageDefinition, definitions: Mapping[str, ImageD
              "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
              "-r", str(lock_path), "-d", str(dest)]
     return argv
+
+
+# --------------------------------------------------------------------------- build plans
+
+
+MAX_JOBS = 3
+"""Images built at once at most: the bases' dpkg runs and the layers' checks are CPU-bound,
+their downloads, imports and commits wait on the network and the disk."""
+
+
+def default_jobs(cpus: int) -> int:
+    """How many images build at the same time on a machine with ``cpus`` CPUs: one per CPU
+    up to :data:`MAX_JOBS` (host-side downloads do not take a slot)."""
+    return max(1, min(cpus, MAX_JOBS))
+
+
+def plan_builds(definitions: Mapping[str, ImageDefinition], names: Iterable[str],
+                ready: Collection[str] = ()) -> tuple[BuildStep, ...]:
+    """The images to build for ``names``: each one not in ``ready`` (found in the engine
+    under its tag) and its base unless that is ready; bases first, then by name.
+
+    Pure, so which images can build concurrently is decided (and tested) without Docker.
+    """
+    wanted: dict[str, ImageDefinition] = {}
+    for name in names:
+        defn = definitions.get(name)
+        if defn is None:
+            raise InputError(f"no image definition named '{name}'",
+                             _did_you_mean(name, sorted(definitions)))
+        if name in ready:
+            continue  # built on its base already: the base need not exist any more
+        for needed in (defn, _base_of(defn, definitions)):
+            if needed.name not in ready:
+                wanted[needed.name] = needed
+    order = sorted(wanted.values(), key=lambda d: (not d.is_base, d.name))
+    return tuple(BuildStep(name=d.name, tag=image_tag(d, definitions),
+                           base="" if d.is_base else d.base,
+                           downloads=len(d.requirements))
+                 for d in order)
+
+
+def build_waves(steps: Iterable[BuildStep]) -> tuple[tuple[str, ...], ...]:
+    """The steps in waves: an image's base is in an earlier wave or was ready before, so
+    the images of one wave can build at the same time (what a cold machine can overlap)."""
+    pending = {step.name: step for step in steps}
+    waves: list[tuple[str, ...]] = []
+    while pending:
+        wave = tuple(sorted(name for name, step in pending.items()
+                            if step.base not in pending))
+        if not wave:  # pragma: no cover - plan_builds never makes a cycle (bases have none)
+            raise InputError(f"image definitions form a cycle: {', '.join(sorted(pending))}")
+        waves.append(wave)
+        for name in wave:
+            del pending[name]
+    return tuple(waves)
+
+
+def lock_text(requirements: Iterable[LockedRequirement]) -> bytes:
+    """A lock of exactly ``requirements`` in :func:`parse_lock`'s grammar (what the host
+    still has to download when its wheel cache holds the rest)."""
+    lines = [f"{r.name}=={r.version} " + " ".join(f"--hash=sha256:{h}" for h in r.hashes)
+             for r in requirements]
+    return "".join(f"{line}\n" for line in lines).encode()
 
 
 def cache_root() -> Path:

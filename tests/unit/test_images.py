@@ -431,3 +431,133 @@ def test_apt_failure_names_the_package() -> None:
 def test_upload_tar_is_deterministic() -> None:
     files = {"stage/b.whl": b"b", "stage/a.whl": b"a"}
     assert files_tar(files) == files_tar(dict(reversed(files.items())))
+
+
+# --------------------------------------------------------------------------- build plans
+
+
+def test_cold_plan_builds_the_bases_first_then_every_layer_at_once() -> None:
+    defs = images.load_definitions()
+    steps = images.plan_builds(defs, images.toolchain_names())
+    assert [s.name for s in steps[:2]] == ["base-bookworm", "base-trixie"]
+    assert {s.name for s in steps} == set(defs)
+    for step in steps:
+        defn = defs[step.name]
+        assert step.tag == images.image_tag(defn, defs)
+        assert step.base == ("" if defn.is_base else defn.base)
+        assert step.downloads == len(defn.requirements)
+    waves = images.build_waves(steps)
+    assert waves == (("base-bookworm", "base-trixie"),
+                     tuple(sorted(images.toolchain_names())))
+    # rust waits only for base-trixie, every other layer for base-bookworm
+    assert {s.name for s in steps if s.base == "base-trixie"} == {"rust"}
+
+
+def test_plan_skips_what_is_ready() -> None:
+    defs = images.load_definitions()
+    one = images.plan_builds(defs, ["python"])
+    assert [(s.name, s.base) for s in one] == [("base-bookworm", ""),
+                                               ("python", "base-bookworm")]
+    assert images.build_waves(one) == (("base-bookworm",), ("python",))
+    warm_base = images.plan_builds(defs, ["python", "node", "rust"], ready={"base-bookworm"})
+    assert [s.name for s in warm_base] == ["base-trixie", "node", "python", "rust"]
+    assert images.build_waves(warm_base) == (("base-trixie", "node", "python"), ("rust",))
+    assert images.plan_builds(defs, ["python"], ready={"python"}) == ()
+    # asking twice, or for a base by name, plans it once
+    assert [s.name for s in images.plan_builds(defs, ["python", "python", "base-bookworm"])] \
+        == ["base-bookworm", "python"]
+
+
+def test_plan_of_an_unknown_image_suggests_one() -> None:
+    with pytest.raises(InputError) as info:
+        images.plan_builds(images.load_definitions(), ["pyhton"])
+    assert "no image definition named 'pyhton'" in info.value.message
+    assert info.value.hint is not None and "python" in info.value.hint
+
+
+def test_waves_of_a_throwaway_tree(tmp_path: Path) -> None:
+    write_tree(tmp_path)
+    (tmp_path / "tc2.toml").write_text(TOOLCHAIN + 'checks = ["true"]\n')
+    defs = images.load_definitions(tmp_path)
+    steps = images.plan_builds(defs, ["tc2", "tc"])
+    assert images.build_waves(steps) == (("base",), ("tc", "tc2"))
+    assert images.build_waves(images.plan_builds(defs, ["tc2", "tc"], ready={"base"})) \
+        == (("tc", "tc2"),)
+
+
+@pytest.mark.parametrize(("cpus", "jobs"), [(0, 1), (1, 1), (2, 2), (3, 3), (64, 3)])
+def test_default_jobs(cpus: int, jobs: int) -> None:
+    assert images.default_jobs(cpus) == jobs
+
+
+def test_lock_text_round_trips() -> None:
+    defs = images.load_definitions()
+    for name in ("python", "diffoscope", "node"):
+        requirements = defs[name].requirements
+        text = images.lock_text(requirements)
+        assert images.parse_lock(text.decode(), Path("x.lock")) == requirements
+        assert images.parse_lock(images.lock_text(requirements[1:]).decode(),
+                                 Path("x.lock")) == requirements[1:]
+    assert images.lock_text([]) == b""
+
+
+class Recorder:
+    """A Progress that keeps every line."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.details: list[str] = []
+
+    def step(self, message: str) -> None:
+        self.steps.append(message)
+
+    def detail(self, message: str) -> None:
+        self.details.append(message)
+
+
+def test_board_says_each_state_and_what_each_image_waits_for() -> None:
+    defs = images.load_definitions()
+    steps = images.plan_builds(defs, ["python", "rust"])
+    seen = Recorder()
+    board = image_build._Board(seen, steps, jobs=1)
+    board.start()
+    assert seen.steps == ["building 4 images, 1 at a time: base-bookworm, base-trixie, "
+                          "python, rust"]
+    board.set("base-bookworm", image_build.ImageState.BUILDING, "bootstrapping")
+    board.set("python", image_build.ImageState.DOWNLOADING, "downloading 15 of 15")
+    board.heartbeat(0.0)
+    summary = seen.steps[-1]
+    assert summary.startswith("images 0/4 built · building base-bookworm 0s · "
+                              "downloading python 0s · waiting ")
+    assert "base-trixie (for a slot)" in summary and "rust (for base-trixie)" in summary
+    board.set("python", image_build.ImageState.WAITING, "downloaded")
+    board.set("base-bookworm", image_build.ImageState.DONE, "ready")
+    board.heartbeat(0.0)
+    assert "python (for a slot)" in seen.steps[-1]
+    assert seen.steps[-1].startswith("images 1/4 built")
+    board.cancel_waiting()
+    assert seen.details[0] == "base-bookworm: bootstrapping"
+    assert re.fullmatch(r"python: downloaded in \d+\.\d s", seen.details[2])
+    assert re.fullmatch(r"base-bookworm: ready after \d+\.\d s \(build \d+\.\d s\)",
+                        seen.details[3])
+    assert seen.details[-3:] == [d for d in seen.details if "not started" in d]
+    assert {d.split(":")[0] for d in seen.details[-3:]} == {"base-trixie", "python", "rust"}
+    timings = {t.name: t for t in board.timings()}
+    assert timings["base-bookworm"].state is image_build.ImageState.DONE
+    assert timings["base-bookworm"].download_s is None
+    assert timings["python"].download_s is not None
+    assert timings["rust"].state is image_build.ImageState.CANCELLED
+    board.heartbeat(3600.0)  # not due: no new summary
+    assert seen.steps[-1].startswith("images 1/4 built")
+
+
+def test_rootfs_goes_to_memory_only_with_room_and_no_tmpdir(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert image_build._rootfs_tmpdir({"TMPDIR": "/somewhere"}) is None
+    monkeypatch.setattr(image_build, "_ROOTFS_TMPFS", tmp_path / "absent")
+    assert image_build._rootfs_tmpdir({}) is None
+    monkeypatch.setattr(image_build, "_ROOTFS_TMPFS", tmp_path)
+    monkeypatch.setattr(image_build, "_ROOTFS_TMPFS_NEEDS", 1)
+    assert image_build._rootfs_tmpdir({}) == str(tmp_path)
+    monkeypatch.setattr(image_build, "_ROOTFS_TMPFS_NEEDS", 1 << 62)
+    assert image_build._rootfs_tmpdir({}) is None
