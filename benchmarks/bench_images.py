@@ -108,7 +108,7 @@ def one_run(names: list[str], jobs: int | None, warm_wheels: bool, quiet: bool) 
         apt = f"{apt_s:6.1f}" if apt_s is not None else "     -"
         print(f"{timing.name:14} {timing.waited_s:7.1f} {download} {timing.build_s:7.1f} {apt}")
     print(f"wall {wall:.1f} s, {len(result.built)} images, jobs "
-          f"{jobs or images.default_jobs(os.cpu_count() or 1)}, "
+          f"{jobs or images.default_jobs(len(os.sched_getaffinity(0)))}, "
           f"{'warm' if warm_wheels else 'cold'} wheel cache")
     return wall
 
