@@ -10,6 +10,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import socket
 import tarfile
@@ -24,6 +25,7 @@ import pytest
 from reprobuild import ecosystems, fetch, images
 from reprobuild.archive import FileOrder, build_tar
 from reprobuild.ecosystems.interface import FetchPlan
+from reprobuild.ecosystems.python import frontend_source as python_frontend_source
 from reprobuild.ecosystems.python.pep import parse_version
 from reprobuild.errors import DependencyIntegrityError, Interrupted
 from reprobuild.fetch import FetchedDeps, FetchLimits, plan_fetch, runner
@@ -183,8 +185,17 @@ def test_python_build_fetch_resolves_as_of_the_commit_and_builds_offline(
     # Resolved as of 2026-01-02: older than the hatchling the toolchain image locked later.
     newest = dict(python_image.versions)["hatchling"]
     assert parse_version(pins["hatchling"]) < parse_version(newest)
-    files = wheels_in(cold.archive)
-    assert files and all(n.startswith("wheels/") and n.endswith(".whl") for n in files)
+    members = wheels_in(cold.archive)
+    files = {n: h for n, h in members.items() if n.startswith("wheels/")}
+    assert files and all(n.endswith(".whl") for n in files)
+    # The prepared environment: those wheels installed into a venv, and the frontend.
+    frontend = "frontend/reprobuild-pep517.py"
+    assert set(members) - set(files) - {frontend} == {n for n in members
+                                                      if n.startswith("env/")}
+    assert members[frontend] == hashlib.sha256(python_frontend_source()).hexdigest()
+    site = "env/lib/python3.11/site-packages"
+    assert "env/pyvenv.cfg" in members
+    assert f"{site}/hatchling-{pins['hatchling']}.dist-info/RECORD" in members
     hashes = dict(cold.hashes)
     assert len(hashes) == len(files) == len(pins)
     assert sorted(f"sha256:{h}" for h in files.values()) == sorted(hashes.values())
@@ -206,11 +217,25 @@ def test_python_build_fetch_resolves_as_of_the_commit_and_builds_offline(
     code, log = run_offline(
         client, python_image, stream,
         "tar -x -f - -C /w; tar -x -f - -C /deps; cd /w; "
-        "python -m build --outdir /tmp/out . && ls /tmp/out", dict(cold.env))
+        "python -m build --outdir /tmp/out . && ls /tmp/out && "
+        "python /deps/frontend/reprobuild-pep517.py --outdir /tmp/out2 . && "
+        "sha256sum /tmp/out/* /tmp/out2/* && /deps/env/bin/python -c "
+        "'import sys; print(\"PATH\", sys.path)'", dict(cold.env))
     assert code == 0, log
     assert "Successfully built fetch_demo_server-0.1.0.tar.gz and fetch_demo_server-0.1.0-" \
         in log, log
     assert f"hatchling=={pins['hatchling']}" in log, log
+    # The frontend builds the same bytes in the prepared env, which sees only the pins.
+    digests = {path: digest for digest, path in (line.split() for line in log.splitlines()
+                                                 if re.fullmatch(r"[0-9a-f]{64}  \S+", line))}
+    built = {p.removeprefix("/tmp/out/"): d for p, d in digests.items()
+             if p.startswith("/tmp/out/")}
+    assert len(built) == 2 and any(n.endswith(".whl") for n in built), log
+    assert {p.removeprefix("/tmp/out2/"): d for p, d in digests.items()
+            if p.startswith("/tmp/out2/")} == built, log
+    path_line = next(line for line in log.splitlines() if line.startswith("PATH "))
+    assert "/deps/env/lib/python3.11/site-packages" in path_line
+    assert "/opt/reprobuild" not in path_line and "dist-packages" not in path_line
 
 
 def test_python_hashed_lock_is_honoured_and_a_tampered_hash_is_caught(
