@@ -62,11 +62,14 @@ if [ -z "${REPROBUILD_CA_CERT:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]
     export REPROBUILD_CA_CERT=/etc/ssl/certs/ca-certificates.crt
 fi
 
-say "building the pinned toolchain images (cached after the first run; independent ones at once)"
-.venv/bin/reprobuild images build
-
 if [ "$run_check" = 1 ]; then
+    # The example's verdict first: it needs only the Python toolchain (and diffoscope to
+    # explain a difference); the other toolchains build after it.
+    say "building the images the example needs (cached after the first run)"
+    .venv/bin/reprobuild images build python diffoscope
     say "checking the bundled example MCP server"
     .venv/bin/reprobuild check examples/mcp-notes-server
 fi
+say "building the pinned toolchain images (cached after the first run; independent ones at once)"
+.venv/bin/reprobuild images build
 say "done"
