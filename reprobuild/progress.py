@@ -26,3 +26,19 @@ class SilentProgress:
 
     def detail(self, message: str) -> None:
         """Ignore."""
+
+
+class RecordingProgress:
+    """Keeps every event in order (tests, and library users who show them their way)."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.details: list[str] = []
+
+    def step(self, message: str) -> None:
+        """Keep it."""
+        self.steps.append(message)
+
+    def detail(self, message: str) -> None:
+        """Keep it."""
+        self.details.append(message)

@@ -26,7 +26,7 @@ import pytest
 from reprobuild import images
 from reprobuild.errors import EnvironmentFailure, ExitCode
 from reprobuild.images import build as image_build
-from reprobuild.progress import SilentProgress
+from reprobuild.progress import RecordingProgress, SilentProgress
 
 from .conftest import REPO_ROOT, managed_objects, run_cli, run_probe
 
@@ -46,20 +46,6 @@ checks = [{check!r}]
 PATH = "/opt/reprobuild/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """
 MakeTree = Callable[[dict[str, str]], Path]
-
-
-class Recorder:
-    """A Progress that keeps every line."""
-
-    def __init__(self) -> None:
-        self.steps: list[str] = []
-        self.details: list[str] = []
-
-    def step(self, message: str) -> None:
-        self.steps.append(message)
-
-    def detail(self, message: str) -> None:
-        self.details.append(message)
 
 
 @pytest.fixture
@@ -99,7 +85,7 @@ def test_two_layers_build_at_once(client: docker.DockerClient, layers: MakeTree,
                                   no_leftovers: None) -> None:
     tree = layers({"tc-one": "sleep 3; echo one > /opt/reprobuild/marker",
                    "tc-two": "sleep 3; echo two > /opt/reprobuild/marker"})
-    seen = Recorder()
+    seen = RecordingProgress()
     result = image_build.ensure_images(client, ["tc-one", "tc-two"], progress=seen,
                                        definitions_dir=tree, jobs=2, heartbeat_s=1.0)
     # The base was found, not rebuilt; both layers were built, at the same time: each was
@@ -132,7 +118,7 @@ def test_the_first_failure_cancels_the_rest(client: docker.DockerClient, layers:
                    "tc-slow": "sleep 300"})
     definitions = images.load_definitions(tree)
     tags = {n: images.image_tag(definitions[n], definitions) for n in ("tc-bad", "tc-slow")}
-    seen = Recorder()
+    seen = RecordingProgress()
     with pytest.raises(EnvironmentFailure) as info:
         image_build.ensure_images(client, ["tc-slow", "tc-bad"], progress=seen,
                                   definitions_dir=tree, jobs=2)
@@ -215,7 +201,7 @@ def test_a_failure_stops_a_bootstrap_in_progress(
     monkeypatch.setenv("TMPDIR", str(chroots))  # mmdebstrap's chroot goes here, not /dev/shm
     definitions = images.load_definitions(tree)
     base_tag = images.image_tag(definitions["base-throwaway"], definitions)
-    seen = Recorder()
+    seen = RecordingProgress()
     with pytest.raises(EnvironmentFailure, match=r"tc-bad:[0-9a-f]{16} failed \(exit 4\)"):
         image_build.ensure_images(client, ["base-throwaway", "tc-bad"], progress=seen,
                                   definitions_dir=tree, jobs=2)

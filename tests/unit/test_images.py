@@ -14,6 +14,7 @@ from reprobuild import images
 from reprobuild.archive import files_tar
 from reprobuild.errors import EnvironmentFailure, ExitCode, InputError
 from reprobuild.images import build as image_build
+from reprobuild.progress import RecordingProgress
 
 REPO_CONTAINERS = Path(__file__).resolve().parents[2] / "containers"
 DIGEST = "sha256:" + "ab" * 32
@@ -501,24 +502,10 @@ def test_lock_text_round_trips() -> None:
     assert images.lock_text([]) == b""
 
 
-class Recorder:
-    """A Progress that keeps every line."""
-
-    def __init__(self) -> None:
-        self.steps: list[str] = []
-        self.details: list[str] = []
-
-    def step(self, message: str) -> None:
-        self.steps.append(message)
-
-    def detail(self, message: str) -> None:
-        self.details.append(message)
-
-
 def test_board_says_each_state_and_what_each_image_waits_for() -> None:
     defs = images.load_definitions()
     steps = images.plan_builds(defs, ["python", "rust"])
-    seen = Recorder()
+    seen = RecordingProgress()
     board = image_build._Board(seen, steps, jobs=1)
     board.start()
     assert seen.steps == ["building 4 images, 1 at a time: base-bookworm, base-trixie, "
