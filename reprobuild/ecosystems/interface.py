@@ -47,6 +47,7 @@ __all__ = [
     "levels_above",
     "load_yaml",
     "outside",
+    "resolve",
 ]
 
 DEPS_DIR = "/deps"
@@ -334,12 +335,12 @@ def levels_above(subdir: str) -> list[str]:
     return ["/".join(parts[:depth]) for depth in range(len(parts) - 1, -1, -1)]
 
 
-def outside(subdir: str, target: str) -> str | None:
-    """Where a path a project's manifest names (relative to the project) is in the tree,
-    when that is outside the project and inside the repository; else None."""
+def resolve(base: str, target: str) -> str | None:
+    """``target``, relative to the directory ``base``, as a path from the repository root;
+    None for an absolute path, a backslash, or one that climbs above the root."""
     if target.startswith("/") or "\\" in target:
         return None
-    parts: list[str] = subdir.split("/") if subdir else []
+    parts: list[str] = base.split("/") if base else []
     for part in target.split("/"):
         if part in ("", "."):
             continue
@@ -349,9 +350,17 @@ def outside(subdir: str, target: str) -> str | None:
             parts.pop()
         else:
             parts.append(part)
-    path = "/".join(parts)
-    inside = bool(subdir) and (path == subdir or path.startswith(f"{subdir}/"))
-    return None if inside or not subdir else path
+    return "/".join(parts)
+
+
+def outside(subdir: str, target: str) -> str | None:
+    """Where a path a project's manifest names (relative to the project) is in the tree,
+    when that is outside the project and inside the repository; else None."""
+    path = resolve(subdir, target)
+    if path is None or not subdir:
+        return None
+    inside = path == subdir or path.startswith(f"{subdir}/")
+    return None if inside else path
 
 
 def join(*parts: str) -> str:

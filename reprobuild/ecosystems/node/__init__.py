@@ -28,6 +28,7 @@ from reprobuild.ecosystems.interface import (
     files_of,
     join,
     levels_above,
+    resolve,
 )
 from reprobuild.ecosystems.node.plan import (
     NODE_FIX_HINTS,
@@ -85,8 +86,8 @@ def tsconfig_bases(files: Mapping[str, bytes], subdir: str) -> list[tuple[str, s
             target = raw.decode("utf-8", "replace")
             if not target.startswith(("./", "../")):
                 continue
-            resolved = _resolve(path.rsplit("/", 1)[0] if "/" in path else "",
-                                target if target.endswith(".json") else f"{target}.json")
+            resolved = resolve(path.rsplit("/", 1)[0] if "/" in path else "",
+                               target if target.endswith(".json") else f"{target}.json")
             if resolved is None or resolved in seen or resolved not in files:
                 continue
             seen.add(resolved)
@@ -95,19 +96,6 @@ def tsconfig_bases(files: Mapping[str, bytes], subdir: str) -> list[tuple[str, s
                 found.append((resolved, f"node: {path} extends it (tsc reads it)"))
     return found
 
-
-def _resolve(here: str, target: str) -> str | None:
-    """``target`` relative to the directory ``here``, from the repository root (None
-    above it)."""
-    parts = here.split("/") if here else []
-    for part in target.split("/"):
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-        elif part not in ("", "."):
-            parts.append(part)
-    return "/".join(parts)
 
 class Npm:
     """``[fetch] strategy = "npm"``: every package of ``package-lock.json``, into a cache."""
