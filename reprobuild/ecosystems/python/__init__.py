@@ -47,13 +47,15 @@ if TYPE_CHECKING:
 __all__ = ["ECOSYSTEM", "ENV_DIR", "FRONTEND", "WHEELS_DIR", "PythonBuild"]
 
 WHEELS_DIR = f"{DEPS_DIR}/wheels"
-ENV_DIR = f"{DEPS_DIR}/env"
+_ENV = "env"
+_FRONTEND_DIR = "frontend"
+_FRONTEND_NAME = "reprobuild-pep517.py"
+ENV_DIR = f"{DEPS_DIR}/{_ENV}"
 """The pins installed once per fetch key: a venv whose interpreter links the frontend
 makes again (the cache holds regular files only)."""
-FRONTEND = f"{DEPS_DIR}/frontend/reprobuild-pep517.py"
+FRONTEND = f"{DEPS_DIR}/{_FRONTEND_DIR}/{_FRONTEND_NAME}"
 """Where the builds find :mod:`.frontend` (the recipe runs ``python`` on it; not
 named ``build.py``, which would shadow pypa/build for the script itself)."""
-_FRONTEND_NAME = FRONTEND.rsplit("/", 1)[1]
 
 _QUOTED_UP = re.compile(r"""["']((?:\./)?(?:\.\./)+[^"'\n]*)["']""")
 """A quoted path above the project in a build file (``"../README.md"``)."""
@@ -166,13 +168,12 @@ class PythonBuild:
                    "--no-index", "--no-deps", "--no-compile", "--disable-pip-version-check",
                    "--no-input", "--progress-bar", "off", "--no-warn-script-location",
                    f"{WHEELS_DIR}/*.whl"]
-        frontend_dir = FRONTEND.rsplit("/", 1)[0]
         return "\n".join([
             f"mkdir -p {WHEELS_DIR}", " ".join(args),
             f"python -m venv --without-pip {ENV_DIR}", " ".join(install),
             f"python -m compileall -q --invalidation-mode checked-hash {ENV_DIR}/lib",
             f"find {ENV_DIR} -type l -delete",
-            f"mkdir -p {frontend_dir}", f"cp {_FRONTEND_NAME} {FRONTEND}", ""])
+            f"mkdir -p {DEPS_DIR}/{_FRONTEND_DIR}", f"cp {_FRONTEND_NAME} {FRONTEND}", ""])
 
     def fetch_env(self, plan: FetchPlan, *, proxy: str, ca_file: str | None) -> dict[str, str]:
         """pip reads no config file of the image; the CA only when one was handed in."""
@@ -197,8 +198,7 @@ class PythonBuild:
         kept: list[ExtractedFile] = []
         pins: dict[str, str] = {}
         hashes: dict[str, str] = {}
-        env_prefix = ENV_DIR.removeprefix(f"{DEPS_DIR}/") + "/"
-        frontend = FRONTEND.removeprefix(f"{DEPS_DIR}/")
+        env_prefix, frontend = f"{_ENV}/", f"{_FRONTEND_DIR}/{_FRONTEND_NAME}"
         prepared: list[ExtractedFile] = []
         for member in files:
             if member.path == frontend:
