@@ -246,26 +246,6 @@ def format_table(summaries: Sequence[Summary]) -> str:
     return "\n".join(lines)
 
 
-def inline_tsconfig(child: Mapping[str, Any], parent: Mapping[str, Any]) -> dict[str, Any]:
-    """The member's tsconfig with its ``extends`` resolved into it (one level).
-
-    TypeScript merges ``compilerOptions`` (the child's win) and takes ``files``/
-    ``include``/``exclude`` from the child when it has them. Path-valued options of the
-    parent are relative to the parent's directory, so they are refused rather than moved.
-    """
-    paths = {"outDir", "rootDir", "baseUrl", "paths", "typeRoots", "declarationDir",
-             "tsBuildInfoFile", "rootDirs"}
-    inherited = dict(parent.get("compilerOptions", {}))
-    if paths & set(inherited):
-        raise ValueError(f"the parent tsconfig sets {sorted(paths & set(inherited))}")
-    merged = {k: v for k, v in child.items() if k != "extends"}
-    merged["compilerOptions"] = {**inherited, **child.get("compilerOptions", {})}
-    for key in ("files", "include", "exclude"):
-        if key in parent and key not in child:
-            raise ValueError(f"the parent tsconfig's {key!r} is relative to the parent")
-    return merged
-
-
 # ------------------------------------------------------------------ setup (cached)
 
 
@@ -444,12 +424,8 @@ def pypi(work: Path) -> Project:
 
 
 def npm(work: Path, repo: str, member: str) -> Project:
-    """One server of an npm-workspaces monorepo, exported whole at one commit.
-
-    The member's tsconfig ``extends`` the root's, which reprobuild does not send with
-    ``--subdir`` (only the workspace root's manifests and lockfile): the export inlines it,
-    for both tools alike.
-    """
+    """One server of an npm-workspaces monorepo, exported whole at one commit (its
+    tsconfig ``extends`` the root's, which reprobuild sends with ``--subdir`` too)."""
     git_dir = Path(repo) if Path(repo).is_dir() else CACHE / "npm-repo.git"
     if not Path(repo).is_dir() and not git_dir.is_dir():
         _run(["git", "clone", "-q", "--bare", repo, str(git_dir)])
@@ -460,11 +436,6 @@ def npm(work: Path, repo: str, member: str) -> Project:
     archive = subprocess.run(["git", "--git-dir", str(git_dir), "archive", head],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    tsconfig = tree / member / "tsconfig.json"
-    child = json.loads(tsconfig.read_text())
-    if isinstance(child.get("extends"), str):
-        parent = json.loads((tsconfig.parent / child["extends"]).resolve().read_text())
-        tsconfig.write_text(json.dumps(inline_tsconfig(child, parent), indent=2) + "\n")
     report = warm_report([str(tree), "--subdir", member])
     command, bare_env, deps = _bare(report, work / "npm-deps", member)
     flags = dict(bare_env).get("REPROBUILD_NPM_FLAGS", "")
@@ -497,7 +468,6 @@ def npm(work: Path, repo: str, member: str) -> Project:
         image_id=report["toolchain"]["image_id"], bare_command=command,
         bare_env=tuple(bare_env), deps=deps,
         info={"source": report["source"], "commit": head, "member": member,
-              "changed": f"{member}/tsconfig.json: the root's compilerOptions inlined",
               "recipe": report["recipe"]["commands"], "reprotest_root": str(tree)})
 
 

@@ -3,13 +3,10 @@ tsconfig inlining (the timed runs themselves are the benchmark, not a test)."""
 
 from __future__ import annotations
 
-import pytest
-
 from benchmarks.bench_reprotest import (
     CONFIGS,
     Run,
     format_table,
-    inline_tsconfig,
     paired,
     rotation,
     spread,
@@ -84,24 +81,3 @@ def test_table_names_each_failure_and_shows_n_a_for_missing_figures() -> None:
     assert "0.75x" in text and "+2.50s" in text
     empty = format_table([summarize("p", [Run("p", "check", 1, 1.0, 4, False, "x")])])
     assert "n/a" in empty and "0/1" in empty
-
-
-def test_inline_tsconfig_merges_compiler_options_and_drops_extends() -> None:
-    parent = {"compilerOptions": {"strict": True, "esModuleInterop": True, "target": "ES2020"}}
-    child = {"extends": "../../tsconfig.json", "include": ["./**/*.ts"],
-             "compilerOptions": {"outDir": "./dist", "target": "ES2022"}}
-    merged = inline_tsconfig(child, parent)
-    assert "extends" not in merged
-    assert merged["include"] == ["./**/*.ts"]
-    assert merged["compilerOptions"] == {"strict": True, "esModuleInterop": True,
-                                         "target": "ES2022", "outDir": "./dist"}
-
-
-@pytest.mark.parametrize("parent", [
-    {"compilerOptions": {"baseUrl": "."}},
-    {"compilerOptions": {}, "include": ["src/**/*"]},
-])
-def test_inline_tsconfig_refuses_what_is_relative_to_the_parent(parent: dict[str, object]
-                                                                ) -> None:
-    with pytest.raises(ValueError, match="parent"):
-        inline_tsconfig({"extends": "../tsconfig.json", "compilerOptions": {}}, parent)
