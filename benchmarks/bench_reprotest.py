@@ -33,10 +33,6 @@ discarded:
   tree copied into a tmpfs as the check's sandbox has it: the floor for anything that
   builds twice on this machine, as in bench_check.py.
 
-The npm server's ``tsconfig.json`` extends the monorepo root's, which ``reprobuild check
---subdir`` does not send into the sandbox (tsc then fails with TS1259): the export inlines
-the root's ``compilerOptions`` into the member's, for all configurations alike.
-
 reprotest runs with ``SOURCE_DATE_EPOCH`` set to what reprobuild's recipe sets (the commit
 time, 1980-01-01 for a directory), so a project reproducible in one is reproducible in the
 other, and with ``--no-diffoscope`` (diff -ru; diffoscope would add its start-up to every
@@ -310,6 +306,19 @@ def warm_report(check_args: Sequence[str]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Bare:
+    """A plain build of what a check built: the recipe's commands in its image, with the
+    dependencies the fetch cached (bench_check.py times these too)."""
+
+    image_id: str
+    tree: Path
+    """Mounted read-only at /src and copied into a tmpfs, as the check's sandbox has it."""
+    command: str
+    env: tuple[tuple[str, str], ...]
+    deps: Path | None
+
+
+@dataclass(frozen=True)
 class Project:
     """One project as each configuration sees it."""
 
@@ -325,10 +334,7 @@ class Project:
     artifacts: str
     env: tuple[tuple[str, str], ...]
     """Extra environment of reprotest's builds (PATH first, SOURCE_DATE_EPOCH, caches)."""
-    image_id: str
-    bare_command: str
-    bare_env: tuple[tuple[str, str], ...]
-    deps: Path | None
+    bare: Bare
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -358,14 +364,15 @@ def _epoch(report: Mapping[str, Any]) -> str:
     return str(report["source"]["commit_time"] or DEFAULT_EPOCH)
 
 
-def _bare(report: Mapping[str, Any], work: Path, subdir: str
-          ) -> tuple[str, list[tuple[str, str]], Path | None]:
+def bare_from(report: Mapping[str, Any], tree: Path, work: Path, subdir: str = "") -> Bare:
+    """The bare build of the check ``report`` describes, its deps unpacked under ``work``."""
     deps, deps_env = _deps(report, work)
     command = " && ".join(report["recipe"]["commands"])
     if subdir:
         command = f"cd {subdir} && {command}"
     env = [*_recipe_env(report), *((k, v) for k, v in deps_env if k != "PATH")]
-    return command, env, deps
+    return Bare(image_id=report["toolchain"]["image_id"], tree=tree, command=command,
+                env=tuple(env), deps=deps)
 
 
 def python_project(name: str, check_args: Sequence[str], tree: Path, subdir: str,
@@ -375,7 +382,6 @@ def python_project(name: str, check_args: Sequence[str], tree: Path, subdir: str
     pins = sorted(f"{n}=={v}" for n, v in (report["fetch"] or {}).get("pins", {}).items())
     digest = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:12]
     env_dir = venv(CACHE / "venvs" / f"{name}-{digest}", ["build", "uv", *pins])
-    command, bare_env, deps = _bare(report, work, subdir)
     return Project(
         name=name, check_args=tuple(check_args), tree=tree, subdir=subdir,
         same="python -m build --installer uv --outdir dist .",
@@ -383,8 +389,7 @@ def python_project(name: str, check_args: Sequence[str], tree: Path, subdir: str
         artifacts="dist/*",
         env=(("PATH", f"{env_dir}/bin:{os.environ.get('PATH', '')}"),
              ("SOURCE_DATE_EPOCH", _epoch(report)), ("UV_CACHE_DIR", str(CACHE / "uv-cache"))),
-        image_id=report["toolchain"]["image_id"], bare_command=command,
-        bare_env=tuple(bare_env), deps=deps,
+        bare=bare_from(report, tree, work, subdir),
         info={"source": report["source"], "pins": pins, "recipe": report["recipe"]["commands"],
               "reprotest_root": str(tree / subdir)})
 
@@ -437,8 +442,8 @@ def npm(work: Path, repo: str, member: str) -> Project:
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     report = warm_report([str(tree), "--subdir", member])
-    command, bare_env, deps = _bare(report, work / "npm-deps", member)
-    flags = dict(bare_env).get("REPROBUILD_NPM_FLAGS", "")
+    bare = bare_from(report, tree, work / "npm-deps", member)
+    flags = dict(bare.env).get("REPROBUILD_NPM_FLAGS", "")
     cache = CACHE / "npm-cache"
     npm_env = (("npm_config_cache", str(cache)), ("npm_config_audit", "false"),
                ("npm_config_fund", "false"), ("npm_config_update_notifier", "false"))
@@ -465,8 +470,7 @@ def npm(work: Path, repo: str, member: str) -> Project:
              f"{pack}"),
         pre_tree=pre_tree, artifacts="reprotest-out/*.tgz",
         env=(*npm_env, ("SOURCE_DATE_EPOCH", _epoch(report))),
-        image_id=report["toolchain"]["image_id"], bare_command=command,
-        bare_env=tuple(bare_env), deps=deps,
+        bare=bare,
         info={"source": report["source"], "commit": head, "member": member,
               "recipe": report["recipe"]["commands"], "reprotest_root": str(tree)})
 
@@ -483,43 +487,42 @@ def timed(cmd: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None
     return time.monotonic() - started, done.returncode, _tail(done.stdout + done.stderr)
 
 
-def bare_build(p: Project, *, deps_mode: str = "ro") -> tuple[int, str]:
+def bare_build(b: Bare, *, deps_mode: str = "ro") -> tuple[int, str]:
     """One plain build: the tree and the deps bound read-only, copied into a tmpfs (where
     the check's sandbox builds too), the recipe's commands; nothing else."""
     name = f"reprobuild-bench-{uuid.uuid4().hex[:12]}"
-    flags = [f"--env={k}={v}" for k, v in p.bare_env]
-    mounts = ["-v", f"{p.tree}:/src:ro", "--tmpfs", "/tmp:exec"]
-    if p.deps is not None:
-        mounts += ["-v", f"{p.deps}:/deps:{deps_mode}"]
+    flags = [f"--env={k}={v}" for k, v in b.env]
+    mounts = ["-v", f"{b.tree}:/src:ro", "--tmpfs", "/tmp:exec"]
+    if b.deps is not None:
+        mounts += ["-v", f"{b.deps}:/deps:{deps_mode}"]
     try:
         done = subprocess.run(
             ["docker", "run", "--rm", "--name", name, "--network", "none", *mounts, *flags,
-             "-e", "REPROBUILD_OUT=/tmp/out", p.image_id, "sh", "-c",
-             f"mkdir -p /tmp/out && cp -r /src /tmp/p && cd /tmp/p && {p.bare_command}"],
+             "-e", "REPROBUILD_OUT=/tmp/out", b.image_id, "sh", "-c",
+             f"mkdir -p /tmp/out && cp -r /src /tmp/p && cd /tmp/p && {b.command}"],
             capture_output=True, text=True, check=False)
     finally:  # an interrupted `docker run` can leave its container behind
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     return done.returncode, _tail(done.stdout + done.stderr)
 
 
-def bare_pair(p: Project) -> tuple[float, int, str]:
+def bare_pair(b: Bare) -> tuple[float, int, str]:
     """Two bare builds at once (on 2 cores they compete for CPU, as the check's do)."""
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: bare_build(p), range(2)))
+        results = list(pool.map(lambda _: bare_build(b), range(2)))
     seconds = time.monotonic() - started
     bad = next(((c, log) for c, log in results if c != 0), (0, ""))
     return seconds, bad[0], bad[1]
 
 
-def prepare_bare(p: Project) -> Project:
+def prepare_bare(b: Bare, name: str) -> None:
     """One untimed bare build with the deps writable: the Python frontend makes the
     prepared venv's interpreter links (the cache holds none), idempotently, so the timed
     builds can bind the deps read-only."""
-    code, log = bare_build(p, deps_mode="rw")
+    code, log = bare_build(b, deps_mode="rw")
     if code != 0:
-        sys.exit(f"the bare build of {p.name} failed (exit {code}):\n{log}")
-    return p
+        sys.exit(f"the bare build of {name} failed (exit {code}):\n{log}")
 
 
 def run_one(p: Project, config: str, round_index: int, reprotest: Sequence[str]) -> Run:
@@ -534,7 +537,7 @@ def run_one(p: Project, config: str, round_index: int, reprotest: Sequence[str])
         seconds, code, log = timed([*reprotest, "--no-diffoscope", "-c", command, ".",
                                     p.artifacts], root, env)
     else:
-        seconds, code, log = bare_pair(p)
+        seconds, code, log = bare_pair(p.bare)
     note = ""
     if code != 0:  # first line for the table, the output's tail for the JSON
         lines = log.strip().splitlines()
@@ -570,7 +573,9 @@ def main() -> None:
         work = Path(tmp)
         makers = {"example": lambda: example(work), "pypi": lambda: pypi(work),
                   "npm": lambda: npm(work, args.npm_repo, args.npm_member)}
-        projects = [prepare_bare(makers[n]()) for n in names]
+        projects = [makers[n]() for n in names]
+        for project in projects:
+            prepare_bare(project.bare, project.name)
         for round_index in range(args.rounds + 1):  # round 0 warms up and is discarded
             for p in projects:
                 for config in rotation(CONFIGS, round_index):
@@ -589,7 +594,7 @@ def main() -> None:
                 "projects": {p.name: {**s.as_dict(), "info": p.info,
                                       "commands": {"reprotest": p.same,
                                                    "reprotest-pre": p.pre,
-                                                   "bare": p.bare_command}}
+                                                   "bare": p.bare.command}}
                              for p, s in zip(projects, summaries, strict=True)},
                 "runs": [dataclasses.asdict(r) for r in runs]}, indent=2) + "\n")
 
