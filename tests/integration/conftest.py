@@ -23,7 +23,7 @@ import pytest
 from reprobuild import images
 from reprobuild.images import build as image_build
 from reprobuild.progress import SilentProgress
-from reprobuild.sandbox.engine import MANAGED, RUN
+from reprobuild.sandbox.engine import MANAGED, ROLE, RUN
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -168,3 +168,32 @@ def run_probe(client: docker.DockerClient, image_id: str, script: str, *, uid: i
     finally:
         if container is not None:
             container.remove(force=True)
+
+
+def wait_for_build_b(client: docker.DockerClient, *, timeout: float,
+                     log: str | None = None) -> None:
+    """Return once build B's sandbox runs (and its agent's log holds ``log``); fail the
+    test if that does not happen within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = client.containers.list(filters={"label": [f"{MANAGED}=true",
+                                                            f"{ROLE}=build-b"]})
+        if running and (log is None or log.encode()
+                        in running[0].logs(stdout=True, stderr=False)):
+            return
+        time.sleep(0.2)
+    pytest.fail("the build never started")
+
+
+def check_on_small_tmpfs(small: Path, size: str, args: str,
+                         env: str = "") -> subprocess.CompletedProcess[str]:
+    """``reprobuild check ARGS`` in a private mount namespace where ``small`` (made here)
+    is a tmpfs of ``size``, so a test can fill a disk without touching the host's; ``env``
+    is ``NAME=value`` words for the command."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.fail("this test needs root and unshare(1) to mount a small tmpfs")
+    small.mkdir()
+    script = (f"mount -t tmpfs -o size={size} tmpfs {small} && "
+              f"{env + ' ' if env else ''}exec {sys.executable} -m reprobuild check {args}")
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)

@@ -17,7 +17,7 @@ import pytest
 from reprobuild import images
 from reprobuild.sandbox.engine import MANAGED, ROLE
 
-from .conftest import REPO_ROOT, git, make_repo, managed_objects, run_cli
+from .conftest import REPO_ROOT, git, make_repo, managed_objects, run_cli, wait_for_build_b
 
 pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
 
@@ -146,15 +146,7 @@ def test_ctrl_c_stops_quickly_and_cleans_up(tmp_path: Path, client: docker.Docke
                             text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            running = client.containers.list(filters={"label": [f"{MANAGED}=true",
-                                                                f"{ROLE}=build-b"]})
-            if running:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the build never started")
+        wait_for_build_b(client, timeout=120)
         time.sleep(1)
         interrupted = time.monotonic()
         proc.send_signal(signal.SIGINT)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT, git, make_repo
+from .conftest import REPO_ROOT, check_on_small_tmpfs, git, make_repo
 
 pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
 
@@ -41,17 +40,11 @@ def test_two_900_mb_differing_artifacts_keep_the_host_process_small(tmp_path: Pa
 
 def test_a_full_disk_while_copying_outputs_is_one_line_and_exit_5(tmp_path: Path) -> None:
     """The host runs out of space mid-copy: one clear line, exit 5, nothing left behind."""
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        pytest.fail("this test needs root and unshare(1) to mount a small tmpfs")
     repo = make_repo(tmp_path, "big-artifacts")
     (repo / "SIZE_MB").write_text("24\n")
     git(repo, "commit", "-qam", "24 MiB artifacts")
     small = tmp_path / "small"
-    small.mkdir()
-    script = (f"mount -t tmpfs -o size=16m tmpfs {small} && exec {sys.executable} -m "
-              f"reprobuild check {repo} --variations none --out {small}/out")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = check_on_small_tmpfs(small, "16m", f"{repo} --variations none --out {small}/out")
     assert proc.returncode == 5, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "No space left on device" in errors[0], proc.stderr

@@ -23,11 +23,11 @@ from reprobuild import images
 from reprobuild.archive import FileOrder, build_tar
 from reprobuild.errors import UnsafeArchiveError
 from reprobuild.sandbox.container import Sandbox
-from reprobuild.sandbox.engine import MANAGED, ROLE, RunLabels
+from reprobuild.sandbox.engine import RunLabels
 from reprobuild.sandbox.spec import SandboxLimits, SandboxResult, SandboxSpec
 from reprobuild.source import EntryKind, SourceEntry
 
-from .conftest import REPO_ROOT, git, make_repo, managed_objects
+from .conftest import REPO_ROOT, git, make_repo, managed_objects, wait_for_build_b
 
 pytestmark = pytest.mark.usefixtures("toolchains", "no_leftovers")
 
@@ -190,16 +190,7 @@ def _interrupt(tmp_path: Path, argv: list[str], signals: tuple[signal.Signals, .
                             text=True, env={**os.environ, "TMPDIR": str(temp)},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            running = engine.containers.list(filters={"label": [f"{MANAGED}=true",
-                                                                f"{ROLE}=build-b"]})
-            if running and (wait_for_log is None or wait_for_log.encode()
-                            in running[0].logs(stdout=True, stderr=False)):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the build never started")
+        wait_for_build_b(engine, timeout=180, log=wait_for_log)
         time.sleep(1)
         for index, signum in enumerate(signals):
             if index:

@@ -7,7 +7,6 @@ Every "remote" here is a local repository (``file://``) or a server bound to 127
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO_ROOT, git, make_repo, run_cli
+from tests.integration.conftest import REPO_ROOT, check_on_small_tmpfs, git, make_repo, run_cli
 
 
 def _processes_mentioning(needle: str) -> list[str]:
@@ -92,24 +91,17 @@ def test_ctrl_c_during_a_clone_stops_gits_helper_processes(silent_server: int,
 
 
 def test_a_full_temporary_directory_is_one_line_and_exit_5(tmp_path: Path) -> None:
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        pytest.fail("this test needs root and unshare(1) to mount a small tmpfs")
     repo = make_repo(tmp_path, "probe")
     (repo / "blob.bin").write_bytes(os.urandom(4 * 1024 * 1024))
     git(repo, "add", "blob.bin")
     git(repo, "commit", "-q", "-m", "a blob larger than the temporary directory")
     small = tmp_path / "small-tmp"
-    small.mkdir()
-    script = (f"mount -t tmpfs -o size=1m tmpfs {small} && "
-              f"TMPDIR={small} XDG_CACHE_HOME={small}/cache exec {sys.executable} "
-              f"-m reprobuild check file://{repo}")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = check_on_small_tmpfs(small, "1m", f"file://{repo}",
+                                env=f"TMPDIR={small} XDG_CACHE_HOME={small}/cache")
     assert proc.returncode == 5, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "no space left on device" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
-
 
 
 def test_a_file_name_that_is_not_utf8_is_exit_2_with_the_name_escaped(tmp_path: Path) -> None:
