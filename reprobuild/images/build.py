@@ -76,6 +76,7 @@ from reprobuild.images.definitions import (
 from reprobuild.progress import Progress
 from reprobuild.sandbox.engine import HOST, MANAGED, PID, ROLE, RUN, RunLabels
 from reprobuild.sandbox.hardening import Hardening, container_config
+from reprobuild.sandbox.spec import host_cpus
 
 __all__ = ["ImageSet", "ImageState", "ImageTiming", "ensure_image", "ensure_images",
            "list_images", "prune_images"]
@@ -180,14 +181,9 @@ def ensure_images(client: docker.DockerClient, names: Sequence[str], *, progress
     if not steps:
         return ImageSet(images={n: found[n] for n in names}, built=())
     run = _PlanRun(client, definitions, steps, found, progress, ca_cert,
-                   jobs or default_jobs(_usable_cpus()), heartbeat_s)
+                   jobs or default_jobs(host_cpus()), heartbeat_s)
     images, timings = run.run()
     return ImageSet(images={n: images[n] for n in names}, built=timings)
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its cpuset), not the machine's."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
 def _lookup_defn(client: docker.DockerClient, defn: ImageDefinition,

@@ -37,7 +37,13 @@ from reprobuild.report import (
     SourceInfo,
     ToolchainInfo,
 )
-from reprobuild.sandbox.spec import OUT_DIR, SandboxLimits, SandboxResult, SandboxSpec
+from reprobuild.sandbox.spec import (
+    OUT_DIR,
+    SandboxLimits,
+    SandboxResult,
+    SandboxSpec,
+    host_cpus,
+)
 from reprobuild.source import SourceTree, acquire
 from reprobuild.variations import (
     BuildEnv,
@@ -199,11 +205,6 @@ def _declares(recipe: Recipe, tree: SourceTree) -> str | None:
     if recipe.fetch_strategy == NO_FETCH:
         return f"{recipe.name} has no ecosystem to ask"
     return ecosystems.get(recipe.fetch_strategy, origin=recipe.origin).declares_package(tree)
-
-
-def host_cpus() -> int:
-    """CPUs this process may use (the cpus variation needs more than one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
 def source_info(tree: SourceTree) -> SourceInfo:

@@ -6,13 +6,14 @@ specs without touching the engine, so they are unit-tested and cheap to import.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reprobuild.archive import ExtractedFile
 from reprobuild.evidence import EgressAttempt
 
-__all__ = ["OUT_DIR", "SandboxLimits", "SandboxResult", "SandboxSpec"]
+__all__ = ["OUT_DIR", "SandboxLimits", "SandboxResult", "SandboxSpec", "host_cpus"]
 
 OUT_DIR = "/out"
 """Where a sandboxed run writes its outputs (a size-limited tmpfs volume)."""
@@ -77,3 +78,9 @@ class SandboxResult:
     """Processes the build left running when it exited (the agent killed them)."""
     output_dropped: int = 0
     """Bytes of the build's output the log cap left out."""
+
+
+def host_cpus() -> int:
+    """CPUs this process may use (its cpuset, not the machine's): what the cpus variation
+    needs more than one of, and what bounds concurrent image builds."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
