@@ -36,6 +36,7 @@ from typing import Any
 from reprobuild.errors import ExitCode, InputError
 from reprobuild.explain.search import parse_budget
 from reprobuild.recipes import MAX_TIMEOUT_S, check_number
+from reprobuild.sandbox.spec import host_cpus
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -242,7 +243,7 @@ def default_jobs() -> int:
     builds side by side, so one target already keeps two CPUs busy: measured on 2 CPUs,
     two targets at once gave 394 targets/hour against 422 for one), at most one per 4 GiB
     of memory, at least one."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    cpus = host_cpus()
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
