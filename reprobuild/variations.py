@@ -47,11 +47,13 @@ CLOCK_SHIFT_DAYS = 398
 CLOCK_OFFSET_S = 3
 """How far build B's clock runs ahead when the clock variation is off (``-clock``,
 ``none``). The two builds run at the same moment, so without it a stamp to the second
-can be the same in both, which any two real builds, run at different times, would not
-be. Three seconds still differ when A reaches its stamp up to two seconds after B;
-coarser stamps (the day) almost never flip, which the clock variation (+398 days) is for.
-It goes in B's ``~/.faketimerc``, not the environment, so the two builds' environments
-stay the same (both preload libfaketime, which fakes nothing without a setting)."""
+can be the same in both, which any two real builds, run at different times, would not be.
+Three seconds still differ when A reaches its stamp up to two seconds after B; coarser
+stamps (the day) almost never flip, which the clock variation (+398 days) is for.
+libfaketime's variables (``LD_PRELOAD``, ``FAKETIME``, and ``FAKETIME_SHARED``, which it
+sets itself and which names a pid) are in B's environment only: A stays a plain build,
+as ``verify``'s one rebuild is. Preloading it in A too would not make the environments
+equal, since the pid in ``FAKETIME_SHARED`` differs between the two containers."""
 
 STAGGER_S = 1.5
 """How much later build B's commands start when the toolchain reads the clock past libc
@@ -85,7 +87,6 @@ class BuildEnv:
     cpuset: str | None
     env_order: EnvOrder
     file_order: FileOrder
-    clock_offset_s: int = 0
     start_delay_s: float = 0.0
 
 
@@ -145,7 +146,7 @@ def _b_value(variation: Variation, host_cpus: int) -> dict[str, object]:
         case Variation.HOME:
             return {"home": "/home/rebuilder"}
         case Variation.CLOCK:
-            return {"faketime": f"+{CLOCK_SHIFT_DAYS}d", "clock_offset_s": 0}
+            return {"faketime": f"+{CLOCK_SHIFT_DAYS}d"}
         case Variation.CPUS:
             return {"cpuset": "0"} if host_cpus > 1 else {}
         case Variation.ENV_ORDER:
@@ -175,7 +176,7 @@ def plan_pair(selected: Iterable[Variation], *, host_cpus: int,
     (``clock_via_libc`` false) its commands also start :data:`STAGGER_S` later.
     """
     chosen = in_order(selected)
-    b_fields: dict[str, object] = {"clock_offset_s": CLOCK_OFFSET_S}
+    b_fields: dict[str, object] = {"faketime": f"+{CLOCK_OFFSET_S}"}
     if not clock_via_libc:
         b_fields["start_delay_s"] = STAGGER_S
     for variation in chosen:
@@ -227,10 +228,8 @@ def environment(env: BuildEnv, *, path: str, out_dir: str,
         "TMPDIR": "/tmp",
         "REPROBUILD_OUT": out_dir,
     })
-    # Both builds preload libfaketime (it fakes nothing without a setting), so B's clock
-    # offset (a file in its home) leaves the two environments the same.
-    pairs["LD_PRELOAD"] = FAKETIME_LINK
     if env.faketime is not None:
+        pairs["LD_PRELOAD"] = FAKETIME_LINK
         pairs["FAKETIME"] = env.faketime
         # Not FAKETIME_DONT_FAKE_MONOTONIC: with libfaketime 0.9.10 it makes Python's
         # time.sleep() fail with EINVAL (clock_nanosleep on CLOCK_MONOTONIC).
@@ -277,8 +276,6 @@ def build_script(env: BuildEnv, *, project_dir: str, commands: Sequence[str],
         f"umask {env.umask}",
         f"tar -x -f - -C {shlex.quote(env.workdir)}",
         *([f"tar -x -f - -C {shlex.quote(deps_dir)}"] if deps_dir else []),
-        *([f"printf '+%s\\n' {env.clock_offset_s} > {shlex.quote(env.home + '/.faketimerc')}"]
-          if env.clock_offset_s and env.faketime is None else []),
         *([f"sleep {env.start_delay_s:g}"] if env.start_delay_s else []),
         f"cd {shlex.quote(project_dir)}",
         f"exec env -i {assignments} /usr/bin/python3 -I -S -c {shlex.quote(LAUNCHER)} {quoted}",
@@ -323,11 +320,11 @@ def _utc_offsets(zone: str) -> tuple[str, ...]:
     return (f"{sign}{hours:02d}{rest:02d}", f"{sign}{hours:02d}:{rest:02d}")
 
 
-def _clock(env: BuildEnv) -> str:
+def _clock(faketime: str | None) -> str:
     """``real``, ``real +3 s`` (the offset without the clock variation), or the shift."""
-    if env.faketime is not None:
-        return env.faketime
-    return f"real +{env.clock_offset_s} s" if env.clock_offset_s else "real"
+    if faketime is None:
+        return "real"
+    return f"real {faketime} s" if faketime.lstrip("+").isdigit() else faketime
 
 
 def settings(env: BuildEnv) -> dict[str, str]:
@@ -336,6 +333,6 @@ def settings(env: BuildEnv) -> dict[str, str]:
         "build_path": env.workdir, "hostname": f"{env.hostname}.{env.domainname}",
         "user": f"{env.user} ({env.uid}:{env.gid})", "umask": env.umask,
         "timezone": env.timezone, "locale": env.locale, "home": env.home,
-        "clock": _clock(env), "cpus": env.cpuset or "all",
+        "clock": _clock(env.faketime), "cpus": env.cpuset or "all",
         "env_order": env.env_order.value, "file_order": env.file_order.value,
     }
