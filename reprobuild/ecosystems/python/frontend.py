@@ -12,25 +12,39 @@ nothing of the image or of this frontend, exactly as in ``build``'s isolated mod
 unmet requirements (static or the backend's ``get_requires_for_build_*``) fail the build
 as they would there.
 
+Each distribution's hooks (``get_requires_for_build_*``, then ``build_*``) run in one
+backend process, not one each: pyproject_hooks' own ``_in_process`` script, run twice by a
+small stdlib server (:data:`HOOK_SERVER`) in the env's interpreter. Starting a process and
+loading the backend's machinery is most of a hook's cost (~80 ms of hatchling's), so this
+saves about a third of a small server's build. The sdist and the wheel (built in the
+unpacked sdist) still get a fresh process each, and each hook a fresh working directory,
+environment, ``sys.argv``, ``sys.path`` and ``sys.meta_path``; what the second hook can see
+of the first is what the backend keeps in its own modules. ``--fresh-hooks`` gives every
+hook its own process, as ``python -m build`` does.
+
 It is not part of reprobuild's host code: the fetch stages this file next to the wheels
 (its bytes are checked when they come back), and the toolchain image's Python runs it,
 where ``build`` and ``packaging`` are installed. The command line is ``build``'s subset:
-``[--sdist] [--wheel] [--outdir DIR] [-C KEY=VALUE] [--env DIR] [SRCDIR]``.
+``[--sdist] [--wheel] [--outdir DIR] [-C KEY=VALUE] [--env DIR] [--fresh-hooks] [SRCDIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import json
 import os
+import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import build
+import pyproject_hooks
 from packaging.requirements import Requirement
 
 ENV_DIR = "/deps/env"
@@ -106,20 +120,129 @@ def _unmet(req: Requirement, extras: frozenset[str], site: Path,
         yield from _unmet(Requirement(dep), frozenset({"", *req.extras}), site, seen)
 
 
+HOOK_SERVER = r"""
+import json, os, runpy, sys, traceback
+# "-c" put the working directory first on sys.path; a hook script run as a file has its own
+# directory there instead, which _in_process takes out: either way the backend sees neither.
+del sys.path[0]
+control = os.fdopen(int(sys.argv[1]), "r", encoding="utf-8")
+reply = os.fdopen(int(sys.argv[2]), "w", encoding="utf-8")
+os.set_inheritable(control.fileno(), False)
+os.set_inheritable(reply.fileno(), False)
+del sys.argv[1:]
+for line in control:
+    request = json.loads(line)
+    saved = list(sys.argv), list(sys.path), list(sys.meta_path)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv[:] = request["argv"]
+    code = 0
+    try:
+        runpy.run_path(request["argv"][0], run_name="__main__")
+    except SystemExit as exc:
+        if isinstance(exc.code, int) or exc.code is None:
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.argv[:], sys.path[:], sys.meta_path[:] = saved
+    sys.stdout.flush()
+    sys.stderr.flush()
+    reply.write(json.dumps(code) + "\n")
+    reply.flush()
+"""
+"""The backend process's loop: one hook per request (``argv``, ``cwd``, ``env``), each
+through ``runpy`` as if the script were run; answers each with its exit code. Stdlib only:
+it runs in the prepared env's interpreter, which holds only the pins."""
+
+
+class HookProcess:
+    """A pyproject_hooks runner that serves one builder's hooks from one backend process.
+
+    A call with another interpreter or environment than the running process's starts a
+    new one; a process that dies answers its call as a failed subprocess would
+    (``CalledProcessError``, which ``build`` reports as a backend failure).
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._key: tuple[str, tuple[tuple[str, str], ...]] | None = None
+        self._control: IO[str] | None = None
+        self._reply: IO[str] | None = None
+
+    def __call__(self, cmd: Sequence[str], cwd: str | None = None,
+                 extra_environ: Mapping[str, str] | None = None) -> None:
+        env = {**os.environ, **(extra_environ or {})}
+        key = (cmd[0], tuple(sorted(env.items())))
+        if self._proc is not None and key != self._key:
+            self.close()
+        if self._proc is None:
+            self._start(cmd[0], env, cwd)
+            self._key = key
+        assert self._control is not None and self._reply is not None
+        request = {"argv": list(cmd[1:]), "cwd": cwd or str(Path.cwd()), "env": env}
+        try:
+            self._control.write(json.dumps(request) + "\n")
+            self._control.flush()
+            answer = self._reply.readline()
+        except OSError:
+            answer = ""
+        if not answer:  # the backend took its process down with it
+            code = self.close() or 1
+            raise subprocess.CalledProcessError(code, list(cmd))
+        code = int(json.loads(answer))
+        if code:
+            raise subprocess.CalledProcessError(code, list(cmd))
+
+    def _start(self, python: str, env: Mapping[str, str], cwd: str | None) -> None:
+        control_r, control_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [python, "-c", HOOK_SERVER, str(control_r), str(reply_w)],
+                cwd=cwd, env=dict(env), pass_fds=(control_r, reply_w))
+        finally:
+            os.close(control_r)
+            os.close(reply_w)
+        self._control = os.fdopen(control_w, "w", encoding="utf-8")
+        self._reply = os.fdopen(reply_r, "r", encoding="utf-8")
+
+    def close(self) -> int | None:
+        """End the backend process (its stdin closes); its exit code, None if none ran."""
+        proc, self._proc, self._key = self._proc, None, None
+        for stream in (self._control, self._reply):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._control = self._reply = None
+        return None if proc is None else proc.wait()
+
+
 Distribution = Literal["sdist", "wheel"]
 
 
 def _build_one(env: PreparedEnv, srcdir: str, distribution: Distribution, outdir: str,
-               config: Mapping[str, str]) -> str:
+               config: Mapping[str, str], *, fresh_hooks: bool = False) -> str:
     print(f"* Building {distribution} in the prepared environment {env.root}...", flush=True)
-    builder = build.ProjectBuilder.from_isolated_env(env, srcdir)
-    wanted = builder.build_system_requires | builder.get_requires_for_build(
-        distribution, config or None)
-    missing = unmet(wanted, env.site)
-    if missing:
-        raise SystemExit("ERROR: the fetched build requirements do not satisfy "
-                         + ", ".join(missing) + f" (needed to build the {distribution})")
-    return builder.build(distribution, outdir, config or None)
+    runner = HookProcess()
+    builder = build.ProjectBuilder.from_isolated_env(
+        env, srcdir, runner=pyproject_hooks.default_subprocess_runner if fresh_hooks
+        else runner)
+    try:
+        wanted = builder.build_system_requires | builder.get_requires_for_build(
+            distribution, config or None)
+        missing = unmet(wanted, env.site)
+        if missing:
+            raise SystemExit("ERROR: the fetched build requirements do not satisfy "
+                             + ", ".join(missing) + f" (needed to build the {distribution})")
+        return builder.build(distribution, outdir, config or None)
+    finally:
+        runner.close()
 
 
 def _extract_sdist(sdist: str, into: str) -> str:
@@ -147,23 +270,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outdir", "-o", default=None)
     parser.add_argument("--config-setting", "-C", action="append", default=[])
     parser.add_argument("--env", default=ENV_DIR)
+    parser.add_argument("--fresh-hooks", action="store_true",
+                        help="run every hook in a new process, as python -m build does")
     args = parser.parse_args(argv)
     outdir = args.outdir or str(Path(args.srcdir) / "dist")
     config = dict(item.partition("=")[::2] for item in args.config_setting)
     env = PreparedEnv(Path(args.env))
+    fresh: bool = args.fresh_hooks
     built: list[str] = []
     try:
         if args.sdist or args.wheel:
             chosen: tuple[tuple[Distribution, bool], ...] = (("sdist", args.sdist),
                                                             ("wheel", args.wheel))
-            built += [_build_one(env, args.srcdir, d, outdir, config) for d, on in chosen if on]
+            built += [_build_one(env, args.srcdir, d, outdir, config, fresh_hooks=fresh)
+                      for d, on in chosen if on]
         else:
-            sdist = _build_one(env, args.srcdir, "sdist", outdir, config)
+            sdist = _build_one(env, args.srcdir, "sdist", outdir, config, fresh_hooks=fresh)
             built.append(sdist)
             with tempfile.TemporaryDirectory(prefix="build-via-sdist-") as tmp:
                 print("* Building wheel from sdist", flush=True)
                 built.append(_build_one(env, _extract_sdist(sdist, tmp), "wheel", outdir,
-                                        config))
+                                        config, fresh_hooks=fresh))
     except build.BuildException as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
