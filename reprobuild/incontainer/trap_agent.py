@@ -51,12 +51,12 @@ prints an ``error`` event and exits 1 without READY, so the build never starts.
 
 READY: exactly one line ``REPROBUILD-TRAP-READY {json}`` with kind="ready", version, trap,
 backend, ipv6, listeners, nflog_group, mark, lo_addresses, resolvers, attribution,
-ruleset_sha256 (of ``nft list ruleset``), selftest, limits, pid. After it, one JSON event per
-line on stdout. At the end (the build's exit, SIGUSR1 or SIGTERM/SIGINT) the agent handles
-what is queued, logs what is pending and checks the ruleset is unchanged. SIGTERM/SIGINT
-then exit 0; otherwise DONE follows and the agent waits for the next signal (the SIGUSR1
-form also serves a trap without a build, whose host copies off it meanwhile); nothing
-follows the DONE line.
+ruleset_sha256 (of ``nft -j list ruleset``: the listing verified), selftest, limits, pid.
+After it, one JSON event per line on stdout. At the end (the build's exit, SIGUSR1 or
+SIGTERM/SIGINT) the agent handles what is queued, logs what is pending and checks the
+ruleset is unchanged. SIGTERM/SIGINT then exit 0; otherwise DONE follows and the agent
+waits for the next signal (the SIGUSR1 form also serves a trap without a build, whose host
+copies off it meanwhile); nothing follows the DONE line.
 
 How attempts are known: TCP original destination from SO_ORIGINAL_DST; UDP original tuple
 from conntrack (ctnetlink GET by reply tuple, right even when the kernel remapped the source
@@ -1326,18 +1326,26 @@ def check_only_loopback(sys_net: Path = Path("/sys/class/net")) -> None:
                          f"network_mode=none); found {names}")
 
 
-def configure_addresses(cfg: Config, v6: bool) -> None:
-    run(["ip", "link", "set", "lo", "up"])
-    run(["ip", "-4", "addr", "replace", f"{cfg.lo4}/32", "dev", "lo"])
-    run(["ip", "-4", "route", "replace", "default", "dev", "lo", "src", cfg.lo4])
+def address_commands(cfg: Config, v6: bool) -> str:
+    """The ``ip -batch`` input that gives lo the trap's addresses and default routes (one
+    process instead of five; each address names its family, ``::/0`` is IPv6's default)."""
+    lines = ["link set lo up", f"addr replace {cfg.lo4}/32 dev lo",
+             f"route replace default dev lo src {cfg.lo4}"]
     if v6:
-        run(["ip", "-6", "addr", "replace", f"{cfg.lo6}/128", "dev", "lo", "nodad"])
-        run(["ip", "-6", "route", "replace", "default", "dev", "lo", "src", cfg.lo6])
+        lines += [f"addr replace {cfg.lo6}/128 dev lo nodad",
+                  f"route replace ::/0 dev lo src {cfg.lo6}"]
+    return "\n".join(lines) + "\n"
+
+
+def configure_addresses(cfg: Config, v6: bool) -> None:
+    run(["ip", "-batch", "-"], stdin=address_commands(cfg, v6))
 
 
 def verify_addresses(cfg: Config, v6: bool) -> None:
-    links = json.loads(run(["ip", "-j", "link", "show"]))
-    names = sorted(link.get("ifname", "?") for link in links)
+    """Read the result back, each check its own command (not a batch, whose JSON output
+    leaves fields out): only lo, its addresses, and each family's one default route."""
+    shown = json.loads(run(["ip", "-j", "addr", "show"]))
+    names = sorted(link.get("ifname", "?") for link in shown)
     if names != ["lo"]:
         raise SetupError(f"the namespace must have only lo (start the container with "
                          f"network_mode=none); found {names}")
@@ -1351,7 +1359,6 @@ def verify_addresses(cfg: Config, v6: bool) -> None:
         for route in routes:
             if route.get("dev") not in (None, "lo"):
                 raise SetupError(f"IPv{fam} route not on lo: {route}")
-    shown = json.loads(run(["ip", "-j", "addr", "show", "dev", "lo"]))
     local = {info.get("local") for link in shown for info in link.get("addr_info", [])}
     for _fam, src in families:
         if src not in local:
@@ -1368,8 +1375,8 @@ def install_rules(cfg: Config, v6: bool) -> tuple[str, str]:
             problems = verify_nft_json(json.loads(listing), cfg)
             if problems:
                 raise SetupError("nft ruleset verification failed: " + "; ".join(problems))
-            text = run(["nft", "list", "ruleset"])
-            return "nft", hashlib.sha256(text.encode()).hexdigest()
+            # The digest is of the listing just verified (compared again at the end).
+            return "nft", hashlib.sha256(listing.encode()).hexdigest()
         except (SetupError, ValueError) as exc:
             errors.append(str(exc))
             if cfg.backend == "nft":
@@ -1404,7 +1411,8 @@ def normalize_iptables_save(text: str) -> str:
 def current_ruleset_digest(backend: str) -> str | None:
     try:
         if backend == "nft":
-            return hashlib.sha256(run(["nft", "list", "ruleset"], timeout=3).encode()).hexdigest()
+            listing = run(["nft", "-j", "list", "ruleset"], timeout=3)
+            return hashlib.sha256(listing.encode()).hexdigest()
         digest = hashlib.sha256()
         digest.update(normalize_iptables_save(run(["iptables-nft-save"], timeout=3)).encode())
         if ipv6_enabled():

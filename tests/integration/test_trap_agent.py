@@ -247,7 +247,7 @@ def test_trap_records_every_attempt_and_nothing_leaves(containers: Containers,
 
     # The build could not change the rules.
     code, listing = containers.client.containers.get(warden).exec_run(
-        ["nft", "list", "ruleset"], demux=False)
+        ["nft", "-j", "list", "ruleset"], demux=False)
     assert code == 0 and isinstance(listing, bytes)
     assert hashlib.sha256(listing).hexdigest() == ready["ruleset_sha256"]
 

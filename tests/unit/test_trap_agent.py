@@ -578,6 +578,18 @@ def test_nft_ruleset_text() -> None:
         assert needle in text
 
 
+def test_address_commands_name_each_family_in_one_batch() -> None:
+    cfg = ta.Config()
+    v4_only = ta.address_commands(cfg, v6=False).splitlines()
+    assert v4_only == ["link set lo up", f"addr replace {cfg.lo4}/32 dev lo",
+                       f"route replace default dev lo src {cfg.lo4}"]
+    both = ta.address_commands(cfg, v6=True).splitlines()
+    assert both[:3] == v4_only
+    # "default" without -6 would be IPv4's: the IPv6 default route is spelled ::/0.
+    assert both[3:] == [f"addr replace {cfg.lo6}/128 dev lo nodad",
+                        f"route replace ::/0 dev lo src {cfg.lo6}"]
+
+
 def test_nft_verification_accepts_the_real_listing() -> None:
     assert ta.verify_nft_json(NFT_LISTING, ta.Config()) == []
 
