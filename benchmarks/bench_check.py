@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_reprotest import Bare, bare_build, bare_from, bare_pair, prepare_bare
+from bench_reprotest import Bare, bare_build, bare_from, bare_pair, compile_reprobuild, prepare_bare
 
 from reprobuild.images import build as image_build
 from reprobuild.progress import SilentProgress
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("source", nargs="?", default="examples/mcp-notes-server")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    compile_reprobuild()
     client = connect()
     image_build.ensure_image(client, "python", progress=SilentProgress())
     image_build.ensure_image(client, "diffoscope", progress=SilentProgress())

@@ -303,4 +303,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Nothing is left to clean up (the backend processes have been waited for, the
+    # temporary directory is gone): skip tearing down build's ~100 modules, ~20 ms.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
