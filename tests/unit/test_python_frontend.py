@@ -25,6 +25,10 @@ BACKEND = r'''
 import json, os, sys, tarfile, zipfile, io
 
 LOG = os.environ["HOOK_LOG"]
+# As poetry-core does: vendored packages go on sys.path when the backend is imported, and
+# every hook must still find them (the backend is imported once per process).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor"))
+os.environ["DEMO_IMPORTED"] = "yes"
 
 
 def _note(hook, **extra):
@@ -48,12 +52,13 @@ def get_requires_for_build_wheel(config_settings=None):
 
 
 def build_sdist(sdist_directory, config_settings=None):
-    _note("build_sdist")
+    import vendored  # from _vendor, put on sys.path at import
+    _note("build_sdist", vendored=vendored.VALUE, imported=os.environ.get("DEMO_IMPORTED"))
     if os.environ.get("CRASH") == "sdist":
         os._exit(7)
     name = "demo-1.0.tar.gz"
     with tarfile.open(os.path.join(sdist_directory, name), "w:gz") as tar:
-        for path in ("pyproject.toml", "demo_backend.py", "demo.py"):
+        for path in ("pyproject.toml", "demo_backend.py", "demo.py", "_vendor/vendored.py"):
             tar.add(path, arcname="demo-1.0/" + path)
     return name
 
@@ -87,6 +92,8 @@ def _project(where: Path) -> Path:
     (where / "pyproject.toml").write_text(PYPROJECT)
     (where / "demo_backend.py").write_text(BACKEND)
     (where / "demo.py").write_text("VALUE = 1\n")
+    (where / "_vendor").mkdir()
+    (where / "_vendor" / "vendored.py").write_text("VALUE = 'vendored'\n")
     return where
 
 
@@ -116,9 +123,11 @@ def test_one_backend_process_per_distribution(tmp_path: Path, prepared_env: Path
     assert sdist[0]["pid"] == sdist[1]["pid"] != wheel[0]["pid"] == wheel[1]["pid"]
     assert {h["cwd"] for h in sdist} == {str(project)}
     assert {h["cwd"] for h in wheel} != {str(project)}, "the wheel is built from the sdist"
-    # Each hook starts from the process's environment and import hooks, not the last one's.
+    # Each hook starts from the state the backend's import left, not the last hook's: what
+    # the import put on sys.path and in the environment stays, what a hook changed does not.
     assert all(h["marker"] is None for h in hooks)
     assert sdist[0]["meta_path"] == sdist[1]["meta_path"]
+    assert (sdist[1]["vendored"], sdist[1]["imported"]) == ("vendored", "yes")
     with zipfile.ZipFile(tmp_path / "out" / "demo-1.0-py3-none-any.whl") as whl:
         assert whl.namelist() == ["demo.py"]
     with tarfile.open(tmp_path / "out" / "demo-1.0.tar.gz") as tar:

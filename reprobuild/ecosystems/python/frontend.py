@@ -17,10 +17,11 @@ backend process, not one each: pyproject_hooks' own ``_in_process`` script, run 
 small stdlib server (:data:`HOOK_SERVER`) in the env's interpreter. Starting a process and
 loading the backend's machinery is most of a hook's cost (~80 ms of hatchling's), so this
 saves about a third of a small server's build. The sdist and the wheel (built in the
-unpacked sdist) still get a fresh process each, and each hook a fresh working directory,
-environment, ``sys.argv``, ``sys.path`` and ``sys.meta_path``; what the second hook can see
-of the first is what the backend keeps in its own modules. ``--fresh-hooks`` gives every
-hook its own process, as ``python -m build`` does.
+unpacked sdist) still get a fresh process each. The process imports the backend first, as
+the first hook would, and every hook starts from the state that import left (``sys.path``,
+``sys.meta_path``, the environment, the working directory): what the second hook can see of
+the first is what the backend keeps in its own modules. ``--fresh-hooks`` gives every hook
+its own process, as ``python -m build`` does.
 
 It is not part of reprobuild's host code: the fetch stages this file next to the wheels
 (its bytes are checked when they come back), and the toolchain image's Python runs it,
@@ -121,7 +122,7 @@ def _unmet(req: Requirement, extras: frozenset[str], site: Path,
 
 
 HOOK_SERVER = r"""
-import json, os, runpy, sys, traceback
+import importlib.util, json, os, runpy, sys, traceback
 # "-c" put the working directory first on sys.path; a hook script run as a file has its own
 # directory there instead, which _in_process takes out: either way the backend sees neither.
 del sys.path[0]
@@ -129,13 +130,27 @@ control = os.fdopen(int(sys.argv[1]), "r", encoding="utf-8")
 reply = os.fdopen(int(sys.argv[2]), "w", encoding="utf-8")
 os.set_inheritable(control.fileno(), False)
 os.set_inheritable(reply.fileno(), False)
+script = sys.argv[3]
 del sys.argv[1:]
+# Import the backend as the first hook would (same environment, directory and backend-path
+# finder), then start every hook from the state that import left: a fresh process's, as far
+# as sys.path, sys.meta_path, the environment and the directory go (a backend that puts its
+# vendored packages on sys.path when imported keeps them). A failed import is the hook's to
+# report, as it would be in a fresh process.
+try:
+    spec = importlib.util.spec_from_file_location("_reprobuild_hooks", script)
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    hooks._build_backend()
+except BaseException:
+    pass
+imported = list(sys.path), list(sys.meta_path), dict(os.environ), os.getcwd()
 for line in control:
     request = json.loads(line)
-    saved = list(sys.argv), list(sys.path), list(sys.meta_path)
-    os.chdir(request["cwd"])
+    sys.path[:], sys.meta_path[:] = imported[0], imported[1]
     os.environ.clear()
-    os.environ.update(request["env"])
+    os.environ.update(imported[2])
+    os.chdir(imported[3])
     sys.argv[:] = request["argv"]
     code = 0
     try:
@@ -149,14 +164,12 @@ for line in control:
     except BaseException:
         traceback.print_exc()
         code = 1
-    finally:
-        sys.argv[:], sys.path[:], sys.meta_path[:] = saved
     sys.stdout.flush()
     sys.stderr.flush()
     reply.write(json.dumps(code) + "\n")
     reply.flush()
 """
-"""The backend process's loop: one hook per request (``argv``, ``cwd``, ``env``), each
+"""The backend process's loop: one hook per request (the hook script's ``argv``), each
 through ``runpy`` as if the script were run; answers each with its exit code. Stdlib only:
 it runs in the prepared env's interpreter, which holds only the pins."""
 
@@ -171,21 +184,24 @@ class HookProcess:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
-        self._key: tuple[str, tuple[tuple[str, str], ...]] | None = None
+        self._key: tuple[str, str, str, tuple[tuple[str, str], ...]] | None = None
         self._control: IO[str] | None = None
         self._reply: IO[str] | None = None
 
     def __call__(self, cmd: Sequence[str], cwd: str | None = None,
                  extra_environ: Mapping[str, str] | None = None) -> None:
         env = {**os.environ, **(extra_environ or {})}
-        key = (cmd[0], tuple(sorted(env.items())))
+        where = cwd or str(Path.cwd())
+        # The process serves calls that a fresh one would start alike: the same interpreter,
+        # hook script, directory and environment (one builder's calls all are).
+        key = (cmd[0], cmd[1], where, tuple(sorted(env.items())))
         if self._proc is not None and key != self._key:
             self.close()
         if self._proc is None:
-            self._start(cmd[0], env, cwd)
+            self._start(cmd[0], cmd[1], env, where)
             self._key = key
         assert self._control is not None and self._reply is not None
-        request = {"argv": list(cmd[1:]), "cwd": cwd or str(Path.cwd()), "env": env}
+        request = {"argv": list(cmd[1:])}
         try:
             self._control.write(json.dumps(request) + "\n")
             self._control.flush()
@@ -199,12 +215,12 @@ class HookProcess:
         if code:
             raise subprocess.CalledProcessError(code, list(cmd))
 
-    def _start(self, python: str, env: Mapping[str, str], cwd: str | None) -> None:
+    def _start(self, python: str, script: str, env: Mapping[str, str], cwd: str) -> None:
         control_r, control_w = os.pipe()
         reply_r, reply_w = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [python, "-c", HOOK_SERVER, str(control_r), str(reply_w)],
+                [python, "-c", HOOK_SERVER, str(control_r), str(reply_w), script],
                 cwd=cwd, env=dict(env), pass_fds=(control_r, reply_w))
         finally:
             os.close(control_r)
