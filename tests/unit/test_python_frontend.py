@@ -15,6 +15,7 @@ import tarfile
 import venv
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ os.environ["DEMO_IMPORTED"] = "yes"
 def _note(hook, **extra):
     with open(LOG, "a", encoding="utf-8") as out:
         out.write(json.dumps({"hook": hook, "pid": os.getpid(), "cwd": os.getcwd(),
-                              "meta_path": len(sys.meta_path),
+                              "meta_path": len(sys.meta_path), "path": sys.path,
                               "marker": os.environ.get("LEAK"), **extra}) + "\n")
     os.environ["LEAK"] = hook  # a hook that changes the environment must not leak it
 
@@ -105,7 +106,7 @@ def _frontend(project: Path, env: Path, out: Path, log: Path, *args: str,
         env={"PATH": "/usr/bin:/bin", "HOOK_LOG": str(log), **environ})
 
 
-def _hooks(log: Path) -> list[dict[str, object]]:
+def _hooks(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
@@ -134,13 +135,24 @@ def test_one_backend_process_per_distribution(tmp_path: Path, prepared_env: Path
         assert "demo-1.0/demo.py" in tar.getnames()
 
 
-def test_fresh_hooks_gives_every_hook_its_own_process(tmp_path: Path,
-                                                       prepared_env: Path) -> None:
-    project = _project(tmp_path / "p")
-    log = tmp_path / "hooks.log"
-    done = _frontend(project, prepared_env, tmp_path / "out", log, "--fresh-hooks")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert len({h["pid"] for h in _hooks(log)}) == 4
+@pytest.mark.parametrize("safe_path", ["", "1"])
+def test_fresh_hooks_gives_every_hook_its_own_process_and_the_same_sys_path(
+        tmp_path: Path, prepared_env: Path, safe_path: str) -> None:
+    environ = {"PYTHONSAFEPATH": safe_path} if safe_path else {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for mode in ("shared", "--fresh-hooks"):
+        project = _project(tmp_path / mode)
+        log = tmp_path / f"{mode}.log"
+        done = _frontend(project, prepared_env, tmp_path / f"out-{mode}", log,
+                         *([mode] if mode.startswith("--") else []), **environ)
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs[mode] = _hooks(log)
+    assert len({h["pid"] for h in runs["--fresh-hooks"]}) == 4
+    # The backend sees the same sys.path either way: the env's, its vendored directory, and
+    # neither the working directory nor the hook script's.
+    for shared, fresh in zip(runs["shared"], runs["--fresh-hooks"], strict=True):
+        assert [Path(p).name for p in shared["path"]] == [Path(p).name for p in fresh["path"]]
+        assert "" not in shared["path"] and shared["cwd"] not in shared["path"]
 
 
 def test_an_unmet_dynamic_requirement_fails_before_the_build(tmp_path: Path,

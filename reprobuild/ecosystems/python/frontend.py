@@ -123,15 +123,17 @@ def _unmet(req: Requirement, extras: frozenset[str], site: Path,
 
 HOOK_SERVER = r"""
 import importlib.util, json, os, runpy, sys, traceback
-# "-c" put the working directory first on sys.path; a hook script run as a file has its own
-# directory there instead, which _in_process takes out: either way the backend sees neither.
-del sys.path[0]
+# "-c" put the working directory first on sys.path (unless PYTHONSAFEPATH says not to); a
+# hook script run as a file has its own directory there instead, which _in_process takes
+# out: either way the backend sees neither.
+if not getattr(sys.flags, "safe_path", False):
+    del sys.path[0]
 control = os.fdopen(int(sys.argv[1]), "r", encoding="utf-8")
 reply = os.fdopen(int(sys.argv[2]), "w", encoding="utf-8")
 os.set_inheritable(control.fileno(), False)
 os.set_inheritable(reply.fileno(), False)
 script = sys.argv[3]
-del sys.argv[1:]
+sys.argv[:] = [script]
 # Import the backend as the first hook would (same environment, directory and backend-path
 # finder), then start every hook from the state that import left: a fresh process's, as far
 # as sys.path, sys.meta_path, the environment and the directory go (a backend that puts its
