@@ -179,9 +179,9 @@ it runs in the prepared env's interpreter, which holds only the pins."""
 class HookProcess:
     """A pyproject_hooks runner that serves one builder's hooks from one backend process.
 
-    A call with another interpreter or environment than the running process's starts a
-    new one; a process that dies answers its call as a failed subprocess would
-    (``CalledProcessError``, which ``build`` reports as a backend failure).
+    A call with another interpreter, hook script, directory or environment than the running
+    process's starts a new one; a process that dies answers its call as a failed subprocess
+    would (``CalledProcessError``, which ``build`` reports as a backend failure).
     """
 
     def __init__(self) -> None:
@@ -231,7 +231,8 @@ class HookProcess:
         self._reply = os.fdopen(reply_r, "r", encoding="utf-8")
 
     def close(self) -> int | None:
-        """End the backend process (its stdin closes); its exit code, None if none ran."""
+        """End the backend process (its control pipe closes); its exit code, None if none
+        ran."""
         proc, self._proc, self._key = self._proc, None, None
         for stream in (self._control, self._reply):
             if stream is not None:
