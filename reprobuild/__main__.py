@@ -1,5 +1,5 @@
 """Allow ``python -m reprobuild``."""
 
-from reprobuild.cli import main
+from reprobuild.cli import run
 
-main()
+run()

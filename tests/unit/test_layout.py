@@ -166,3 +166,25 @@ def test_bad_input_is_reported_without_loading_the_docker_sdk(tmp_path: Path) ->
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing")],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.split() == ["2", "False", "True"], proc.stdout + proc.stderr
+
+
+def test_the_console_script_and_python_m_exit_through_run(tmp_path: Path) -> None:
+    """Both entry points end in ``run``, which keeps main's exit codes and messages and
+    freezes what is alive for a quick shutdown (a test calling ``main`` keeps its own gc)."""
+    import tomllib  # noqa: PLC0415
+
+    scripts = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"reprobuild": "reprobuild.cli:run"}
+    assert "from reprobuild.cli import run\n\nrun()" in (PACKAGE / "__main__.py").read_text()
+    code = ("import gc, sys\nfrom reprobuild.cli import run\n"
+            "sys.argv[1:] = ['check', sys.argv[1]]\ntry:\n    run()\nexcept SystemExit as exc:\n"
+            "    print(exc.code, gc.get_freeze_count() > 0)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing")],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["2", "True"], proc.stdout + proc.stderr
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+    code = "import gc\nfrom reprobuild.cli import main\ntry:\n    main(['--version'])\n" \
+           "except SystemExit as exc:\n    print(exc.code, gc.get_freeze_count())\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.split()[-2:] == ["0", "0"], proc.stdout + proc.stderr
