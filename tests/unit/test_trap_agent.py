@@ -103,7 +103,7 @@ def test_agent_is_standalone_stdlib_only_and_small() -> None:
 
 
 def test_agent_runs_as_isolated_dash_c_program() -> None:
-    # --help exits in argparse, before anything touches the network.
+    # --help exits while parsing the options, before anything touches the network.
     proc = subprocess.run([sys.executable, "-I", "-S", "-c", AGENT.read_text(), "--help"],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -143,6 +143,39 @@ def test_args_reject_clashing_ports() -> None:
         ta.parse_args(["--tcp-port", "47053"])
     cfg = ta.parse_args(["--tcp-port", "50000", "--ipv6", "off", "--no-selftest"])
     assert (cfg.tcp_port, cfg.ipv6, cfg.selftest) == (50000, "off", False)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--tcp-port"], "--tcp-port expects a value"),
+    (["--tcp-port", "0x10"], "invalid int value: '0x10'"),
+    (["--rate", "fast"], "invalid float value"),
+    (["--ipv6", "maybe"], "is not one of auto, require, off"),
+    (["--selftest"], "unrecognized argument: --selftest"),  # on by default: only --no-
+    (["--no-tcp-port", "1"], "unrecognized argument: --no-tcp-port"),
+    (["--tcp_port", "50000"], "unrecognized argument"),
+    (["--tcp-port=50000"], "unrecognized argument"),
+    (["stray"], "unrecognized argument: stray"),
+])
+def test_args_refuse_what_they_do_not_know_with_one_line_and_exit_2(
+        argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        ta.parse_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reprobuild-trap-agent: error: ") and says in err, err
+    assert err.count("\n") == 1
+
+
+def test_args_take_any_value_after_an_option_and_every_field_has_one() -> None:
+    """A script may start with a dash (argparse would take it for an option)."""
+    cfg = ta.parse_args(["--build-script", "-x", "--build-uid", "7", "--build-gid", "8",
+                         "--rate", "2.5", "--no-trap", "--no-selftest"])
+    assert (cfg.build_script, cfg.build_uid, cfg.build_gid, cfg.rate, cfg.trap,
+            cfg.selftest) == ("-x", 7, 8, 2.5, False, False)
+    for name, value in vars(ta.Config()).items():
+        flag = name.replace("_", "-")
+        assert (f"--no-{flag}" if isinstance(value, bool) else f"--{flag} ") in \
+            ta.usage(vars(ta.Config()))
 
 
 def test_args_refuse_a_root_build_and_an_agent_with_nothing_to_do() -> None:
