@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -15,12 +17,14 @@ from reprobuild.errors import InputError
 from reprobuild.variations import (
     CLOCK_OFFSET_S,
     DESCRIPTIONS,
-    LAUNCHER,
     STAGGER_S,
     EnvOrder,
     Variation,
     build_script,
+    command_argv,
+    command_lines,
     environment,
+    expand_variables,
     parse_variations,
     plan_pair,
     unavailable,
@@ -152,26 +156,28 @@ def test_sandbox_values_win_over_recipe_env() -> None:
 def test_build_script_quotes_everything() -> None:
     a, _ = plan_pair(set(), host_cpus=2)
     env = (("A", "it's $(danger)"), ("B", "2"))
-    script = build_script(a, project_dir="/build/src/sub dir", commands=["echo 1", "echo 2"],
+    script = build_script(a, project_dir="/build/src/sub dir", commands=["echo 1", "echo $A"],
                           environ=env)
-    lines = script.split("\n", 4)
+    lines = script.split("\n")
     assert lines[:3] == ["set -eu", "umask 0022", "tar -x -f - -C /build/src"]
     assert lines[3] == "cd '/build/src/sub dir'"
-    argv = shlex.split(lines[4])
-    assert argv[:5] == ["exec", "env", "-i", "A=it's $(danger)", "B=2"]
-    assert argv[5:9] == ["/usr/bin/python3", "-I", "-S", "-c"]
-    assert argv[9] == LAUNCHER
-    assert argv[10:] == ["echo 1", "echo 2"]
+    assert [shlex.split(line) for line in lines[4:8]] == [
+        ["printf", "+ %s\\n", "echo 1", ">&2"],
+        ["env", "-i", "A=it's $(danger)", "B=2", "echo", "1"],
+        ["printf", "+ %s\\n", "echo $A", ">&2"],
+        ["exec", "env", "-i", "A=it's $(danger)", "B=2", "echo", "it's $(danger)"]]
+    assert lines[8:] == [""]
 
 
 def _launch(tmp_path: Path, *commands: str,
             env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-I", "-S", "-c", LAUNCHER, *commands],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+    """The build script's command lines, run by the shell the sandbox runs them with."""
+    script = "\n".join(["set -eu", *command_lines(commands, tuple(env.items()))])
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path, check=False)
 
 
-def test_launcher_keeps_environment_order_for_simple_commands(tmp_path: Path) -> None:
-    probe = f"{sys.executable} -c 'import os; print(list(os.environ))'"
+def test_commands_keep_environment_order_for_simple_commands(tmp_path: Path) -> None:
     # Quoted -> goes through the shell, which re-orders; a plain command must not.
     script = tmp_path / "order.py"
     script.write_text("import os\nprint(','.join(k for k in os.environ if len(k) == 1))\n")
@@ -179,16 +185,30 @@ def test_launcher_keeps_environment_order_for_simple_commands(tmp_path: Path) ->
     backward = _launch(tmp_path, f"{sys.executable} order.py", env={"M": "3", "A": "2", "Z": "1"})
     assert forward.stdout.strip() == "Z,A,M"
     assert backward.stdout.strip() == "M,A,Z"
-    assert _launch(tmp_path, probe, env={"A": "1"}).returncode == 0
+    # Exactly the planned environment: nothing of the shell's (PWD) or of ours.
+    assert _launch(tmp_path, "env", env={"A": "1", "PATH": "/usr/bin:/bin"}).stdout == \
+        "A=1\nPATH=/usr/bin:/bin\n"
 
 
-def test_launcher_expands_variables_and_stops_on_failure(tmp_path: Path) -> None:
+def test_commands_expand_variables_and_stop_on_failure(tmp_path: Path) -> None:
     env = {"OUT": str(tmp_path / "o u t"), "PATH": "/usr/bin:/bin"}
     result = _launch(tmp_path, 'mkdir "$OUT"', "false", "touch never", env=env)
     assert (tmp_path / "o u t").is_dir()
     assert result.returncode == 1
     assert not (tmp_path / "never").exists()
-    assert "+ false" in result.stderr
+    assert result.stderr.splitlines() == ['+ mkdir "$OUT"', "+ false"]
+
+
+def test_the_last_command_is_the_build_and_its_status_is_the_builds(tmp_path: Path) -> None:
+    """No process of ours stays between the shell and the build tool; a signal's death is
+    128 + the signal, as the agent reports any exit."""
+    env = {"PATH": "/usr/bin:/bin"}
+    (tmp_path / "kill.py").write_text("import os\nos.kill(os.getpid(), 9)\n")
+    killed = _launch(tmp_path, "true", f"{sys.executable} kill.py", env=env)
+    assert killed.returncode == -9  # the build itself was the shell's process: exec'd
+    assert killed.stderr.splitlines() == ["+ true", f"+ {sys.executable} kill.py"]
+    inner = _launch(tmp_path, f"{sys.executable} kill.py", "true", env=env)
+    assert inner.returncode == 128 + 9
 
 
 def test_an_empty_variable_is_no_word_but_an_empty_quoted_word_stays(tmp_path: Path) -> None:
@@ -199,14 +219,27 @@ def test_an_empty_variable_is_no_word_but_an_empty_quoted_word_stays(tmp_path: P
                    env=env).stdout.endswith("1\n")
     assert _launch(tmp_path, f"{sys.executable} argv.py \"\" x",
                    env=env).stdout.endswith("2\n")
+    nothing = _launch(tmp_path, "$EMPTY", "   ", env=env)
+    assert (nothing.returncode, nothing.stdout) == (0, "")
 
 
-def test_launcher_uses_the_shell_for_shell_syntax(tmp_path: Path) -> None:
+def test_commands_use_the_shell_for_shell_syntax(tmp_path: Path) -> None:
     result = _launch(tmp_path, "echo a | tr a b > piped; X=1 sh -c 'echo $X' > assigned",
                      env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0
     assert (tmp_path / "piped").read_text() == "b\n"
     assert (tmp_path / "assigned").read_text() == "1\n"
+    assert command_argv("X=1 make", ()) == ["/bin/sh", "-e", "-c", "X=1 make"]
+
+
+@pytest.mark.parametrize("word", [
+    "$A", "${A}", "$A$B", "${A}x$B", "$", "$$", "${", "${}", "$UNSET", "${UNSET}x", "a$A-b",
+    "$Ab", "${A:-default}", "$1", "$_A", "\u00e9$A", "$\u00e9", "$A${B}$A",
+])
+def test_variables_expand_as_os_path_expandvars_does(word: str) -> None:
+    environ = {"A": "1", "B": "$A", "_A": "u", "Ab": "ab", "1": "one"}
+    with mock.patch.dict("os.environ", environ, clear=True):
+        assert expand_variables(word, environ) == posixpath.expandvars(word)
 
 
 def test_only_go_builds_start_b_later() -> None:
