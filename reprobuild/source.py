@@ -13,6 +13,7 @@ disabled (``file://`` is allowed explicitly, only where the user asked for it).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -547,7 +548,16 @@ def _fetch_blobs(url: str, repo: Path, commit: str, ref: str | None,
 
 
 def _locate_local(path: Path) -> tuple[Path, str]:
-    """Return (repository root, prefix of ``path`` inside the work tree)."""
+    """Return (repository root, prefix of ``path`` inside the work tree).
+
+    A work tree (the common case) answers all three questions in one git run; a bare
+    repository, where ``--show-toplevel`` is an error, is then told apart on its own.
+    """
+    proc = _git(["rev-parse", "--is-bare-repository", "--show-toplevel", "--show-prefix"],
+                repo=path, allow_file=True)
+    lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
+    if proc.returncode == 0 and len(lines) >= 2 and lines[0] == "false":
+        return Path(lines[1]), lines[2].rstrip("/") if len(lines) > 2 else ""
     proc = _git(["rev-parse", "--is-bare-repository"], repo=path, allow_file=True)
     if proc.returncode != 0:
         raise SourceError(
@@ -902,11 +912,19 @@ def acquire(
                 sub = _join_subdir(prefix, sub)
                 commit = _resolve(repo, ref, allow_file=True)
                 partial = False
-                if ref is None and (repo / ".git").exists():
-                    uncommitted = _uncommitted(repo)
-            commit_time = _commit_time(repo, commit)
+            # Three independent git runs at once: the commit's time and, for a local work
+            # tree, what it has not committed (a warning), beside the tree's listing.
+            beside = stack.enter_context(
+                concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="reprobuild-git"))
+            timed = beside.submit(_commit_time, repo, commit)
+            changes = beside.submit(_uncommitted, repo) if (
+                kind is SourceKind.GIT_LOCAL and ref is None and (repo / ".git").exists()
+            ) else None
             listed = {item.path: item for item in _list_git_tree(repo, commit, limits,
                                                                  partial=partial)}
+            commit_time = timed.result()
+            if changes is not None:
+                uncommitted = changes.result()
             _check_nonempty(listed, location, committed=True)
             _check_subdir(list(listed.values()), sub)
             read: dict[str, SourceEntry] = {}

@@ -219,6 +219,22 @@ def test_option_like_ref_refused(repo: Path, tmp_path: Path) -> None:
         acquire(str(repo), ref="--output=/tmp/x", subdir=None, workdir=tmp_path)
 
 
+def test_a_bare_repository_is_read_in_place_and_its_git_dir_is_refused(
+        repo: Path, tmp_path: Path) -> None:
+    """A bare repository (a mirror) has no work tree to ask about; the inside of a work
+    tree's .git is neither."""
+    bare = tmp_path / "mirror.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    tree = acquire(str(bare), ref="v1", subdir=None, workdir=tmp_path / "work")
+    assert tree.kind is SourceKind.GIT_LOCAL and tree.location == str(bare.resolve())
+    assert tree.commit == git(repo, "rev-parse", "v1^{commit}")
+    assert tree.commit_time == COMMIT_TIME and tree.subdir == ""
+    assert entry(tree, "README.md").data == b"v1\n"
+    assert acquire(str(bare), ref=None, subdir=None, workdir=tmp_path).uncommitted == ()
+    with pytest.raises(SourceError, match="not a work tree"):
+        acquire(str(repo / ".git"), ref=None, subdir=None, workdir=tmp_path)
+
+
 def test_path_inside_work_tree_becomes_subdir(repo: Path, tmp_path: Path) -> None:
     tree = acquire(str(repo / "pkg"), ref=None, subdir="inner", workdir=tmp_path)
     assert tree.location == str(repo.resolve())
