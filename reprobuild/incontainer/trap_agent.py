@@ -119,6 +119,8 @@ if TYPE_CHECKING:
 VERSION = 1
 READY_PREFIX = "REPROBUILD-TRAP-READY"
 DONE_LINE = "REPROBUILD-TRAP-DONE"
+OUTPUTS_PREFIX = "REPROBUILD-OUTPUTS"
+OUTPUTS_END = "REPROBUILD-OUTPUTS-END"
 TABLE = "reprobuild_trap"
 MARK = 0x7E57
 LO4 = "198.18.0.1"
@@ -1185,6 +1187,9 @@ class Config:
     build_uid: int = -1
     build_gid: int = -1
     log_bytes: int = 10 * 1024 * 1024
+    # After the build: this directory's files as a tar on stdout when they are few, small
+    # and plain (else the host copies them through the engine); "" for never.
+    inline_outputs: str = ""
 
     @property
     def listener_ports(self) -> frozenset[int]:
@@ -2216,6 +2221,7 @@ class Supervisor:
         self.pid: int | None = None
         self.code: int | None = None
         self.fd: int | None = None
+        self.ended_cleanly = False
 
     def start(self) -> int:
         """Spawn the build; its stdin is ours (the host sends the source only after READY)."""
@@ -2328,9 +2334,112 @@ class Supervisor:
             elif self.pump():
                 select.select([self.fd], [], [], 1.0)
         self._write(self.relay.finish())
+        self.ended_cleanly = error is None
         summary = {"code": self.code, "stopped": stopped, "leftovers": leftovers,
                    "output_dropped": self.relay.dropped, "error": error}
         log.write_line(f"{BUILD_EXIT_PREFIX} {json.dumps(summary, sort_keys=True)}")
+
+
+# --------------------------------------------------------------------------- outputs
+
+INLINE_MAX_BYTES = 4 * 1024 * 1024
+INLINE_MAX_FILES = 1000
+INLINE_MAX_DEPTH = 64
+INLINE_LINE_CHARS = 4096  # base64 per line: well under the json-file log's 16 KiB lines
+
+
+class NotInline(Exception):
+    """The outputs are not for the inline path: the host copies them through the engine,
+    which also refuses what is not a plain regular file."""
+
+
+def outputs_tar(root: str, *, max_bytes: int = INLINE_MAX_BYTES,
+                max_files: int = INLINE_MAX_FILES, max_depth: int = INLINE_MAX_DEPTH) -> bytes:
+    """``root``'s directories and regular files as a tar, members named ``./PATH`` as the
+    engine's archive of ``root/.`` names them; only once no build process is left.
+
+    Nothing is followed: entries are classified with ``lstat`` semantics and a file is
+    opened with ``O_NOFOLLOW`` and checked to be the inode that was listed. Anything else
+    (a link, a device, a fifo, an unreadable file, more or bigger than the caps) raises
+    :class:`NotInline`, so those cases keep the one path that refuses them.
+    """
+    import io  # noqa: PLC0415 - only after the build, never before READY
+    import stat as st  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    listed: list[tuple[str, os.stat_result]] = []
+    total = 0
+    pending = [("", 0)]
+    while pending:
+        rel, depth = pending.pop()
+        if depth >= max_depth:
+            raise NotInline(f"deeper than {max_depth} levels")
+        try:
+            # Unsorted, so a directory of a million entries stops at the cap.
+            with os.scandir(os.path.join(root, rel) if rel else root) as found:
+                for child in found:
+                    path = f"{rel}/{child.name}" if rel else child.name
+                    info = child.stat(follow_symlinks=False)
+                    if st.S_ISDIR(info.st_mode):
+                        pending.append((path, depth + 1))
+                    elif not st.S_ISREG(info.st_mode):
+                        raise NotInline("not only directories and regular files")
+                    else:
+                        total += info.st_size
+                    listed.append((path, info))
+                    if len(listed) > max_files or total > max_bytes:
+                        raise NotInline("more than the inline caps")
+        except OSError as exc:
+            raise NotInline(f"cannot list {rel or '.'}: {exc.strerror}") from exc
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, info in sorted(listed):
+            member = tarfile.TarInfo("./" + path)
+            member.mode = info.st_mode & 0o7777
+            member.uid, member.gid = info.st_uid, info.st_gid
+            member.mtime = int(info.st_mtime)
+            if st.S_ISDIR(info.st_mode):
+                member.type = tarfile.DIRTYPE
+                tar.addfile(member)
+                continue
+            try:
+                fd = os.open(os.path.join(root, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                raise NotInline(f"cannot read {path}: {exc.strerror}") from exc
+            with os.fdopen(fd, "rb") as stream:
+                now = os.fstat(stream.fileno())
+                if (now.st_dev, now.st_ino, now.st_size) != (info.st_dev, info.st_ino,
+                                                             info.st_size):
+                    raise NotInline(f"{path} changed while it was read")
+                member.size = info.st_size
+                data = stream.read(info.st_size + 1)
+                if len(data) != info.st_size:
+                    raise NotInline(f"{path} changed while it was read")
+                tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def write_outputs(log: EventLog, root: str, *, uid: int, gid: int,
+                  fs_ids: FsIds | None) -> None:
+    """The outputs on stdout, the agent's own channel, as base64 lines between an
+    ``OUTPUTS {json}`` line (size and sha256 of the tar) and ``OUTPUTS-END``; or only the
+    ``OUTPUTS`` line saying why not, and the host copies them through the engine. Files
+    are read as the build's uid and gid (``setfsuid``): root here has no DAC override."""
+    try:
+        with fs_ids.acting_as(uid, gid) if fs_ids is not None else contextlib.nullcontext():
+            tar = outputs_tar(root, max_bytes=INLINE_MAX_BYTES, max_files=INLINE_MAX_FILES,
+                              max_depth=INLINE_MAX_DEPTH)
+    except NotInline as exc:
+        log.write_line(f"{OUTPUTS_PREFIX} {json.dumps({'inline': False, 'why': str(exc)})}")
+        return
+    import binascii  # noqa: PLC0415 - only after the build
+
+    header = {"inline": True, "bytes": len(tar), "sha256": hashlib.sha256(tar).hexdigest()}
+    log.write_line(f"{OUTPUTS_PREFIX} {json.dumps(header, sort_keys=True)}")
+    step = INLINE_LINE_CHARS // 4 * 3
+    for start in range(0, len(tar), step):
+        log.write_line(binascii.b2a_base64(tar[start:start + step], newline=False).decode())
+    log.write_line(OUTPUTS_END)
 
 
 # --------------------------------------------------------------------------- self-test
@@ -2696,6 +2805,14 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
         supervise_only(sup, wake_r, stopping)
     if sup is not None:
         sup.finish(log, stopped=bool(stopping))
+        # Every process of the build is gone: its outputs can be read without a race.
+        if sup.ended_cleanly and not stopping and cfg.inline_outputs:
+            fs_ids = trap.attr.fs_ids if trap is not None else None
+            if fs_ids is None:
+                with contextlib.suppress(ImportError, OSError, AttributeError):
+                    fs_ids = FsIds()
+            write_outputs(log, cfg.inline_outputs, uid=cfg.build_uid, gid=cfg.build_gid,
+                          fs_ids=fs_ids)
     if trap is not None:
         trap.drain()
         trap.close()

@@ -11,6 +11,8 @@ Docker.
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import importlib.machinery
 import json
 import marshal
@@ -30,6 +32,10 @@ READY_PREFIX = "REPROBUILD-TRAP-READY"
 BUILD_EXIT_PREFIX = "REPROBUILD-BUILD-EXIT"
 # After the exit line the agent completes its log, prints this, and waits to be removed.
 DONE_LINE = "REPROBUILD-TRAP-DONE"
+# Between the exit line and DONE: the outputs, inline (a tar as base64 lines up to the end
+# line) or a note that they are left to the engine's archive API.
+OUTPUTS_PREFIX = "REPROBUILD-OUTPUTS"
+OUTPUTS_END = "REPROBUILD-OUTPUTS-END"
 AGENT_PYTHON = "/usr/bin/python3"
 # This interpreter's ``3.N``: the agent goes in precompiled to images with the same one.
 HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -119,10 +125,57 @@ def _python_command(payload: bytes, load: str) -> list[str]:
 
 
 def agent_arguments(*, script: str, uid: int, gid: int, log_bytes: int,
-                    trap: bool) -> list[str]:
-    """The agent's options for one sandbox: the build it starts after READY (pure)."""
+                    trap: bool, outputs: str = "") -> list[str]:
+    """The agent's options for one sandbox: the build it starts after READY and, with
+    ``outputs``, the directory it sends back inline when it can (pure)."""
     return ["--build-uid", str(uid), "--build-gid", str(gid), "--log-bytes", str(log_bytes),
-            *([] if trap else ["--no-trap"]), "--build-script", script]
+            *([] if trap else ["--no-trap"]),
+            *(["--inline-outputs", outputs] if outputs else []), "--build-script", script]
+
+
+@dataclass(frozen=True)
+class SentOutputs:
+    """What the agent said of the outputs after the build: the tar it sent inline, or
+    ``None`` and why it left them to the engine."""
+
+    tar: bytes | None
+    why: str = ""
+
+
+def sent_outputs(text: str) -> SentOutputs | None:
+    """The agent's outputs section, once it is complete; None before (pure).
+
+    The tar must arrive whole: its size and sha256 are in the header line, and anything
+    short of that (a truncated or garbled section) is reported as not sent, so the host
+    falls back to the engine's copy rather than trusting a part.
+    """
+    lines = iter(text.splitlines())
+    for line in lines:
+        if not line.startswith(OUTPUTS_PREFIX + " "):
+            continue
+        try:
+            header = json.loads(line[len(OUTPUTS_PREFIX):])
+        except json.JSONDecodeError:
+            return SentOutputs(None, "unreadable outputs line from the agent")
+        if not isinstance(header, dict) or header.get("inline") is not True:
+            why = header.get("why") if isinstance(header, dict) else None
+            return SentOutputs(None, _as_str(why) or "not sent inline")
+        body: list[bytes] = []
+        for chunk in lines:
+            if chunk == OUTPUTS_END:
+                break
+            try:
+                body.append(binascii.a2b_base64(chunk, strict_mode=True))
+            except (binascii.Error, ValueError):
+                return SentOutputs(None, "garbled inline outputs")
+        else:
+            return None  # not complete yet
+        tar = b"".join(body)
+        if len(tar) != header.get("bytes") or \
+                hashlib.sha256(tar).hexdigest() != header.get("sha256"):
+            return SentOutputs(None, "inline outputs do not match their header")
+        return SentOutputs(tar)
+    return None
 
 
 @dataclass(frozen=True)

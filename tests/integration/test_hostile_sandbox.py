@@ -149,6 +149,33 @@ def test_the_agents_run_directory_is_closed_to_the_build(
 # --------------------------------------------------------------- items 10, 12: outputs
 
 
+@pytest.mark.parametrize(("script", "through_engine"), [
+    ("echo wheel > /out/a.whl && mkdir /out/sub && echo sdist > /out/sub/a.tar.gz", False),
+    # Unreadable by its own owner: the agent (no DAC override) leaves it to the engine.
+    ("echo wheel > /out/a.whl && mkdir /out/sub && echo sdist > /out/sub/a.tar.gz"
+     " && chmod 000 /out/sub/a.tar.gz", True),
+])
+def test_small_plain_outputs_come_back_through_the_agent_and_the_rest_through_the_engine(
+        tmp_path: Path, client: docker.DockerClient,
+        toolchains: dict[str, images.ToolchainImage], monkeypatch: pytest.MonkeyPatch,
+        script: str, through_engine: bool) -> None:
+    from reprobuild.sandbox import container  # noqa: PLC0415 - the seam being watched
+
+    calls: list[str] = []
+    real = container._archive
+
+    def watched(api: Any, container_id: str, path: str) -> Any:
+        calls.append(path)
+        return real(api, container_id, path)
+
+    monkeypatch.setattr(container, "_archive", watched)
+    result = _sandbox_run(client, toolchains["python"], tmp_path, script)
+    assert result.exit_code == 0
+    assert {f.path: f.size for f in result.outputs} == {"a.whl": 6, "sub/a.tar.gz": 6}
+    assert (tmp_path / "artifacts" / "sub" / "a.tar.gz").read_text() == "sdist\n"
+    assert calls == (["/out/."] if through_engine else [])
+
+
 @pytest.mark.parametrize(("script", "refusal"), [
     # 100k small files: refused at the cap while streaming, not after a read timeout.
     ("mkdir /out/many && cd /out/many && seq -w 1 100000 | xargs touch",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import io
 import ipaddress
 import json
@@ -17,12 +18,15 @@ import ssl
 import struct
 import subprocess
 import sys
+import tarfile
 import time
 import zlib
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
+from reprobuild.archive import ExtractLimits, extract_regular_files
 from reprobuild.images import ToolchainImage
 from reprobuild.incontainer import trap_agent as ta
 from reprobuild.sandbox import agent as trap
@@ -802,3 +806,87 @@ def test_flow_table_cap_hands_records_back_instead_of_losing_them() -> None:
     back = table.add(_udp("198.51.100.9", 2000, b"y"), 1000, 1.0)
     assert sorted(f.packet.dport or 0 for f in back) == [1000, 1001, 1002]
     assert table.count == 1 and len(table.flows) == 1
+
+
+# --------------------------------------------------------------- inline outputs
+
+
+def _outputs_log(root: Path, **caps: int) -> str:
+    out = io.StringIO()
+    log = ta.EventLog(out, rate=10, burst=10, cap=10, forged_cap=10)
+    with contextlib.ExitStack() as stack:
+        for name, value in caps.items():
+            stack.enter_context(mock.patch.object(ta, f"INLINE_MAX_{name.upper()}", value))
+        ta.write_outputs(log, str(root), uid=os.geteuid(), gid=os.getegid(), fs_ids=None)
+    return out.getvalue()
+
+
+def test_small_plain_outputs_go_inline_and_come_back_whole(tmp_path: Path) -> None:
+    """What the agent sends is what the engine's archive of /out/. holds: ./PATH members,
+    directories and regular files with their modes, and the host's extractor takes it."""
+    root = tmp_path / "out"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "app.whl").write_bytes(b"\x00wheel" * 5000)
+    (root / "sub" / "deeper" / "run.sh").write_text("#!/bin/sh\n")
+    (root / "sub" / "deeper" / "run.sh").chmod(0o755)
+    (root / "empty").write_bytes(b"")
+    text = _outputs_log(root)
+    header, *body, end = text.splitlines()
+    assert header.startswith(trap.OUTPUTS_PREFIX + " {") and end == trap.OUTPUTS_END
+    assert all(len(line) <= ta.INLINE_LINE_CHARS for line in body)
+    sent = trap.sent_outputs("noise\n" + text + trap.DONE_LINE + "\n")
+    assert sent is not None and sent.tar is not None
+    with tarfile.open(fileobj=io.BytesIO(sent.tar)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert sorted(members) == ["./app.whl", "./empty", "./sub", "./sub/deeper",
+                               "./sub/deeper/run.sh"]
+    assert members["./sub/deeper/run.sh"].mode == 0o755 and members["./sub"].isdir()
+    files = extract_regular_files(io.BytesIO(sent.tar), tmp_path / "got", ExtractLimits(),
+                                  strip_prefix=".")
+    assert {f.path: f.size for f in files} == {"app.whl": 30000, "empty": 0,
+                                               "sub/deeper/run.sh": 10}
+    assert (tmp_path / "got" / "app.whl").read_bytes() == (root / "app.whl").read_bytes()
+
+
+@pytest.mark.parametrize("make", ["link", "fifo", "many", "big", "deep"])
+def test_anything_but_a_few_small_plain_files_is_left_to_the_engine(
+        tmp_path: Path, make: str) -> None:
+    root = tmp_path / "out"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    if make == "link":
+        (root / "z-link").symlink_to("/etc/passwd")
+    elif make == "fifo":
+        os.mkfifo(root / "pipe")
+    elif make == "many":
+        for i in range(12):
+            (root / f"f{i}").write_text("x")
+    elif make == "big":
+        (root / "big.bin").write_bytes(b"x" * 2000)
+    else:
+        deep = root
+        for _ in range(6):
+            deep = deep / "d"
+        deep.mkdir(parents=True)
+    text = _outputs_log(root, files=10, bytes=1000, depth=5)
+    assert trap.OUTPUTS_END not in text
+    sent = trap.sent_outputs(text)
+    assert sent is not None and sent.tar is None and sent.why
+
+
+def test_an_incomplete_or_garbled_section_is_never_taken_for_outputs(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    root.mkdir()
+    (root / "a.whl").write_bytes(bytes(range(256)) * 40)
+    header, *body, end = _outputs_log(root).splitlines()
+    assert trap.sent_outputs("\n".join([header, *body])) is None  # still arriving
+    flipped = body[0][:10] + ("A" if body[0][10] != "A" else "B") + body[0][11:]
+    changed = trap.sent_outputs("\n".join([header, flipped, *body[1:], end]))
+    assert changed is not None and changed.tar is None and "header" in changed.why
+    short = trap.sent_outputs("\n".join([header, *body[1:], end]))
+    assert short is not None and short.tar is None
+    garbled = trap.sent_outputs("\n".join([header, body[0] + "!", *body[1:], end]))
+    assert garbled == trap.SentOutputs(None, "garbled inline outputs")
+    assert trap.sent_outputs("REPROBUILD-OUTPUTS {nope\n") == trap.SentOutputs(
+        None, "unreadable outputs line from the agent")
+    assert trap.sent_outputs(trap.OUTPUTS_END + "\n" + trap.DONE_LINE) is None
