@@ -35,10 +35,15 @@ and its stdout/stderr on a pipe the agent relays to the container's stderr, capp
 ``--log-bytes`` (head and tail; the container log never rotates the agent's stdout away).
 When it exits, or at SIGUSR1 ("stop the build": the host's deadline), the agent SIGKILLs
 every other process in the pid namespace until none is left, prints ``REPROBUILD-BUILD-
-EXIT {"code", "stopped", "leftovers", "output_dropped", "error"}``, completes its log (see
-below), prints ``REPROBUILD-TRAP-DONE`` and stays up, holding the output volume, until it
-is removed; the host copies the outputs meanwhile. With ``--no-trap`` none of the network
-setup happens: READY at once, then the same supervision.
+EXIT {"code", "stopped", "leftovers", "output_dropped", "error"}``; with
+``--inline-outputs DIR`` (and every process gone), it sends DIR back when it holds only
+directories and a few small regular files: ``REPROBUILD-OUTPUTS {"inline": true, "bytes",
+"sha256"}``, the tar as base64 lines, ``REPROBUILD-OUTPUTS-END`` (read as the build's uid
+with ``setfsuid``, nothing followed; else one ``REPROBUILD-OUTPUTS {"inline": false,
+"why"}`` line). Then it completes its log (see below), prints ``REPROBUILD-TRAP-DONE`` and
+stays up, holding the output volume, until it is removed; the host copies outputs that
+were not sent meanwhile. With ``--no-trap`` none of the network setup happens: READY at
+once, then the same supervision.
 
 Setup (before READY): refuse a namespace with any interface but ``lo``; bind NFLOG group 7
 and open the listeners on 127.0.0.1/::1 (TCP catch-all 47001, UDP catch-all 47002, DNS
