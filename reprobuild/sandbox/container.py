@@ -99,11 +99,9 @@ class _AgentStream:
         deadline = time.monotonic() + timeout
         needle = b"\n" + marker.encode()
         with self._changed:
-            if self._data.startswith(needle[1:]):
-                return True
             start = 0
             while True:
-                if self._data.find(needle, start) >= 0:
+                if self._data.startswith(needle[1:]) or self._data.find(needle, start) >= 0:
                     return True
                 start = max(0, len(self._data) - len(needle) + 1)
                 left = deadline - time.monotonic()
