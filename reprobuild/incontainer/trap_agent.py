@@ -71,7 +71,10 @@ from conntrack (ctnetlink GET by reply tuple, right even when the kernel remappe
 port on a NAT clash); the uid and first bytes from the pre-NAT NFLOG record, paired by
 5-tuple (and payload); ICMP and other protocols from NFLOG alone; records nobody claims in
 3 s are logged from NFLOG. A connection or datagram whose original destination is one of
-the trap's own listeners (or that has no conntrack entry) is ``forged``.
+the trap's own listeners (or that has no conntrack entry) is ``forged``. The sending
+process: the socket's inode and uid (a TCP connection's by its 4-tuple, one exact
+``sock_diag`` lookup over netlink; other protocols from ``/proc/net/*``, whose TCP tables
+cost ~5 ms a read here), then the ``/proc/<pid>/fd`` that holds it.
 
 Event schema (every key present, ``null`` when unknown): ``kind`` dns | tcp | http | tls |
 udp | icmp | other | forged | dropped | error; ``seq`` event number (no gaps: drops are
@@ -793,6 +796,78 @@ class Conntrack:
         return None
 
 
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLMSG_ERROR = 2
+INET_DIAG_NOCOOKIE = 0xFFFFFFFF
+
+
+def sock_diag_request(family: int, proto: int, local: tuple[str, int],
+                      remote: tuple[str, int], seq: int) -> bytes:
+    """A ``SOCK_DIAG_BY_FAMILY`` request for the one socket with this 4-tuple (pure).
+
+    Not a dump: the kernel answers from its socket hash by the exact tuple, where reading
+    ``/proc/net/tcp`` walks every bucket of a table sized by the machine's memory (~5 ms
+    each here, for every attempt).
+    """
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+
+    def raw(address: str) -> bytes:
+        return socket.inet_pton(af, address).ljust(16, b"\0")
+
+    sockid = (struct.pack(">HH", local[1], remote[1]) + raw(local[0]) + raw(remote[0])
+              + struct.pack("=III", 0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE))
+    body = struct.pack("=BBBBI", af, proto, 0, 0, 0xFFFFFFFF) + sockid
+    return struct.pack("=IHHII", 16 + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST,
+                       seq, 0) + body
+
+
+def parse_sock_diag(data: bytes) -> tuple[int, int] | None:
+    """(uid, inode) from the kernel's answer; None for an error (no such socket) (pure)."""
+    for mtype, _flags, payload in iter_netlink(data):
+        if mtype == SOCK_DIAG_BY_FAMILY and len(payload) >= 72:
+            uid, inode = struct.unpack("=II", payload[64:72])
+            return uid, inode
+        if mtype == NLMSG_ERROR:
+            return None
+    return None
+
+
+class SockDiag:
+    """Exact lookups of a TCP socket's owner uid and inode by its 4-tuple."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+        self.sock.settimeout(0.2)
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def lookup(self, local: tuple[str, int], remote: tuple[str, int]) -> tuple[int, int] | None:
+        """The socket whose local end is ``local`` and peer ``remote``, as an IPv4 socket
+        or an IPv6 one (a dual-stack socket shows an IPv4 flow as v4-mapped)."""
+        v6 = ":" in local[0]
+        tries = [(6, local, remote)] if v6 else [
+            (4, local, remote), (6, (f"::ffff:{local[0]}", local[1]),
+                                 (f"::ffff:{remote[0]}", remote[1]))]
+        for family, mine, theirs in tries:
+            self.seq = (self.seq + 1) & 0x7FFFFFFF
+            try:
+                self.sock.send(sock_diag_request(family, 6, mine, theirs, self.seq))
+                for _ in range(8):
+                    data = self.sock.recv(65536)
+                    if len(data) >= 16 and struct.unpack("=I", data[8:12])[0] != self.seq:
+                        continue  # a late answer to an earlier question
+                    found = parse_sock_diag(data)
+                    if found is not None:
+                        return found
+                    break
+            except (OSError, ValueError):
+                return None
+        return None
+
+
 # --------------------------------------------------------------------------- rate limiting
 
 class RateLimiter:
@@ -1040,14 +1115,17 @@ class FsIds:
 
 
 class Attributor:
-    """Finds the process owning a local socket: /proc/net/* gives the inode, then
-    /proc/*/fd is scanned for ``socket:[inode]`` within a time budget."""
+    """Finds the process owning a local socket: its uid and inode from the kernel (a TCP
+    socket whose peer is known: one exact sock_diag lookup; anything else: /proc/net/*),
+    then /proc/*/fd is scanned for ``socket:[inode]`` within a time budget."""
 
     SCAN_SHARE = 0.3  # at most this fraction of wall time goes to /proc scans
 
     def __init__(self, proc: str | os.PathLike[str] = "/proc", budget_s: float = 0.15,
-                 pids: bool = True, fs_ids: FsIds | None = None) -> None:
+                 pids: bool = True, fs_ids: FsIds | None = None,
+                 diag: SockDiag | None = None) -> None:
         self.proc = os.fspath(proc)
+        self.diag = diag
         self.budget_s = budget_s
         self.pids = pids
         self.fs_ids = fs_ids
@@ -1055,9 +1133,16 @@ class Attributor:
         self._allowance = 0.3               # seconds of scanning we may still spend
         self._last = time.monotonic()
 
-    def find(self, proto: str, address: str, port: int) -> Attribution:
+    def find(self, proto: str, address: str, port: int,
+             remote: tuple[str, int] | None = None) -> Attribution:
+        """The owner of the ``proto`` socket bound to ``address``:``port`` (whose peer is
+        ``remote``, when known)."""
         found: ProcSocket | None = None
-        for table in (proto, proto + "6"):
+        if proto == "tcp" and remote is not None and self.diag is not None:
+            exact = self.diag.lookup((address, port), remote)
+            if exact is not None:
+                found = ProcSocket(address, port, remote[0], remote[1], *exact)
+        for table in () if found is not None else (proto, proto + "6"):
             try:
                 entries = parse_proc_net(read_text(os.path.join(self.proc, "net", table)))
             except OSError:
@@ -1841,11 +1926,12 @@ class Trap:
         event["uid"] = flow.uid
         self.log.emit(event)
 
-    def _attribute(self, proto: str, peer: tuple[str, int], forged: bool) -> Attribution:
+    def _attribute(self, proto: str, peer: tuple[str, int], forged: bool,
+                   remote: tuple[str, int] | None = None) -> Attribution:
         """Look the sender up, unless its event would be dropped anyway (floods)."""
         if not self.log.has_budget(forged):
             return Attribution(note="not looked up: over the event budget")
-        return self.attr.find(proto, peer[0], peer[1])
+        return self.attr.find(proto, peer[0], peer[1], remote)
 
     # ---- TCP
     def _on_accept(self, lsock: Any) -> None:
@@ -1875,7 +1961,13 @@ class Trap:
                     flow = self.flows.take((family, 6, orig.src, orig.sport, dst[0], dst[1]))
         forged = dst is None or (dst[1] in self.cfg.listener_ports
                                  and is_local_address(dst[0], self.cfg))
-        attribution = self._attribute("tcp", source, forged)
+        # The build's socket sees the destination it asked for (the redirect is NAT), or
+        # this listener when it connected here itself.
+        remote = dst
+        if remote is None:
+            with contextlib.suppress(OSError):
+                remote = sock.getsockname()[:2]
+        attribution = self._attribute("tcp", source, forged, remote=remote)
         conn = TcpConn(sock=sock, family=family, peer=peer,
                        dst=dst[0] if dst else None, dport=dst[1] if dst else None,
                        forged=forged, attribution=attribution,
@@ -2682,7 +2774,10 @@ def setup_trap(cfg: Config, log: EventLog) -> tuple[Trap, dict[str, Any]]:
             fs_ids = FsIds()
         except (ImportError, OSError, AttributeError):
             can_attr = False
-    attributor = Attributor(pids=can_attr, fs_ids=fs_ids)
+    diag: SockDiag | None = None
+    with contextlib.suppress(OSError):
+        diag = SockDiag()
+    attributor = Attributor(pids=can_attr, fs_ids=fs_ids, diag=diag)
     nflog = Nflog(cfg.nflog_group)
     trap = Trap(cfg, log, nflog, attributor, FakeAddresses(), v6, Conntrack())
     trap.open_listeners()

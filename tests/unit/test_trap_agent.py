@@ -890,3 +890,54 @@ def test_an_incomplete_or_garbled_section_is_never_taken_for_outputs(tmp_path: P
     assert trap.sent_outputs("REPROBUILD-OUTPUTS {nope\n") == trap.SentOutputs(
         None, "unreadable outputs line from the agent")
     assert trap.sent_outputs(trap.OUTPUTS_END + "\n" + trap.DONE_LINE) is None
+
+
+# --------------------------------------------------------------- exact socket lookups
+
+
+def _inode(sock: socket.socket) -> int:
+    return os.fstat(sock.fileno()).st_ino
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_sock_diag_finds_a_tcp_socket_by_its_tuple_as_proc_net_does(family: int) -> None:
+    """The kernel's exact lookup names the same uid and inode as /proc/net/tcp, for an
+    IPv4 socket and for a dual-stack one that reached an IPv4 address (v4-mapped)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.socket(family, socket.SOCK_STREAM) as client:
+            target = ("127.0.0.1" if family == socket.AF_INET else "::ffff:127.0.0.1",
+                      server.getsockname()[1])
+            client.connect(target)
+            accepted, _ = server.accept()
+            with accepted, contextlib.closing(ta.SockDiag()) as diag:
+                local = client.getsockname()[0].removeprefix("::ffff:"), client.getsockname()[1]
+                remote = ("127.0.0.1", server.getsockname()[1])
+                found = diag.lookup(local, remote)
+                assert found == (os.getuid(), _inode(client))
+                scanned = ta.Attributor(pids=False).find("tcp", local[0], local[1])
+                assert (scanned.uid, found[0]) == (os.getuid(), os.getuid())
+                exact = ta.Attributor(pids=False, diag=diag).find("tcp", local[0], local[1],
+                                                                  remote)
+                assert exact.uid == os.getuid() and exact.note == scanned.note
+                # The other end of the same connection is another socket.
+                assert diag.lookup(remote, local) == (os.getuid(), _inode(accepted))
+                assert diag.lookup(local, ("127.0.0.1", 1)) is None
+
+
+def test_sock_diag_answers_are_parsed_strictly() -> None:
+    request = ta.sock_diag_request(4, 6, ("10.0.0.1", 40000), ("192.0.2.1", 80), 7)
+    length, mtype, flags, seq, _pid = struct.unpack("=IHHII", request[:16])
+    assert (length, mtype, flags, seq) == (len(request), ta.SOCK_DIAG_BY_FAMILY,
+                                           ta.NLM_F_REQUEST, 7)
+    assert request[24:28] == struct.pack(">HH", 40000, 80)
+    assert request[28:32] == socket.inet_aton("10.0.0.1")
+    assert request[44:48] == socket.inet_aton("192.0.2.1")
+    error = struct.pack("=IHHII", 36, ta.NLMSG_ERROR, 0, 7, 0) + struct.pack("=i", -2) + \
+        request[:16]
+    assert ta.parse_sock_diag(error) is None
+    message = bytes(64) + struct.pack("=II", 1000, 4242)
+    answer = struct.pack("=IHHII", 16 + len(message), ta.SOCK_DIAG_BY_FAMILY, 0, 7, 0) + message
+    assert ta.parse_sock_diag(answer) == (1000, 4242)
+    assert ta.parse_sock_diag(answer[:-4]) is None  # cut short: no answer
