@@ -2476,6 +2476,8 @@ def outputs_tar(root: str, *, max_bytes: int = INLINE_MAX_BYTES,
             with os.scandir(os.path.join(root, rel) if rel else root) as found:
                 for child in found:
                     path = f"{rel}/{child.name}" if rel else child.name
+                    if not child.name.isprintable():  # control bytes, or not UTF-8
+                        raise NotInline("a name that is not printable UTF-8")
                     info = child.stat(follow_symlinks=False)
                     if st.S_ISDIR(info.st_mode):
                         pending.append((path, depth + 1))
@@ -2526,8 +2528,9 @@ def write_outputs(log: EventLog, root: str, *, uid: int, gid: int,
         with fs_ids.acting_as(uid, gid) if fs_ids is not None else contextlib.nullcontext():
             tar = outputs_tar(root, max_bytes=INLINE_MAX_BYTES, max_files=INLINE_MAX_FILES,
                               max_depth=INLINE_MAX_DEPTH)
-    except NotInline as exc:
-        log.write_line(f"{OUTPUTS_PREFIX} {json.dumps({'inline': False, 'why': str(exc)})}")
+    except Exception as exc:  # noqa: BLE001 - whatever the build left, the engine's path decides
+        why = str(exc) if isinstance(exc, NotInline) else f"{type(exc).__name__}: {exc}"
+        log.write_line(f"{OUTPUTS_PREFIX} {json.dumps({'inline': False, 'why': why[:500]})}")
         return
     import binascii  # noqa: PLC0415 - only after the build
 

@@ -848,7 +848,7 @@ def test_small_plain_outputs_go_inline_and_come_back_whole(tmp_path: Path) -> No
     assert (tmp_path / "got" / "app.whl").read_bytes() == (root / "app.whl").read_bytes()
 
 
-@pytest.mark.parametrize("make", ["link", "fifo", "many", "big", "deep"])
+@pytest.mark.parametrize("make", ["link", "fifo", "many", "big", "deep", "not-utf8", "control"])
 def test_anything_but_a_few_small_plain_files_is_left_to_the_engine(
         tmp_path: Path, make: str) -> None:
     root = tmp_path / "out"
@@ -863,6 +863,10 @@ def test_anything_but_a_few_small_plain_files_is_left_to_the_engine(
             (root / f"f{i}").write_text("x")
     elif make == "big":
         (root / "big.bin").write_bytes(b"x" * 2000)
+    elif make == "not-utf8":
+        (Path(os.fsdecode(bytes(root) + b"/\xff.whl"))).write_text("x")
+    elif make == "control":
+        (root / "a\x1b[2J.whl").write_text("x")
     else:
         deep = root
         for _ in range(6):
@@ -941,3 +945,15 @@ def test_sock_diag_answers_are_parsed_strictly() -> None:
     answer = struct.pack("=IHHII", 16 + len(message), ta.SOCK_DIAG_BY_FAMILY, 0, 7, 0) + message
     assert ta.parse_sock_diag(answer) == (1000, 4242)
     assert ta.parse_sock_diag(answer[:-4]) is None  # cut short: no answer
+
+
+def test_an_unexpected_failure_while_packing_leaves_the_outputs_to_the_engine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent must still reach DONE (the evidence) whatever the outputs do to tarfile."""
+    def broken(root: str, **_caps: int) -> bytes:
+        raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(ta, "outputs_tar", broken)
+    text = _outputs_log(tmp_path)
+    sent = trap.sent_outputs(text)
+    assert sent is not None and sent.tar is None and "UnicodeEncodeError" in sent.why
