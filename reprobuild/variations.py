@@ -292,7 +292,7 @@ def command_lines(commands: Sequence[str], environ: Sequence[tuple[str, str]]) -
     for index, command in enumerate(commands):
         argv = " ".join(shlex.quote(word) for word in command_argv(command, environ))
         lines.append(f"printf '+ %s\\n' {shlex.quote(command)} >&2")
-        lines.append(f"{'exec ' if index == len(commands) - 1 else ''}env -i {assignments} "
+        lines.append(f"{'exec ' if index == len(commands) - 1 else ''}env -i -- {assignments} "
                      f"{argv}")
     return lines
 

@@ -163,9 +163,9 @@ def test_build_script_quotes_everything() -> None:
     assert lines[3] == "cd '/build/src/sub dir'"
     assert [shlex.split(line) for line in lines[4:8]] == [
         ["printf", "+ %s\\n", "echo 1", ">&2"],
-        ["env", "-i", "A=it's $(danger)", "B=2", "echo", "1"],
+        ["env", "-i", "--", "A=it's $(danger)", "B=2", "echo", "1"],
         ["printf", "+ %s\\n", "echo $A", ">&2"],
-        ["exec", "env", "-i", "A=it's $(danger)", "B=2", "echo", "it's $(danger)"]]
+        ["exec", "env", "-i", "--", "A=it's $(danger)", "B=2", "echo", "it's $(danger)"]]
     assert lines[8:] == [""]
 
 
@@ -209,6 +209,15 @@ def test_the_last_command_is_the_build_and_its_status_is_the_builds(tmp_path: Pa
     assert killed.stderr.splitlines() == ["+ true", f"+ {sys.executable} kill.py"]
     inner = _launch(tmp_path, f"{sys.executable} kill.py", "true", env=env)
     assert inner.returncode == 128 + 9
+
+
+def test_a_command_word_that_looks_like_an_option_is_the_command_not_envs(
+        tmp_path: Path) -> None:
+    (tmp_path / "-probe").write_text("#!/bin/sh\necho ran\n")
+    (tmp_path / "-probe").chmod(0o755)
+    result = _launch(tmp_path, "./-probe", env={})
+    assert (result.returncode, result.stdout) == (0, "ran\n"), result.stderr
+    assert _launch(tmp_path, "-i", env={}).returncode == 127  # not taken as env's option
 
 
 def test_an_empty_variable_is_no_word_but_an_empty_quoted_word_stays(tmp_path: Path) -> None:
