@@ -770,30 +770,50 @@ def parse_ct_original(buf: bytes) -> CtTuple | None:
     return None
 
 
-class Conntrack:
+class NetlinkQuery:
+    """A netlink socket that asks the kernel one question at a time: each request takes
+    the next sequence number, and answers to earlier ones that arrive late are skipped."""
+
+    def __init__(self, protocol: int) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        self.sock.settimeout(0.2)
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def next_seq(self) -> int:
+        self.seq = (self.seq + 1) & 0x7FFFFFFF
+        return self.seq
+
+    def ask(self, message: bytes) -> bytes | None:
+        """The answer to ``message`` (built with :meth:`next_seq`); None if none of the next
+        few datagrams is it. Raises OSError as the socket does."""
+        self.sock.send(message)
+        for _ in range(8):
+            data = self.sock.recv(65536)
+            if len(data) >= 16 and struct.unpack("=I", data[8:12])[0] != self.seq:
+                continue  # a late answer to an earlier question
+            return data
+        return None
+
+
+class Conntrack(NetlinkQuery):
     """Looks up the original tuple of a flow the listener sees after NAT (the truth even
     when the kernel remapped the source port on a NAT clash)."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        super().__init__(NETLINK_NETFILTER)
         self.sock.bind((0, 0))
-        self.sock.settimeout(0.2)
-        self.seq = 0
 
     def original(self, proto: int, local: tuple[str, int],
                  peer: tuple[str, int]) -> CtTuple | None:
-        self.seq = (self.seq + 1) & 0x7FFFFFFF
         reply = CtTuple(local[0], local[1], peer[0], peer[1], proto)
         try:
-            self.sock.send(ct_get_message(reply, self.seq))
-            for _ in range(8):
-                data = self.sock.recv(65536)
-                if len(data) >= 16 and struct.unpack("=I", data[8:12])[0] != self.seq:
-                    continue  # a late answer to an earlier question
-                return parse_ct_original(data)
+            data = self.ask(ct_get_message(reply, self.next_seq()))
         except OSError:
             return None
-        return None
+        return parse_ct_original(data) if data is not None else None
 
 
 NETLINK_SOCK_DIAG = 4
@@ -833,16 +853,11 @@ def parse_sock_diag(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-class SockDiag:
+class SockDiag(NetlinkQuery):
     """Exact lookups of a TCP socket's owner uid and inode by its 4-tuple."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-        self.sock.settimeout(0.2)
-        self.seq = 0
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(NETLINK_SOCK_DIAG)
 
     def lookup(self, local: tuple[str, int], remote: tuple[str, int]) -> tuple[int, int] | None:
         """The socket whose local end is ``local`` and peer ``remote``, as an IPv4 socket
@@ -852,19 +867,13 @@ class SockDiag:
             (4, local, remote), (6, (f"::ffff:{local[0]}", local[1]),
                                  (f"::ffff:{remote[0]}", remote[1]))]
         for family, mine, theirs in tries:
-            self.seq = (self.seq + 1) & 0x7FFFFFFF
             try:
-                self.sock.send(sock_diag_request(family, 6, mine, theirs, self.seq))
-                for _ in range(8):
-                    data = self.sock.recv(65536)
-                    if len(data) >= 16 and struct.unpack("=I", data[8:12])[0] != self.seq:
-                        continue  # a late answer to an earlier question
-                    found = parse_sock_diag(data)
-                    if found is not None:
-                        return found
-                    break
+                data = self.ask(sock_diag_request(family, 6, mine, theirs, self.next_seq()))
             except (OSError, ValueError):
                 return None
+            found = parse_sock_diag(data) if data is not None else None
+            if found is not None:
+                return found
         return None
 
 
