@@ -1,8 +1,9 @@
 """reprobuild egress trap agent: PID 1 of a build's sandbox, owner of its network namespace.
 
-Standalone, stdlib-only (never imports ``reprobuild``), one file: the host runs it as the
-sandbox container's command, ``python3 -I -S -c "<this source>" [--option value ...]``
-(one argv string, so it must stay well under Linux's 128 KiB MAX_ARG_STRLEN). Options
+Standalone, stdlib-only (never imports ``reprobuild``), one file: it runs as
+``python3 -I -S -c "<this source>" [--option value ...]``, or, as the sandbox container's
+command, from a short loader that reads it (precompiled or as source) off the first bytes
+of stdin, exactly, leaving the rest of stdin (the source tar) for the build. Options
 mirror :class:`Config` (``--tcp-port``, ``--rate``, ``--ipv6 auto|require|off``,
 ``--backend auto|nft|iptables``, ``--no-selftest``, ``--build-script/--build-uid/
 --build-gid``, ``--no-trap``...); the defaults are meant to be used. Every module it loads

@@ -10,7 +10,6 @@ Docker.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import importlib.machinery
@@ -18,7 +17,6 @@ import json
 import marshal
 import sys
 import threading
-import zlib
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -66,62 +64,73 @@ def agent_source() -> str:
 
 
 _AGENT_FILENAME = "<reprobuild-trap-agent>"
-_AGENT_COMMAND_LOCK = threading.Lock()
+_AGENT_PAYLOAD_LOCK = threading.Lock()
+# The loader reads a header (kind: "m" marshalled code or "s" source, then the payload's
+# length in 16 digits, then a newline) and exactly that many bytes off fd 0, unbuffered, so
+# what follows on stdin (the source tar) stays for the build. It runs the agent as
+# __main__ with no names of its own left in the globals.
+_HEADER_BYTES = 18
+_LOADER = f"""import os as _o
+def _r(n):
+    b = bytearray()
+    while len(b) < n:
+        c = _o.read(0, n - len(b))
+        if not c:
+            raise SystemExit("reprobuild-trap-agent: stdin ended before the agent did")
+        b += c
+    return bytes(b)
+_h = _r({_HEADER_BYTES})
+_d = _r(int(_h[1:17]))
+_c = (__import__("marshal").loads(_d) if _h[:1] == b"m" else
+      compile(_d, {_AGENT_FILENAME!r}, "exec", dont_inherit=True))
+del _o, _r, _h, _d
+exec(globals().pop("_c"))
+"""
+AGENT_COMMAND = (AGENT_PYTHON, "-I", "-S", "-c", _LOADER)
+"""How a sandbox starts the agent, before :func:`agent_arguments`: a short loader that
+takes the agent itself (:func:`agent_payload`) off the first bytes of stdin."""
 
 
-def agent_command(python: str | None = None) -> list[str]:
-    """The command that runs the agent, before :func:`agent_arguments` (built once per
-    Python version, also when both builds' threads ask at the same moment)."""
-    with _AGENT_COMMAND_LOCK:
-        return _agent_command(python)
+def agent_payload(python: str | None = None) -> bytes:
+    """What the host sends first on a sandbox's stdin: the agent for that image's Python
+    (built once per Python version, also when both builds' threads ask at once)."""
+    with _AGENT_PAYLOAD_LOCK:
+        return _agent_payload(python)
 
 
 @cache
-def _agent_command(python: str | None) -> list[str]:
-    """Build :func:`agent_command`.
+def _agent_payload(python: str | None) -> bytes:
+    """Build :func:`agent_payload`.
 
-    The agent goes in on the command line (the sandbox has no host mounts). When the image's
-    Python is this one's minor version (same bytecode magic), it goes in compiled: the
-    sandbox skips compiling ~2,000 lines at every start, which sits between the
-    container start and READY. Otherwise the compressed source is compiled there. Either
-    way the argument stays well under the kernel's 128 KiB limit for one argument.
+    The agent goes in on stdin (the sandbox has no host mounts), not on the command line:
+    the engine stores, copies and hands on a container's command at every step, and a
+    ~200 KB one cost ~70 ms of create, start, wait and remove per container here; the
+    stream is only copied once. When the image's Python is this one's minor version (same
+    bytecode magic), it goes in compiled: the sandbox skips compiling ~2,000 lines at
+    every start, which sits between the container start and READY. Otherwise the source
+    is compiled there.
     """
     if python == HOST_PYTHON:
         # The import system's own cached bytecode when it is current, else a compile.
         path = str(program_path("trap_agent"))
         code = importlib.machinery.SourceFileLoader("trap_agent", path).get_code("trap_agent")
-        return _python_command(marshal.dumps(code), "__import__('marshal').loads({})")
-    return _python_command(agent_source().encode(),
-                           f"compile({{}}, {_AGENT_FILENAME!r}, 'exec', dont_inherit=True)")
+        kind, payload = b"m", marshal.dumps(code)
+    else:
+        kind, payload = b"s", agent_source().encode()
+    header = kind + b"%016d\n" % len(payload)
+    assert len(header) == _HEADER_BYTES
+    return header + payload
 
 
 def prepare_in_background() -> None:
     """Pack the agent for this host's Python on a thread, so the first sandbox finds it
-    ready (~15-60 ms that would otherwise sit on the first build's path).
+    ready (a few ms that would otherwise sit on the first build's path).
 
     The guess (the images' Python is ours) holds for the pinned bookworm images on a 3.11
     host; otherwise the work is wasted, not waited for.
     """
-    threading.Thread(target=agent_command, args=(HOST_PYTHON,), name="reprobuild-agent-pack",
+    threading.Thread(target=agent_payload, args=(HOST_PYTHON,), name="reprobuild-agent-pack",
                      daemon=True).start()
-
-
-# The kernel refuses one argument over 128 KiB (MAX_ARG_STRLEN), so the payload is split
-# over as many arguments as it needs (the whole command line may be ~1/4 of the stack).
-_AGENT_CHUNK = 96 * 1024
-
-
-def _python_command(payload: bytes, load: str) -> list[str]:
-    """``python3 -c LOADER CHUNK...``: the loader takes the zlib+base64 payload off
-    ``sys.argv`` (so the agent sees only its own options) and runs it. base64, not base85:
-    the stdlib's base85 decoder is pure Python and costs the sandbox ~40 ms; decoded by
-    ``binascii`` itself, as the ``base64`` module would, without importing it (~2 ms)."""
-    blob = base64.b64encode(zlib.compress(payload, 6)).decode()
-    chunks = [blob[i:i + _AGENT_CHUNK] for i in range(0, len(blob), _AGENT_CHUNK)]
-    data = (f"__import__('zlib').decompress(__import__('binascii').a2b_base64(''.join("
-            f"[__import__('sys').argv.pop(1) for _ in range({len(chunks)})])))")
-    # One expression: the agent runs as __main__ with no names of ours in its globals.
-    return [AGENT_PYTHON, "-I", "-S", "-c", f"exec({load.format(data)})\n", *chunks]
 
 
 def agent_arguments(*, script: str, uid: int, gid: int, log_bytes: int,

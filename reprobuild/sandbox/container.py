@@ -187,6 +187,8 @@ class Sandbox:
                     self._await_ready(cid, agents[0], trap_on=spec.trap)
 
                 start_with_stdin(api, cid, spec.stdin,
+                                 preamble=trap.agent_payload(spec.image_python),
+                                 preamble_timeout_s=_TRAP_READY_S,
                                  send_timeout_s=max(1.0, spec.limits.timeout_s),
                                  before_send=await_ready, files=spec.stdin_files,
                                  tar=spec.stdin_tar)
@@ -270,7 +272,7 @@ class Sandbox:
             # own (capped) log the json-file never rotates away evidence.
             log_mb=limits.log_bytes // MiB + 64,
         )
-        command = [*trap.agent_command(spec.image_python),
+        command = [*trap.AGENT_COMMAND,
                    *trap.agent_arguments(script=spec.script, uid=spec.uid, gid=spec.gid,
                                          log_bytes=limits.log_bytes, trap=spec.trap,
                                          outputs=OUT_DIR)]

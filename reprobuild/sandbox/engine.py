@@ -240,14 +240,16 @@ def _send_file(raw: socket.socket, path: Path) -> None:
 
 
 def start_with_stdin(api: docker.APIClient, container_id: str, data: bytes, *,
-                     send_timeout_s: float,
+                     send_timeout_s: float, preamble: bytes = b"",
+                     preamble_timeout_s: float = 60.0,
                      before_send: Callable[[], None] | None = None,
                      files: Sequence[Path] = (),
                      tar: Sequence[tuple[str, Path]] = ()) -> None:
     """Start a container created with ``stdin_open`` and ``StdinOnce`` and hand it ``data``.
 
-    The attach socket is opened before the start, so no byte is lost; ``before_send`` runs
-    between the start and the send (the sandbox's wait for the trap's READY). Our end is
+    The attach socket is opened before the start, so no byte is lost; ``preamble`` (the
+    agent itself, which the container's command reads first) goes right after the start,
+    then ``before_send`` runs (the sandbox's wait for the trap's READY), then the rest. Our end is
     closed afterwards: the engine has everything sent (a unix or TCP close delivers what
     is queued) and the container sees EOF. A container that exits before reading it all
     is not an error here; its exit code tells. ``files`` follow ``data`` as they are and
@@ -258,6 +260,10 @@ def start_with_stdin(api: docker.APIClient, container_id: str, data: bytes, *,
     raw: socket.socket = sock._sock
     try:
         api.start(container_id)
+        if preamble:
+            with contextlib.suppress(OSError):  # a container gone already: READY tells
+                raw.settimeout(preamble_timeout_s)
+                raw.sendall(preamble)
         if before_send is not None:
             before_send()
         with contextlib.suppress(OSError):

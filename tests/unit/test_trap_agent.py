@@ -115,19 +115,37 @@ def test_agent_runs_as_isolated_dash_c_program() -> None:
 
 
 @pytest.mark.parametrize("python", [trap.HOST_PYTHON, "3.99"])
-def test_agent_command_runs_the_agent_precompiled_or_from_source(python: str) -> None:
-    command = trap.agent_command(python)
-    assert command[:4] == [trap.AGENT_PYTHON, "-I", "-S", "-c"] and len(command) >= 6
-    # The kernel refuses a single argument over 128 KiB (MAX_ARG_STRLEN).
-    assert all(len(arg.encode()) < 128 * 1024 for arg in command)
-    assert len(command[4]) < 1000  # the loader; the agent itself is in the chunks after it
-    precompiled = "marshal" in command[4]
-    assert precompiled == (python != "3.99")
-    proc = subprocess.run([sys.executable, *command[1:], "--help"],
-                          capture_output=True, text=True, timeout=30, check=False)
+def test_the_loader_runs_the_agent_from_stdin_precompiled_or_from_source(python: str) -> None:
+    command = list(trap.AGENT_COMMAND)
+    assert command[:4] == [trap.AGENT_PYTHON, "-I", "-S", "-c"] and len(command) == 5
+    assert len(command[4]) < 1000  # the engine stores and copies the command at every step
+    payload = trap.agent_payload(python)
+    assert payload[:1] == (b"m" if python == trap.HOST_PYTHON else b"s")
+    proc = subprocess.run([sys.executable, *command[1:], "--help"], input=payload,
+                          capture_output=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "--nflog-group" in proc.stdout
-    assert "usage: reprobuild-trap-agent [-h]" in proc.stdout  # the chunks left sys.argv
+    assert b"--nflog-group" in proc.stdout
+    assert b"usage: reprobuild-trap-agent [-h]" in proc.stdout
+
+
+def test_the_loader_takes_exactly_the_agent_off_stdin_and_leaves_no_names() -> None:
+    """What follows the agent on stdin is the source tar: the build must get every byte of
+    it, so the loader reads unbuffered, exactly the header's length, even in short reads."""
+    program = (b"print(sorted(k for k in globals() if not k.startswith('__')), __name__)\n"
+               b"print(__import__('sys').stdin.buffer.read().decode())\n")
+    header = b"s%016d\n" % len(program)
+    rest = "after the agent " * 20000  # ~320 KB: more than a pipe holds, so reads are short
+    proc = subprocess.run([sys.executable, *trap.AGENT_COMMAND[1:]],
+                          input=header + program + rest.encode(), capture_output=True,
+                          timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    names, text = proc.stdout.decode().split("\n", 1)
+    assert names == "[] __main__"
+    assert text == rest + "\n"
+    cut = subprocess.run([sys.executable, *trap.AGENT_COMMAND[1:]], input=header + program[:9],
+                         capture_output=True, timeout=30, check=False)
+    assert cut.returncode == 1
+    assert b"stdin ended before the agent did" in cut.stderr
 
 
 def _python_of(versions: tuple[tuple[str, str], ...]) -> str | None:
