@@ -249,12 +249,12 @@ def start_with_stdin(api: docker.APIClient, container_id: str, data: bytes, *,
 
     The attach socket is opened before the start, so no byte is lost; ``preamble`` (the
     agent itself, which the container's command reads first) goes right after the start,
-    then ``before_send`` runs (the sandbox's wait for the trap's READY), then the rest. Our end is
-    closed afterwards: the engine has everything sent (a unix or TCP close delivers what
-    is queued) and the container sees EOF. A container that exits before reading it all
-    is not an error here; its exit code tells. ``files`` follow ``data`` as they are and
-    ``tar`` last, as one tar of host files: both streamed a chunk at a time, so the host's
-    memory does not grow with what is sent.
+    then ``before_send`` runs (the sandbox's wait for the trap's READY), then the rest.
+    Our end is closed afterwards: the engine has everything sent (a unix or TCP close
+    delivers what is queued) and the container sees EOF. A container that exits before
+    reading it all is not an error here; its exit code tells. ``files`` follow ``data`` as
+    they are and ``tar`` last, as one tar of host files: both streamed a chunk at a time,
+    so the host's memory does not grow with what is sent.
     """
     sock = api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
     raw: socket.socket = sock._sock
