@@ -80,7 +80,7 @@ def _r(n):
         b += c
     return bytes(b)
 _h = _r({_HEADER_BYTES})
-_d = _r(int(_h[1:17]))
+_d = _r(int(_h[1:{_HEADER_BYTES - 1}]))
 _c = (__import__("marshal").loads(_d) if _h[:1] == b"m" else
       compile(_d, {_AGENT_FILENAME!r}, "exec", dont_inherit=True))
 del _o, _r, _h, _d

@@ -354,13 +354,10 @@ class Sandbox:
                                        max_file_bytes=limits.output_mb * MiB,
                                        max_total_bytes=limits.output_mb * MiB)
         sent = self._sent_outputs(agent)
-        if sent is not None and sent.tar is not None:
-            files = extract_regular_files(io.BytesIO(sent.tar), output_dir, extract_limits,
-                                          strip_prefix=".")
-        else:
-            with _archive(self._client.api, container_id, f"{OUT_DIR}/.") as reader:
-                files = extract_regular_files(reader, output_dir, extract_limits,
-                                              strip_prefix=".")
+        with (contextlib.nullcontext(io.BytesIO(sent.tar))
+              if sent is not None and sent.tar is not None
+              else _archive(self._client.api, container_id, f"{OUT_DIR}/.")) as reader:
+            files = extract_regular_files(reader, output_dir, extract_limits, strip_prefix=".")
         return tuple(sorted(files, key=lambda f: f.path))
 
     @staticmethod
